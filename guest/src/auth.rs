@@ -1,0 +1,189 @@
+//! Parsing `WWW-Authenticate` challenges and building `Authorization` values. Pure.
+
+use std::collections::BTreeMap;
+
+/// One challenge: a scheme (lower-cased) and its parameters (keys lower-cased).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Challenge {
+    pub scheme: String,
+    pub params: BTreeMap<String, String>,
+}
+
+impl Challenge {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params.get(key).map(String::as_str)
+    }
+}
+
+/// Parses every challenge in a `WWW-Authenticate` value (RFC 9110 §11.6.1): schemes
+/// followed by comma-separated `key=value` or `key="quoted value"` parameters, several
+/// challenges in one header separated by commas.
+pub fn parse_challenges(header: &str) -> Vec<Challenge> {
+    let mut p = Parser { s: header.as_bytes(), i: 0 };
+    let mut out = Vec::new();
+    loop {
+        p.skip(|b| b == b',' || b.is_ascii_whitespace());
+        let Some(scheme) = p.token() else { break };
+        let mut params = BTreeMap::new();
+        loop {
+            p.skip(|b| b.is_ascii_whitespace());
+            let start = p.i;
+            let Some(key) = p.token() else {
+                // A token68 credential (`Basic abc==`) or stray text: skip to the next comma.
+                p.skip(|b| b != b',');
+                if p.i < p.s.len() {
+                    p.i += 1;
+                    continue;
+                }
+                break;
+            };
+            p.skip(|b| b.is_ascii_whitespace());
+            if p.peek() != Some(b'=') {
+                // A token not followed by '=' starts the next challenge.
+                p.i = start;
+                break;
+            }
+            p.i += 1;
+            p.skip(|b| b.is_ascii_whitespace());
+            let value = if p.peek() == Some(b'"') { p.quoted() } else { p.token().unwrap_or_default() };
+            params.insert(key.to_ascii_lowercase(), value);
+            p.skip(|b| b.is_ascii_whitespace());
+            if p.peek() == Some(b',') {
+                p.i += 1;
+            } else if p.i >= p.s.len() {
+                break;
+            }
+        }
+        out.push(Challenge {
+            scheme: scheme.to_ascii_lowercase(),
+            params,
+        });
+    }
+    out
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+
+    fn skip(&mut self, f: impl Fn(u8) -> bool) {
+        while self.peek().is_some_and(&f) {
+            self.i += 1;
+        }
+    }
+
+    /// An RFC 9110 token.
+    fn token(&mut self) -> Option<String> {
+        let start = self.i;
+        self.skip(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/:".contains(&b));
+        (self.i > start).then(|| String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+    }
+
+    /// A quoted string with backslash escapes; an unterminated one runs to the end.
+    fn quoted(&mut self) -> String {
+        self.i += 1;
+        let mut out = Vec::new();
+        while let Some(b) = self.peek() {
+            self.i += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(n) = self.peek() {
+                        out.push(n);
+                        self.i += 1;
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// `Basic <base64(user:password)>`.
+pub fn basic(username: &str, password: &str) -> String {
+    format!("Basic {}", base64(format!("{username}:{password}").as_bytes()))
+}
+
+fn base64(input: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encodes a query parameter value (everything but RFC 3986 unreserved characters).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_with_quoted_params() {
+        let c = parse_challenges(
+            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].scheme, "bearer");
+        assert_eq!(c[0].param("realm"), Some("https://auth.example.com/token"));
+        assert_eq!(c[0].param("service"), Some("registry.example.com"));
+        assert_eq!(c[0].param("scope"), Some("repository:library/busybox:pull"));
+    }
+
+    #[test]
+    fn several_challenges_and_odd_spacing() {
+        let c = parse_challenges(r#"Basic realm="Registry Realm" , BEARER Realm = "https://a/t", error="invalid_token""#);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].scheme, "basic");
+        assert_eq!(c[0].param("realm"), Some("Registry Realm"));
+        assert_eq!(c[1].scheme, "bearer");
+        assert_eq!(c[1].param("realm"), Some("https://a/t"));
+        assert_eq!(c[1].param("error"), Some("invalid_token"));
+    }
+
+    #[test]
+    fn escapes_and_unterminated_quotes() {
+        let c = parse_challenges(r#"Bearer realm="a\"b", scope="x"#);
+        assert_eq!(c[0].param("realm"), Some("a\"b"));
+        assert_eq!(c[0].param("scope"), Some("x"));
+        assert!(parse_challenges("").is_empty());
+        assert_eq!(parse_challenges("Basic").len(), 1);
+        assert_eq!(parse_challenges("Basic dXNlcjpwYXNz")[0].scheme, "basic");
+    }
+
+    #[test]
+    fn basic_and_escaping() {
+        assert_eq!(basic("user", "pass"), "Basic dXNlcjpwYXNz");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b""), "");
+        assert_eq!(query_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+    }
+}

@@ -1,0 +1,327 @@
+//! The WASI 0.2 binding: the WIT exports, the command line, and the wasi-http transport.
+
+use crate::cli::{self, Operation};
+use crate::error::Error;
+use crate::ops::{self, Options, Summary};
+use crate::registry::{BodyWriter, Credentials, Method, Request, Response, Scheme, Transport};
+use std::io::{self, Read, Write};
+use wasip2::http::outgoing_handler;
+use wasip2::http::types as http;
+use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+
+wit_bindgen::generate!({
+    world: "imo",
+    path: "../wit",
+    with: {
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+    },
+});
+
+use exports::imo::overlay::overlay as wit;
+
+struct Component;
+
+export!(Component);
+
+impl wit::Guest for Component {
+    fn pull(base: String, final_: String, archive: &OutputStream, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        let mut out = StreamWriter(archive);
+        ops::pull(&WasiHttp, &options, &reporter(&options), &base, &final_, &mut out)
+            .map(Into::into)
+            .map_err(Into::into)
+    }
+
+    fn push_vet(archive: &InputStream, destination: String, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::push_vet(&WasiHttp, &options, &reporter(&options), &mut StreamReader(archive), &destination)
+            .map(Into::into)
+            .map_err(Into::into)
+    }
+
+    fn push(archive: &InputStream, destination: String, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::push(&WasiHttp, &options, &reporter(&options), &mut StreamReader(archive), &destination)
+            .map(Into::into)
+            .map_err(Into::into)
+    }
+}
+
+impl exports::wasi::cli::run::Guest for Component {
+    fn run() -> Result<(), ()> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let command = match cli::parse(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(());
+            }
+        };
+        match run_command(command) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(())
+            }
+        }
+    }
+}
+
+fn run_command(command: cli::Command) -> Result<(), Error> {
+    let options = command.options;
+    let report = reporter(&options);
+    let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
+    let summary = match command.operation {
+        Operation::Help => {
+            println!("{}", cli::USAGE);
+            return Ok(());
+        }
+        Operation::Pull { base, final_ref, output } if output == "-" => {
+            let stdout = wasip2::cli::stdout::get_stdout();
+            ops::pull(&WasiHttp, &options, &report, &base, &final_ref, &mut StreamWriter(&stdout))?
+        }
+        Operation::Pull { base, final_ref, output } => {
+            // Written under a temporary name and renamed only once complete and verified,
+            // so a failed pull never leaves a file that looks like an archive.
+            let partial = format!("{output}.partial");
+            let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
+            let result = ops::pull(&WasiHttp, &options, &report, &base, &final_ref, &mut file)
+                .and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
+            drop(file);
+            match result {
+                Ok(s) => {
+                    std::fs::rename(&partial, &output).map_err(|e| io(&output, e))?;
+                    s
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            }
+        }
+        Operation::Vet { archive, destination } => {
+            with_input(&archive, |r| ops::push_vet(&WasiHttp, &options, &report, r, &destination))?
+        }
+        Operation::Push { archive, destination } => {
+            with_input(&archive, |r| ops::push(&WasiHttp, &options, &report, r, &destination))?
+        }
+    };
+    if options.progress {
+        eprintln!(
+            "{}: {} blob(s), {} bytes in the archive; {} blob(s), {} bytes omitted; {} uploaded, {} skipped",
+            summary.manifest_digest,
+            summary.blobs_in_archive,
+            summary.bytes_in_archive,
+            summary.blobs_omitted,
+            summary.bytes_omitted,
+            summary.blobs_uploaded,
+            summary.blobs_skipped
+        );
+    }
+    Ok(())
+}
+
+fn with_input<T>(path: &str, f: impl FnOnce(&mut dyn Read) -> Result<T, Error>) -> Result<T, Error> {
+    if path == "-" {
+        let stdin = wasip2::cli::stdin::get_stdin();
+        return f(&mut StreamReader(&stdin));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    f(&mut file)
+}
+
+fn reporter(options: &Options) -> impl Fn(&str) + use<> {
+    let on = options.progress;
+    move |line: &str| {
+        if on {
+            eprintln!("imo: {line}");
+        }
+    }
+}
+
+impl From<wit::Credentials> for Credentials {
+    fn from(c: wit::Credentials) -> Self {
+        Credentials { username: c.username, password: c.password }
+    }
+}
+
+impl From<wit::Options> for Options {
+    fn from(o: wit::Options) -> Self {
+        Options {
+            base_credentials: o.base_credentials.map(Into::into),
+            final_credentials: o.final_credentials.map(Into::into),
+            push_credentials: o.push_credentials.map(Into::into),
+            insecure_registries: o.insecure_registries,
+            progress: o.progress,
+        }
+    }
+}
+
+impl From<Summary> for wit::Summary {
+    fn from(s: Summary) -> Self {
+        wit::Summary {
+            manifest_digest: s.manifest_digest,
+            final_reference: s.final_reference,
+            base_reference: s.base_reference,
+            blobs_in_archive: s.blobs_in_archive,
+            bytes_in_archive: s.bytes_in_archive,
+            blobs_omitted: s.blobs_omitted,
+            bytes_omitted: s.bytes_omitted,
+            blobs_uploaded: s.blobs_uploaded,
+            bytes_uploaded: s.bytes_uploaded,
+            blobs_skipped: s.blobs_skipped,
+            archive_bytes: s.archive_bytes,
+        }
+    }
+}
+
+impl From<Error> for wit::Error {
+    fn from(e: Error) -> Self {
+        // The WIT cases carry the full message, so hosts print the same text as the CLI.
+        let message = e.to_string();
+        match e {
+            Error::InvalidReference(_) => wit::Error::InvalidReference(message),
+            Error::Unreachable(_) => wit::Error::Unreachable(message),
+            Error::Unauthorized(_) => wit::Error::Unauthorized(message),
+            Error::NotFound(_) => wit::Error::NotFound(message),
+            Error::Registry(_) => wit::Error::Registry(message),
+            Error::DigestMismatch(_) => wit::Error::DigestMismatch(message),
+            Error::InvalidManifest(_) => wit::Error::InvalidManifest(message),
+            Error::InvalidArchive(_) => wit::Error::InvalidArchive(message),
+            Error::MissingBlobs(digests) => wit::Error::MissingBlobs(digests),
+            Error::Io(_) => wit::Error::Io(message),
+        }
+    }
+}
+
+/// `std::io::Write` over a borrowed wasi output stream, honouring its write budget.
+struct StreamWriter<'a>(&'a OutputStream);
+
+impl Write for StreamWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.0.check_write() {
+                Ok(0) => self.0.subscribe().block(),
+                Ok(n) => {
+                    let n = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+                    self.0.write(&buf[..n]).map_err(stream_error)?;
+                    return Ok(n);
+                }
+                Err(e) => return Err(stream_error(e)),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.blocking_flush().map_err(stream_error)
+    }
+}
+
+/// `std::io::Read` over a borrowed wasi input stream.
+struct StreamReader<'a>(&'a InputStream);
+
+impl Read for StreamReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_stream(self.0, buf)
+    }
+}
+
+fn read_stream(stream: &InputStream, buf: &mut [u8]) -> io::Result<usize> {
+    match stream.blocking_read(buf.len() as u64) {
+        Ok(chunk) => {
+            buf[..chunk.len()].copy_from_slice(&chunk);
+            Ok(chunk.len())
+        }
+        Err(StreamError::Closed) => Ok(0),
+        Err(e) => Err(stream_error(e)),
+    }
+}
+
+fn stream_error(e: StreamError) -> io::Error {
+    match e {
+        StreamError::Closed => io::Error::new(io::ErrorKind::BrokenPipe, "the stream was closed"),
+        StreamError::LastOperationFailed(e) => io::Error::other(e.to_debug_string()),
+    }
+}
+
+/// The transport: one wasi-http `outgoing-handler.handle` per exchange.
+struct WasiHttp;
+
+impl Transport for WasiHttp {
+    fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response, Error> {
+        let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url));
+        let fields: Vec<(String, Vec<u8>)> = req.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+        let headers = http::Fields::from_list(&fields).map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
+        let request = http::OutgoingRequest::new(headers);
+        let method = match req.method {
+            Method::Get => http::Method::Get,
+            Method::Head => http::Method::Head,
+            Method::Post => http::Method::Post,
+            Method::Put => http::Method::Put,
+        };
+        let scheme = match req.url.scheme {
+            Scheme::Http => http::Scheme::Http,
+            Scheme::Https => http::Scheme::Https,
+        };
+        let set = request.set_method(&method).is_ok()
+            && request.set_scheme(Some(&scheme)).is_ok()
+            && request.set_authority(Some(&req.url.authority)).is_ok()
+            && request.set_path_with_query(Some(&req.url.path)).is_ok();
+        if !set {
+            return Err(unreachable(&"the URL is not valid"));
+        }
+        let outgoing = request.body().expect("a new request's body is taken once");
+        let future = outgoing_handler::handle(request, None).map_err(|e| unreachable(&e))?;
+        if let Some(write) = body {
+            let stream = outgoing.write().expect("a new body's stream is taken once");
+            let written = write(&mut StreamWriter(&stream)).and_then(|()| {
+                StreamWriter(&stream).flush().map_err(|e| unreachable(&e))
+            });
+            drop(stream);
+            if let Err(e) = written {
+                // Dropping the body unfinished aborts the request: nothing is committed.
+                drop(outgoing);
+                return Err(e);
+            }
+        }
+        http::OutgoingBody::finish(outgoing, None).map_err(|e| unreachable(&e))?;
+        let response = loop {
+            match future.get() {
+                Some(r) => break r,
+                None => future.subscribe().block(),
+            }
+        };
+        let response = response
+            .map_err(|()| unreachable(&"the response was already taken"))?
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let headers = response
+            .headers()
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect();
+        let incoming = response.consume().map_err(|()| unreachable(&"the body was already taken"))?;
+        let stream = incoming.stream().map_err(|()| unreachable(&"the body stream was already taken"))?;
+        Ok(Response {
+            status,
+            headers,
+            body: Box::new(Body { stream, _body: incoming, _response: response }),
+        })
+    }
+}
+
+/// A response body; the fields drop in order, child resources before their parents.
+struct Body {
+    stream: InputStream,
+    _body: http::IncomingBody,
+    _response: http::IncomingResponse,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_stream(&self.stream, buf)
+    }
+}

@@ -1,0 +1,214 @@
+//! Content digests: parsing, and verification of bytes as they stream past.
+
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+
+/// A validated `sha256:<64 lowercase hex>` digest. Other algorithms are refused: every
+/// registry imo targets uses sha256, and a digest imo cannot verify is worse than none.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest(String);
+
+impl Digest {
+    /// Parses and validates a digest string.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let Some(hex) = s.strip_prefix("sha256:") else {
+            return Err(format!("digest {s:?} is not of the form sha256:<hex>"));
+        };
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!(
+                "digest {s:?} must have 64 lowercase hexadecimal digits after sha256:"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self::from_hasher(Sha256::new_with_prefix(bytes))
+    }
+
+    fn from_hasher(hasher: Sha256) -> Self {
+        let sum = hasher.finalize();
+        let mut s = String::with_capacity(71);
+        s.push_str("sha256:");
+        for b in sum.iter() {
+            s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+            s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+        }
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hex part, as used for file names in an OCI layout (`blobs/sha256/<hex>`).
+    pub fn hex(&self) -> &str {
+        &self.0[7..]
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What went wrong when streamed bytes were checked against a descriptor.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// More bytes arrived than the descriptor declares.
+    TooLong { expected: u64 },
+    /// The stream ended before the declared size.
+    TooShort { expected: u64, found: u64 },
+    /// The size matched but the content did not.
+    Digest { expected: Digest, found: Digest },
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mismatch::TooLong { expected } => {
+                write!(f, "more than the {expected} bytes declared")
+            }
+            Mismatch::TooShort { expected, found } => {
+                write!(f, "{found} bytes where {expected} were declared")
+            }
+            Mismatch::Digest { expected, found } => {
+                write!(f, "content hashes to {found}, expected {expected}")
+            }
+        }
+    }
+}
+
+/// Hashes bytes as they pass and checks them against an expected digest and size.
+///
+/// Feeding more than the declared size fails at once, so a lying server cannot make imo
+/// stream without bound.
+pub struct Verifier {
+    hasher: Sha256,
+    expected: Digest,
+    size: u64,
+    seen: u64,
+}
+
+impl Verifier {
+    pub fn new(expected: &Digest, size: u64) -> Self {
+        Self {
+            hasher: Sha256::new(),
+            expected: expected.clone(),
+            size,
+            seen: 0,
+        }
+    }
+
+    /// Adds a chunk. Fails if the total would exceed the declared size.
+    pub fn update(&mut self, chunk: &[u8]) -> Result<(), Mismatch> {
+        let len = chunk.len() as u64;
+        if self.seen + len > self.size {
+            return Err(Mismatch::TooLong {
+                expected: self.size,
+            });
+        }
+        self.seen += len;
+        self.hasher.update(chunk);
+        Ok(())
+    }
+
+    /// Bytes still to come.
+    pub fn remaining(&self) -> u64 {
+        self.size - self.seen
+    }
+
+    /// Checks size and digest once the stream has ended.
+    pub fn finish(self) -> Result<(), Mismatch> {
+        if self.seen != self.size {
+            return Err(Mismatch::TooShort {
+                expected: self.size,
+                found: self.seen,
+            });
+        }
+        let found = Digest::from_hasher(self.hasher);
+        if found != self.expected {
+            return Err(Mismatch::Digest {
+                expected: self.expected,
+                found,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn digest_of_empty_input() {
+        assert_eq!(Digest::of(b"").as_str(), EMPTY);
+        assert_eq!(Digest::parse(EMPTY).unwrap().hex().len(), 64);
+    }
+
+    #[test]
+    fn parse_rejects_other_forms() {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:e3b0",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ] {
+            assert!(Digest::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn verifier_accepts_exact_content_in_chunks() {
+        let d = Digest::of(b"hello world");
+        let mut v = Verifier::new(&d, 11);
+        v.update(b"hello").unwrap();
+        assert_eq!(v.remaining(), 6);
+        v.update(b" world").unwrap();
+        v.finish().unwrap();
+    }
+
+    #[test]
+    fn verifier_reports_each_kind_of_mismatch() {
+        let d = Digest::of(b"hello");
+        let mut v = Verifier::new(&d, 5);
+        assert_eq!(
+            v.update(b"hello!"),
+            Err(Mismatch::TooLong { expected: 5 })
+        );
+
+        let mut v = Verifier::new(&d, 5);
+        v.update(b"hel").unwrap();
+        assert_eq!(
+            v.finish(),
+            Err(Mismatch::TooShort {
+                expected: 5,
+                found: 3
+            })
+        );
+
+        let mut v = Verifier::new(&d, 5);
+        v.update(b"jello").unwrap();
+        assert!(matches!(v.finish(), Err(Mismatch::Digest { found, .. }) if found == Digest::of(b"jello")));
+    }
+}

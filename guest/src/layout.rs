@@ -1,0 +1,343 @@
+//! The archive format: an OCI image layout as a tar stream, in an order that lets a reader
+//! plan in one pass.
+//!
+//! ```text
+//! oci-layout                  {"imageLayoutVersion":"1.0.0"}
+//! imo.json                    what the archive carries and leaves out (Metadata)
+//! index.json                  the final image's top-level manifest, annotated
+//! blobs/sha256/<manifests>    top-level manifest first, then its children, exact bytes
+//! blobs/sha256/<blobs>        configs, then the layers the base lacks
+//! ```
+
+use crate::digest::{Digest, Verifier};
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::plan::Fetched;
+use crate::tar;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+pub const LAYOUT_FILE: &str = "oci-layout";
+pub const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const METADATA_FILE: &str = "imo.json";
+pub const INDEX_FILE: &str = "index.json";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Annotation keys set on the `index.json` entry.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANNOTATION_FINAL: &str = "io.imo.final.reference";
+pub const ANNOTATION_BASE: &str = "io.imo.base.reference";
+pub const ANNOTATION_BASE_DIGEST: &str = "io.imo.base.digest";
+
+/// The base reference recorded for a full archive.
+pub const SCRATCH: &str = "scratch";
+
+/// `imo.json`: what the archive carries and what it expects the destination to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub imo_archive_version: u32,
+    /// The final image's reference as the user gave it, normalised.
+    pub final_reference: String,
+    /// The base image's reference, or `scratch`.
+    pub base_reference: String,
+    /// The digest the base reference resolved to at pull time.
+    pub base_digest: Option<Digest>,
+    /// Manifests in archive order, the top-level one first.
+    pub manifests: Vec<Descriptor>,
+    /// Blobs the archive carries, in archive order.
+    pub blobs: Vec<Descriptor>,
+    /// Blobs the manifests reference that the archive leaves out.
+    pub omitted: Vec<Descriptor>,
+}
+
+pub fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// The `index.json` of an archive whose top-level manifest is `top`.
+pub fn index_json(meta: &Metadata, tag: Option<&str>) -> Vec<u8> {
+    let mut top = meta.manifests[0].clone();
+    top.platform = None;
+    if let Some(tag) = tag {
+        top.annotations.insert(REF_NAME.into(), tag.into());
+    }
+    top.annotations.insert(ANNOTATION_FINAL.into(), meta.final_reference.clone());
+    top.annotations.insert(ANNOTATION_BASE.into(), meta.base_reference.clone());
+    if let Some(d) = &meta.base_digest {
+        top.annotations.insert(ANNOTATION_BASE_DIGEST.into(), d.to_string());
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": manifest::OCI_INDEX,
+        "manifests": [top],
+    });
+    serde_json::to_vec(&index).expect("serialising JSON values cannot fail")
+}
+
+/// An archive whose metadata has been read and checked, positioned at its first blob.
+pub struct Opened<R> {
+    pub meta: Metadata,
+    /// The manifests, top-level first, verified against their digests.
+    pub manifests: Vec<Fetched>,
+    tar: tar::Reader<R>,
+    /// Carried blobs not yet reached.
+    pending: BTreeMap<Digest, Descriptor>,
+}
+
+/// Reads and checks everything before the first blob.
+pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
+    let mut tar = tar::Reader::new(input);
+    let expect = |tar: &mut tar::Reader<R>, name: &str, limit: u64| -> Result<Vec<u8>, String> {
+        let Some(e) = tar.next_entry()? else {
+            return Err(format!("the archive ends before {name}: it is not a complete imo archive"));
+        };
+        if tar::normalise(&e.path) != name {
+            return Err(format!(
+                "expected {name} but found {:?}: this is not an archive written by imo pull",
+                e.path
+            ));
+        }
+        tar.read_small(&e, limit)
+    };
+    let layout = expect(&mut tar, LAYOUT_FILE, 4096)?;
+    let layout: serde_json::Value =
+        serde_json::from_slice(&layout).map_err(|e| format!("{LAYOUT_FILE} is not JSON: {e}"))?;
+    if layout["imageLayoutVersion"] != "1.0.0" {
+        return Err(format!("{LAYOUT_FILE} declares an image layout version other than 1.0.0"));
+    }
+    let meta = expect(&mut tar, METADATA_FILE, manifest::MAX_MANIFEST_BYTES)?;
+    let meta: Metadata = serde_json::from_slice(&meta).map_err(|e| format!("{METADATA_FILE} is malformed: {e}"))?;
+    if meta.imo_archive_version != FORMAT_VERSION {
+        return Err(format!(
+            "the archive has format version {}, this imo reads version {FORMAT_VERSION}",
+            meta.imo_archive_version
+        ));
+    }
+    let Some(top) = meta.manifests.first() else {
+        return Err(format!("{METADATA_FILE} lists no manifest"));
+    };
+    let index = expect(&mut tar, INDEX_FILE, manifest::MAX_MANIFEST_BYTES)?;
+    let index = Manifest::parse(&index, None).map_err(|e| format!("{INDEX_FILE} {e}"))?;
+    if index.children().len() != 1 || index.children()[0].digest != top.digest {
+        return Err(format!("{INDEX_FILE} does not point at the manifest {METADATA_FILE} names first"));
+    }
+
+    let mut manifests = Vec::new();
+    for d in &meta.manifests {
+        let Some(e) = tar.next_entry()? else {
+            return Err(format!("the archive ends before manifest {}: it is truncated", d.digest));
+        };
+        if tar::normalise(&e.path) != blob_path(&d.digest) {
+            return Err(format!("expected manifest {} but found entry {:?}", d.digest, e.path));
+        }
+        if e.size != d.size {
+            return Err(format!("manifest {} is {} bytes, {} were declared", d.digest, e.size, d.size));
+        }
+        let bytes = tar.read_small(&e, manifest::MAX_MANIFEST_BYTES)?;
+        let mut v = Verifier::new(&d.digest, d.size);
+        v.update(&bytes).and_then(|()| v.finish()).map_err(|m| format!("manifest {}: {m}", d.digest))?;
+        let parsed =
+            Manifest::parse(&bytes, Some(&d.media_type)).map_err(|e| format!("manifest {} {e}", d.digest))?;
+        manifests.push(Fetched {
+            descriptor: d.clone(),
+            bytes,
+            manifest: parsed,
+        });
+    }
+    check_consistency(&meta, &manifests)?;
+    let pending = meta.blobs.iter().map(|d| (d.digest.clone(), d.clone())).collect();
+    Ok(Opened {
+        meta,
+        manifests,
+        tar,
+        pending,
+    })
+}
+
+/// The lists in `imo.json` must agree with the manifests themselves: every child of an
+/// index is in the archive, and every referenced blob is carried or omitted, exactly once.
+fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), String> {
+    let listed: BTreeSet<&Digest> = meta.manifests.iter().map(|d| &d.digest).collect();
+    if listed.len() != meta.manifests.len() {
+        return Err(format!("{METADATA_FILE} lists a manifest twice"));
+    }
+    for m in manifests {
+        for child in m.manifest.children() {
+            if !listed.contains(&child.digest) {
+                return Err(format!(
+                    "index {} references manifest {} that the archive does not carry",
+                    m.descriptor.digest, child.digest
+                ));
+            }
+        }
+    }
+    let referenced = crate::plan::referenced(manifests);
+    let mut accounted = BTreeMap::new();
+    for d in meta.blobs.iter().chain(&meta.omitted) {
+        if accounted.insert(d.digest.clone(), d).is_some() {
+            return Err(format!("{METADATA_FILE} lists blob {} twice", d.digest));
+        }
+        match referenced.get(&d.digest) {
+            None => return Err(format!("{METADATA_FILE} lists blob {} that no manifest references", d.digest)),
+            Some(r) if r.size != d.size => {
+                return Err(format!(
+                    "{METADATA_FILE} gives blob {} a size of {}, the manifest {}",
+                    d.digest, d.size, r.size
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(missing) = referenced.keys().find(|d| !accounted.contains_key(*d)) {
+        return Err(format!("blob {missing} is referenced but {METADATA_FILE} neither carries nor omits it"));
+    }
+    Ok(())
+}
+
+impl<R: Read> Opened<R> {
+    /// Moves to the next carried blob, returning its descriptor; `None` at the end, once
+    /// every blob `imo.json` promised has been seen.
+    pub fn next_blob(&mut self) -> Result<Option<Descriptor>, String> {
+        let Some(e) = self.tar.next_entry()? else {
+            if let Some(d) = self.pending.keys().next() {
+                return Err(format!(
+                    "the archive ends without blob {d} (and {} more): it is truncated",
+                    self.pending.len() - 1
+                ));
+            }
+            return Ok(None);
+        };
+        let path = tar::normalise(&e.path);
+        let Some(d) = path
+            .strip_prefix("blobs/sha256/")
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+            .and_then(|d| self.pending.remove(&d))
+        else {
+            let what = if self.meta.blobs.iter().any(|d| blob_path(&d.digest) == path) {
+                "appears twice"
+            } else {
+                "is not one imo.json lists"
+            };
+            return Err(format!("archive entry {:?} {what}", e.path));
+        };
+        if e.size != d.size {
+            return Err(format!("blob {} is {} bytes in the archive, {} were declared", d.digest, e.size, d.size));
+        }
+        Ok(Some(d))
+    }
+
+    /// Reads the current blob's bytes; 0 at its end.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        self.tar.read_data(buf)
+    }
+
+    /// Bytes of archive read so far.
+    pub fn offset(&self) -> u64 {
+        self.tar.offset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::image_json;
+
+    /// A complete archive for an image of a config and two layers, the first omitted.
+    pub fn sample() -> (Vec<u8>, Metadata) {
+        let config = b"{\"a\":1}".to_vec();
+        let l1 = b"layer one".to_vec();
+        let l2 = b"layer two".to_vec();
+        let (cd, d1, d2) = (Digest::of(&config), Digest::of(&l1), Digest::of(&l2));
+        let m = image_json(Some(manifest::OCI_MANIFEST), &cd, &[(&d1, 9), (&d2, 9)]);
+        let desc = |mt: &str, d: &Digest, size: usize| Descriptor {
+            media_type: mt.into(),
+            digest: d.clone(),
+            size: size as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let md = desc(manifest::OCI_MANIFEST, &Digest::of(&m), m.len());
+        let meta = Metadata {
+            imo_archive_version: 1,
+            final_reference: "r.io/app:v2".into(),
+            base_reference: "r.io/app:v1".into(),
+            base_digest: None,
+            manifests: vec![md.clone()],
+            blobs: vec![
+                desc("application/vnd.oci.image.config.v1+json", &cd, config.len()),
+                desc("application/vnd.oci.image.layer.v1.tar+gzip", &d2, 9),
+            ],
+            omitted: vec![desc("application/vnd.oci.image.layer.v1.tar+gzip", &d1, 9)],
+        };
+        let mut w = tar::Writer::new(Vec::new());
+        w.file(LAYOUT_FILE, LAYOUT_CONTENT).unwrap();
+        w.file(METADATA_FILE, &serde_json::to_vec(&meta).unwrap()).unwrap();
+        w.file(INDEX_FILE, &index_json(&meta, Some("v2"))).unwrap();
+        w.file(&blob_path(&md.digest), &m).unwrap();
+        w.file(&blob_path(&cd), &config).unwrap();
+        w.file(&blob_path(&d2), &l2).unwrap();
+        w.finish().unwrap();
+        (w.written_into(), meta)
+    }
+
+    impl tar::Writer<Vec<u8>> {
+        fn written_into(self) -> Vec<u8> {
+            let (v, _) = self.into_parts();
+            v
+        }
+    }
+
+    #[test]
+    fn opens_and_walks_a_sample() {
+        let (bytes, meta) = sample();
+        let mut o = open(&bytes[..]).unwrap();
+        assert_eq!(o.meta, meta);
+        assert_eq!(o.manifests.len(), 1);
+        let mut seen = Vec::new();
+        while let Some(d) = o.next_blob().unwrap() {
+            seen.push(d.digest);
+        }
+        assert_eq!(seen, meta.blobs.iter().map(|d| d.digest.clone()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_truncated_archive_is_refused_wherever_it_is_cut() {
+        let (bytes, _) = sample();
+        for cut in (0..bytes.len() - 1024).step_by(97) {
+            let walk = || -> Result<(), String> {
+                let mut o = open(&bytes[..cut])?;
+                let mut buf = [0u8; 64];
+                while o.next_blob()?.is_some() {
+                    while o.read(&mut buf)? > 0 {}
+                }
+                Ok(())
+            };
+            assert!(walk().is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn metadata_that_disagrees_with_the_manifest_is_refused() {
+        let (_, meta) = sample();
+        let rewrite = |f: &dyn Fn(&mut Metadata)| {
+            let mut m = meta.clone();
+            f(&mut m);
+            m
+        };
+        let fetched: Vec<Fetched> = {
+            let (bytes, _) = sample();
+            open(&bytes[..]).unwrap().manifests
+        };
+        let cases: Vec<(Metadata, &str)> = vec![
+            (rewrite(&|m| { m.omitted.clear(); }), "neither carries nor omits"),
+            (rewrite(&|m| { let d = m.blobs[1].clone(); m.omitted.push(d); }), "twice"),
+            (rewrite(&|m| { m.blobs[1].size = 1; }), "size of 1"),
+            (rewrite(&|m| { m.blobs[1].digest = Digest::of(b"x"); }), "no manifest references"),
+        ];
+        for (m, expected) in cases {
+            let err = check_consistency(&m, &fetched).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+}

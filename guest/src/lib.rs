@@ -1,0 +1,17 @@
+//! imo's logic: references, manifests, diff planning, the archive format and a registry
+//! client, all free of I/O so they test natively; `component` binds them to WASI 0.2.
+
+pub mod auth;
+pub mod cli;
+pub mod digest;
+pub mod error;
+pub mod layout;
+pub mod manifest;
+pub mod ops;
+pub mod plan;
+pub mod reference;
+pub mod registry;
+pub mod tar;
+
+#[cfg(target_arch = "wasm32")]
+mod component;

@@ -1,0 +1,320 @@
+//! The three operations, over a transport and an archive stream.
+
+use crate::digest::{Digest, Verifier};
+use crate::error::{Error, Result};
+use crate::layout::{self, Metadata, Opened};
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::plan::{self, Fetched};
+use crate::reference::Reference;
+use crate::registry::{Access, Client, Credentials, Transport};
+use crate::tar;
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{Read, Write};
+
+/// Settings shared by every operation (the WIT `options`).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub base_credentials: Option<Credentials>,
+    pub final_credentials: Option<Credentials>,
+    pub push_credentials: Option<Credentials>,
+    pub insecure_registries: Vec<String>,
+    pub progress: bool,
+}
+
+/// What an operation did (the WIT `summary`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub manifest_digest: String,
+    pub final_reference: String,
+    pub base_reference: String,
+    pub blobs_in_archive: u32,
+    pub bytes_in_archive: u64,
+    pub blobs_omitted: u32,
+    pub bytes_omitted: u64,
+    pub blobs_uploaded: u32,
+    pub bytes_uploaded: u64,
+    pub blobs_skipped: u32,
+    pub archive_bytes: u64,
+}
+
+/// Where progress lines go; stderr in the component.
+pub trait Reporter {
+    fn line(&self, text: &str);
+}
+
+impl<F: Fn(&str)> Reporter for F {
+    fn line(&self, text: &str) {
+        self(text)
+    }
+}
+
+/// The most manifests one image may have (an index and its children, nested).
+const MAX_MANIFESTS: usize = 1024;
+
+fn short(d: &Digest) -> &str {
+    &d.as_str()[..19]
+}
+
+fn parse_ref(what: &str, s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| Error::InvalidReference(format!("{what}: {e}")))
+}
+
+/// Fetches a top-level manifest and, for indexes, every child, verifying each against its
+/// descriptor. Top-level first.
+fn fetch_all(client: &Client<'_>, key: &str) -> Result<Vec<Fetched>> {
+    let (top, bytes) = client.manifest(key)?;
+    let mut out = Vec::new();
+    let mut queue = VecDeque::from([(top, bytes)]);
+    let mut seen = BTreeSet::new();
+    while let Some((descriptor, bytes)) = queue.pop_front() {
+        if !seen.insert(descriptor.digest.clone()) {
+            continue;
+        }
+        let manifest = Manifest::parse(&bytes, Some(&descriptor.media_type)).map_err(|e| {
+            Error::InvalidManifest(format!(
+                "manifest {} in {}/{} {e}",
+                descriptor.digest,
+                client.registry(),
+                client.repository()
+            ))
+        })?;
+        for child in manifest.children() {
+            if !manifest::is_manifest_type(&child.media_type) {
+                return Err(Error::InvalidManifest(format!(
+                    "index {} references {} of media type {}, which is not an image manifest imo handles",
+                    descriptor.digest, child.digest, child.media_type
+                )));
+            }
+            let (got, bytes) = client.manifest(child.digest.as_str())?;
+            if got.size != child.size {
+                return Err(Error::DigestMismatch(format!(
+                    "manifest {} is {} bytes, its index declares {}",
+                    child.digest, got.size, child.size
+                )));
+            }
+            queue.push_back((child.clone(), bytes));
+        }
+        out.push(Fetched { descriptor, bytes, manifest });
+        if out.len() > MAX_MANIFESTS {
+            return Err(Error::InvalidManifest(format!("{key} has more than {MAX_MANIFESTS} manifests")));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the difference archive of `final_ref` over `base_ref` to `out`.
+pub fn pull(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    base_ref: &str,
+    final_ref: &str,
+    out: &mut dyn Write,
+) -> Result<Summary> {
+    let fin = parse_ref("final image", final_ref)?;
+    let base = if base_ref == layout::SCRATCH { None } else { Some(parse_ref("base image", base_ref)?) };
+
+    let final_client = Client::connect(transport, &fin, options.final_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+    let manifests = fetch_all(&final_client, &fin.manifest_key())?;
+    let top = manifests[0].descriptor.clone();
+    report.line(&format!("final {fin}: {} ({} manifest(s))", top.digest, manifests.len()));
+
+    let mut base_blobs = BTreeSet::new();
+    let mut base_digest = None;
+    if let Some(base) = &base {
+        let client = Client::connect(transport, base, options.base_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+        let base_manifests = fetch_all(&client, &base.manifest_key())?;
+        base_digest = Some(base_manifests[0].descriptor.digest.clone());
+        base_blobs.extend(base_manifests.iter().flat_map(|m| m.manifest.blobs()).map(|d| d.digest.clone()));
+        report.line(&format!("base {base}: {} ({} blob(s))", base_manifests[0].descriptor.digest, base_blobs.len()));
+    }
+
+    let plan = plan::diff(&manifests, &base_blobs);
+    let meta = Metadata {
+        imo_archive_version: layout::FORMAT_VERSION,
+        final_reference: fin.to_string(),
+        base_reference: base.as_ref().map_or_else(|| layout::SCRATCH.to_owned(), Reference::to_string),
+        base_digest,
+        manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
+        blobs: plan.include.clone(),
+        omitted: plan.omit.clone(),
+    };
+
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let mut w = tar::Writer::new(out);
+    w.file(layout::LAYOUT_FILE, layout::LAYOUT_CONTENT).map_err(io)?;
+    w.file(layout::METADATA_FILE, &serde_json::to_vec_pretty(&meta).expect("metadata serialises")).map_err(io)?;
+    w.file(layout::INDEX_FILE, &layout::index_json(&meta, fin.tag.as_deref())).map_err(io)?;
+    for m in &manifests {
+        w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes).map_err(io)?;
+    }
+    for d in &plan.include {
+        report.line(&format!("copying {} ({} bytes)", short(&d.digest), d.size));
+        w.header(&layout::blob_path(&d.digest), d.size).map_err(io)?;
+        final_client.blob(d, &mut |chunk| w.data(chunk).map_err(io))?;
+        w.end_entry(d.size).map_err(io)?;
+    }
+    w.finish().map_err(io)?;
+
+    let summary = Summary {
+        manifest_digest: top.digest.to_string(),
+        final_reference: meta.final_reference.clone(),
+        base_reference: meta.base_reference.clone(),
+        blobs_in_archive: plan.include.len() as u32,
+        bytes_in_archive: plan.include.iter().map(|d| d.size).sum(),
+        blobs_omitted: plan.omit.len() as u32,
+        bytes_omitted: plan.omit.iter().map(|d| d.size).sum(),
+        archive_bytes: w.written,
+        ..Summary::default()
+    };
+    report.line(&format!(
+        "archive complete: {} blob(s), {} bytes carried; {} blob(s), {} bytes left to the base",
+        summary.blobs_in_archive, summary.bytes_in_archive, summary.blobs_omitted, summary.bytes_omitted
+    ));
+    Ok(summary)
+}
+
+fn open_archive<R: Read>(input: R) -> Result<Opened<R>> {
+    layout::open(input).map_err(Error::InvalidArchive)
+}
+
+fn summary_of<R: Read>(archive: &Opened<R>) -> Summary {
+    let m = &archive.meta;
+    Summary {
+        manifest_digest: m.manifests[0].digest.to_string(),
+        final_reference: m.final_reference.clone(),
+        base_reference: m.base_reference.clone(),
+        blobs_in_archive: m.blobs.len() as u32,
+        bytes_in_archive: m.blobs.iter().map(|d| d.size).sum(),
+        blobs_omitted: m.omitted.len() as u32,
+        bytes_omitted: m.omitted.iter().map(|d| d.size).sum(),
+        archive_bytes: archive.offset(),
+        ..Summary::default()
+    }
+}
+
+/// Fails with every omitted blob the destination lacks.
+fn vet_omitted(client: &Client<'_>, meta: &Metadata, report: &dyn Reporter) -> Result<()> {
+    let mut missing = Vec::new();
+    for d in &meta.omitted {
+        if !client.has_blob(&d.digest)? {
+            missing.push(d.digest.to_string());
+        }
+    }
+    report.line(&format!(
+        "vet {}/{}: {} of {} omitted blob(s) present",
+        client.registry(),
+        client.repository(),
+        meta.omitted.len() - missing.len(),
+        meta.omitted.len()
+    ));
+    if missing.is_empty() { Ok(()) } else { Err(Error::MissingBlobs(missing)) }
+}
+
+/// Checks that `destination` holds every blob the archive leaves out.
+pub fn push_vet(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    archive: &mut dyn Read,
+    destination: &str,
+) -> Result<Summary> {
+    let dest = parse_ref("destination", destination)?;
+    let archive = open_archive(archive)?;
+    let client = Client::connect(transport, &dest, options.push_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+    vet_omitted(&client, &archive.meta, report)?;
+    Ok(summary_of(&archive))
+}
+
+/// The tag (or digest) the top-level manifest is pushed under.
+fn destination_key(dest: &Reference, meta: &Metadata) -> Result<String> {
+    let top = &meta.manifests[0].digest;
+    if let Some(d) = &dest.digest {
+        if d != top {
+            return Err(Error::InvalidReference(format!(
+                "destination {dest} pins digest {d}, but the archive's image is {top}"
+            )));
+        }
+        if dest.tag.is_none() {
+            return Ok(d.to_string());
+        }
+    }
+    if let Some(t) = &dest.tag {
+        return Ok(t.clone());
+    }
+    let from_final = Reference::parse(&meta.final_reference).ok().and_then(|r| r.tag);
+    Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
+}
+
+/// Vets, uploads what the destination lacks, then puts the manifests, top-level last.
+pub fn push(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    archive: &mut dyn Read,
+    destination: &str,
+) -> Result<Summary> {
+    let dest = parse_ref("destination", destination)?;
+    let mut archive = open_archive(archive)?;
+    let key = destination_key(&dest, &archive.meta)?;
+    let client = Client::connect(transport, &dest, options.push_credentials.clone(), Access::Push, &options.insecure_registries)?;
+    vet_omitted(&client, &archive.meta, report)?;
+
+    let mut present = BTreeSet::new();
+    for d in &archive.meta.blobs {
+        if client.has_blob(&d.digest)? {
+            present.insert(d.digest.clone());
+        }
+    }
+
+    let mut summary = summary_of(&archive);
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
+        if present.contains(&d.digest) {
+            summary.blobs_skipped += 1;
+            continue;
+        }
+        report.line(&format!("uploading {} ({} bytes)", short(&d.digest), d.size));
+        client.upload(&d, &mut |w| upload_from_archive(&mut archive, &d, &mut buf, w))?;
+        summary.blobs_uploaded += 1;
+        summary.bytes_uploaded += d.size;
+    }
+
+    // Children before the indexes that reference them; the top-level manifest last, tagged.
+    for m in archive.manifests.iter().skip(1).rev() {
+        client.put_manifest(m.descriptor.digest.as_str(), &m.descriptor, &m.bytes)?;
+    }
+    let top = &archive.manifests[0];
+    client.put_manifest(&key, &top.descriptor, &top.bytes)?;
+    summary.archive_bytes = archive.offset();
+    report.line(&format!(
+        "pushed {}/{}:{key} ({}): {} blob(s) uploaded, {} already present",
+        dest.registry, dest.repository, top.descriptor.digest, summary.blobs_uploaded, summary.blobs_skipped
+    ));
+    Ok(summary)
+}
+
+/// Streams one archive blob into an upload, verifying it; the last chunk is held back until
+/// the digest checks out, so a corrupt blob aborts the request instead of completing it.
+fn upload_from_archive<R: Read>(
+    archive: &mut Opened<R>,
+    d: &Descriptor,
+    buf: &mut [u8],
+    w: &mut dyn Write,
+) -> Result<()> {
+    let mut verifier = Verifier::new(&d.digest, d.size);
+    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
+    let send = |w: &mut dyn Write, chunk: &[u8]| w.write_all(chunk).map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)));
+    loop {
+        let n = archive.read(buf).map_err(Error::InvalidArchive)?;
+        if n == 0 {
+            return verifier.finish().map_err(mismatch);
+        }
+        verifier.update(&buf[..n]).map_err(mismatch)?;
+        if verifier.remaining() == 0 {
+            verifier.finish().map_err(mismatch)?;
+            return send(w, &buf[..n]);
+        }
+        send(w, &buf[..n])?;
+    }
+}

@@ -1,0 +1,347 @@
+//! Image references as docker/distribution parses them:
+//! `[host[:port]/]path[:tag][@sha256:<hex>]`.
+
+use crate::digest::Digest;
+use std::fmt;
+
+/// The registry that unqualified names belong to.
+pub const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+const MAX_NAME: usize = 255;
+
+/// A parsed, normalised image reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    /// `host[:port]` as written, with `index.docker.io` folded into `docker.io`.
+    pub registry: String,
+    /// The repository path, with `library/` added for official Docker Hub images.
+    pub repository: String,
+    /// The tag as written, if any.
+    pub tag: Option<String>,
+    /// The digest as written, if any.
+    pub digest: Option<Digest>,
+}
+
+impl Reference {
+    /// Parses a reference, naming the part that is wrong when it is malformed.
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let fail = |why: String| Err(format!("invalid reference {input:?}: {why}"));
+        if input.is_empty() {
+            return fail("it is empty".into());
+        }
+        let (rest, digest) = match input.split_once('@') {
+            Some((rest, d)) => match Digest::parse(d) {
+                Ok(d) => (rest, Some(d)),
+                Err(e) => return fail(e),
+            },
+            None => (input, None),
+        };
+        // A tag follows the last ':' that comes after the last '/'; an earlier ':' is a port.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let at = last_slash + i;
+                (&rest[..at], Some(&rest[at + 1..]))
+            }
+            None => (rest, None),
+        };
+        if let Some(tag) = tag
+            && let Err(e) = check_tag(tag)
+        {
+            return fail(e);
+        }
+        if name.len() > MAX_NAME {
+            return fail(format!("the name is longer than {MAX_NAME} characters"));
+        }
+        let (registry, path) = match name.split_once('/') {
+            Some((first, path)) if looks_like_host(first) => (first, path),
+            _ => (DOCKER_HUB, name),
+        };
+        if let Err(e) = check_host(registry) {
+            return fail(e);
+        }
+        if let Err(e) = check_path(path) {
+            return fail(e);
+        }
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB
+        } else {
+            registry
+        };
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_owned()
+        };
+        Ok(Self {
+            registry: registry.to_owned(),
+            repository,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+
+    /// What to ask the registry for: the digest if given (it pins the content), else the
+    /// tag, else `latest`.
+    pub fn manifest_key(&self) -> String {
+        match (&self.digest, &self.tag) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "latest".to_owned(),
+        }
+    }
+
+    /// The tag, or `latest` when none was written.
+    pub fn tag_or_latest(&self) -> &str {
+        self.tag.as_deref().unwrap_or("latest")
+    }
+
+    /// The `host[:port]` to send requests to; Docker Hub serves its API from another host.
+    pub fn api_host(&self) -> &str {
+        if self.registry == DOCKER_HUB {
+            DOCKER_HUB_API
+        } else {
+            &self.registry
+        }
+    }
+
+    /// Whether the registry is on this machine, where plain HTTP is acceptable.
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.registry)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(t) = &self.tag {
+            write!(f, ":{t}")?;
+        }
+        if let Some(d) = &self.digest {
+            write!(f, "@{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` and `[::1]`, with or without a port.
+pub fn is_loopback_host(authority: &str) -> bool {
+    let host = strip_port(authority);
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .strip_prefix("127.")
+            .is_some_and(|r| r.split('.').count() == 3 && r.split('.').all(is_octet))
+}
+
+fn is_octet(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok_and(|n| n < 256)
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |i| &authority[..=i]);
+    }
+    authority.split_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// distribution's rule: the first component is a host if it has a '.' or ':', is
+/// `localhost`, or has an upper-case letter (repository paths are lower-case).
+fn looks_like_host(first: &str) -> bool {
+    first.contains(['.', ':'])
+        || first == "localhost"
+        || first.starts_with('[')
+        || first.bytes().any(|b| b.is_ascii_uppercase())
+}
+
+fn check_host(host: &str) -> Result<(), String> {
+    let (name, port) = if host.starts_with('[') {
+        let Some(end) = host.find(']') else {
+            return Err(format!("registry {host:?} has an unclosed '['"));
+        };
+        let inner = &host[1..end];
+        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+            return Err(format!("registry {host:?} is not a valid IPv6 address"));
+        }
+        let port = match &host[end + 1..] {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return Err(format!("registry {host:?} has text after ']' that is not a port")),
+            },
+        };
+        (None, port)
+    } else {
+        match host.split_once(':') {
+            Some((n, p)) => (Some(n), Some(p)),
+            None => (Some(host), None),
+        }
+    };
+    if let Some(name) = name {
+        let ok = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !ok {
+            return Err(format!("registry host {name:?} is not a valid host name"));
+        }
+    }
+    if let Some(port) = port
+        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
+    {
+        return Err(format!("registry port {port:?} is not a number from 0 to 65535"));
+    }
+    Ok(())
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err("the repository path is empty".into());
+    }
+    for component in path.split('/') {
+        if !is_path_component(component) {
+            return Err(format!(
+                "repository path component {component:?} must be lower-case letters and digits, \
+                 separated by single '.', single or double '_', or runs of '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]*)[a-z0-9]+)*`
+fn is_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// `[\w][\w.-]{0,127}`
+fn check_tag(tag: &str) -> Result<(), String> {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let b = tag.as_bytes();
+    if b.is_empty() {
+        return Err("the tag after ':' is empty".into());
+    }
+    if b.len() > 128 {
+        return Err(format!("tag {tag:?} is longer than 128 characters"));
+    }
+    if !word(b[0]) || !b.iter().all(|&x| word(x) || x == b'.' || x == b'-') {
+        return Err(format!(
+            "tag {tag:?} must be letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn parts(s: &str) -> (String, String, Option<String>, Option<String>) {
+        let r = Reference::parse(s).unwrap();
+        (r.registry, r.repository, r.tag, r.digest.map(|d| d.to_string()))
+    }
+
+    #[test]
+    fn docker_hub_normalisation() {
+        assert_eq!(parts("busybox"), ("docker.io".into(), "library/busybox".into(), None, None));
+        assert_eq!(
+            parts("index.docker.io/busybox:1.36"),
+            ("docker.io".into(), "library/busybox".into(), Some("1.36".into()), None)
+        );
+        assert_eq!(parts("user/app").1, "user/app");
+        assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
+        assert_eq!(Reference::parse("busybox").unwrap().to_string(), "docker.io/library/busybox");
+    }
+
+    #[test]
+    fn registries_ports_tags_and_digests() {
+        assert_eq!(
+            parts("127.0.0.1:5000/a/b/c:v2"),
+            ("127.0.0.1:5000".into(), "a/b/c".into(), Some("v2".into()), None)
+        );
+        assert_eq!(
+            parts(&format!("localhost/app@{D}")),
+            ("localhost".into(), "app".into(), None, Some(D.into()))
+        );
+        assert_eq!(
+            parts(&format!("quay.io/org/app:v1@{D}")),
+            ("quay.io".into(), "org/app".into(), Some("v1".into()), Some(D.into()))
+        );
+        assert_eq!(parts("[::1]:5000/app").0, "[::1]:5000");
+        let r = Reference::parse(&format!("host:5000/app:v1@{D}")).unwrap();
+        assert_eq!(r.manifest_key(), D);
+        assert_eq!(Reference::parse("host:5000/app").unwrap().manifest_key(), "latest");
+        assert_eq!(r.to_string(), format!("host:5000/app:v1@{D}"));
+    }
+
+    #[test]
+    fn loopback_detection() {
+        for h in ["localhost", "localhost:5000", "127.0.0.1:80", "127.1.2.3", "[::1]:5000"] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["example.com", "128.0.0.1", "127.0.0.256", "localhost.example.com", "[::2]"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn malformed_references_name_the_bad_part() {
+        let cases = [
+            ("", "empty"),
+            ("UPPER", "path component"),
+            ("app:", "tag after ':' is empty"),
+            ("app:-x", "tag \"-x\""),
+            ("app@sha256:abc", "64 lowercase"),
+            ("app@md5:abc", "sha256:<hex>"),
+            ("host:99999/app", "port \"99999\""),
+            ("host:/app", "port \"\""),
+            ("bad_host.com/app", "not a valid host"),
+            ("host.com//app", "path component \"\""),
+            ("host.com/app/", "path component \"\""),
+            ("a..b", "path component \"a..b\""),
+            ("[::1/app", "unclosed"),
+        ];
+        for (input, expected) in cases {
+            let err = Reference::parse(input).unwrap_err();
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+        let long = format!("host.com/{}", "a".repeat(300));
+        assert!(Reference::parse(&long).unwrap_err().contains("longer than 255"));
+    }
+
+    #[test]
+    fn path_component_separators() {
+        for ok in ["a", "a.b", "a_b", "a__b", "a---b", "a-b.c_d"] {
+            assert!(is_path_component(ok), "{ok}");
+        }
+        for bad in ["a___b", "a..b", "-a", "a-", "a._b", "A"] {
+            assert!(!is_path_component(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! A registry client for the distribution API, over a narrow [`Transport`] seam.
+//!
+//! The client does the protocol (scheme choice, authentication, manifests, streamed and
+//! verified blobs, uploads); the transport only moves one HTTP exchange. The component
+//! implements the transport with wasi-http; nothing here touches I/O directly.
+
+use crate::auth::{self, Challenge};
+use crate::digest::{Digest, Verifier};
+use crate::error::{Error, Result};
+use crate::manifest::{self, Descriptor};
+use crate::reference::{Reference, is_loopback_host};
+use std::cell::RefCell;
+use std::io::{Read, Write};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// An absolute URL split as wasi-http wants it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub scheme: Scheme,
+    pub authority: String,
+    /// Path and query, starting with '/'.
+    pub path: String,
+}
+
+impl Url {
+    /// Resolves `location` (absolute, or a path on this URL's origin).
+    pub fn join(&self, location: &str) -> std::result::Result<Url, String> {
+        for (prefix, scheme) in [("https://", Scheme::Https), ("http://", Scheme::Http)] {
+            if let Some(rest) = location.strip_prefix(prefix) {
+                let (authority, path) = match rest.find('/') {
+                    Some(i) => (&rest[..i], &rest[i..]),
+                    None => (rest, "/"),
+                };
+                if authority.is_empty() {
+                    return Err(format!("location {location:?} has no host"));
+                }
+                return Ok(Url { scheme, authority: authority.into(), path: path.into() });
+            }
+        }
+        if location.starts_with('/') {
+            return Ok(Url { path: location.into(), ..self.clone() });
+        }
+        Err(format!("location {location:?} is neither an absolute URL nor an absolute path"))
+    }
+
+    /// Appends a query parameter.
+    pub fn with_query(&self, key: &str, value: &str) -> Url {
+        let sep = if self.path.contains('?') { '&' } else { '?' };
+        Url { path: format!("{}{sep}{key}={}", self.path, auth::query_escape(value)), ..self.clone() }
+    }
+}
+
+impl std::fmt::Display for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{s}://{}{}", self.authority, self.path)
+    }
+}
+
+pub struct Request {
+    pub method: Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Box<dyn Read>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Reads at most `limit` bytes of the body.
+    fn read_limited(&mut self, limit: u64) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        (&mut self.body).take(limit + 1).read_to_end(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Writes a request body; an error from it aborts the request so nothing is committed.
+pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
+
+/// Moves one HTTP exchange. Connection-level failures are `Error::Unreachable`.
+pub trait Transport {
+    fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
+}
+
+/// Credentials for one registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// What a client may do in its repository, for token scopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Pull,
+    Push,
+}
+
+/// One repository of one registry, with its authentication state.
+pub struct Client<'t> {
+    transport: &'t dyn Transport,
+    origin: Url,
+    /// The registry as the user named it, for messages.
+    registry: String,
+    repository: String,
+    credentials: Option<Credentials>,
+    access: Access,
+    authorization: RefCell<Option<String>>,
+}
+
+/// How many redirects a blob request may follow.
+const MAX_REDIRECTS: usize = 5;
+/// How much of an error body is read for the registry's diagnostics.
+const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+impl<'t> Client<'t> {
+    /// Pings the registry of `reference`, choosing the scheme and authenticating.
+    ///
+    /// HTTPS always comes first; plain HTTP is tried after it only for loopback registries
+    /// and those the user named insecure.
+    pub fn connect(
+        transport: &'t dyn Transport,
+        reference: &Reference,
+        credentials: Option<Credentials>,
+        access: Access,
+        insecure: &[String],
+    ) -> Result<Self> {
+        let host = reference.api_host().to_owned();
+        let plain_allowed = is_loopback_host(&host) || insecure.iter().any(|i| i == &reference.registry || i == &host);
+        let mut client = Client {
+            transport,
+            origin: Url { scheme: Scheme::Https, authority: host, path: "/v2/".into() },
+            registry: reference.registry.clone(),
+            repository: reference.repository.clone(),
+            credentials,
+            access,
+            authorization: RefCell::new(None),
+        };
+        let first = client.ping();
+        let ping = match first {
+            Err(Error::Unreachable(https_err)) if plain_allowed => {
+                client.origin.scheme = Scheme::Http;
+                client.ping().map_err(|e| match e {
+                    Error::Unreachable(http_err) => Error::Unreachable(format!(
+                        "{}: over HTTPS: {https_err}; over plain HTTP: {http_err}",
+                        client.registry
+                    )),
+                    other => other,
+                })?
+            }
+            Err(Error::Unreachable(e)) => {
+                return Err(Error::Unreachable(format!(
+                    "{}: {e}{}",
+                    client.registry,
+                    if is_loopback_host(&client.origin.authority) {
+                        ""
+                    } else {
+                        " (if it serves plain HTTP, name it with --insecure)"
+                    }
+                )));
+            }
+            other => other?,
+        };
+        match ping.status {
+            200..=299 => Ok(client),
+            401 => {
+                let challenges: Vec<Challenge> =
+                    ping.header("www-authenticate").map(auth::parse_challenges).unwrap_or_default();
+                client.authenticate(&challenges)?;
+                Ok(client)
+            }
+            _ => Err(client.status_error(ping, "GET /v2/")),
+        }
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    fn ping(&self) -> Result<Response> {
+        let url = self.url("/v2/");
+        self.transport.send(&Request { method: Method::Get, url, headers: vec![] }, None)
+    }
+
+    fn url(&self, path: &str) -> Url {
+        Url { path: path.into(), ..self.origin.clone() }
+    }
+
+    fn repo_url(&self, rest: &str) -> Url {
+        self.url(&format!("/v2/{}/{rest}", self.repository))
+    }
+
+    fn authenticate(&self, challenges: &[Challenge]) -> Result<()> {
+        let creds = self.credentials.as_ref();
+        if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
+            let token = self.fetch_token(bearer)?;
+            *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+            return Ok(());
+        }
+        if challenges.iter().any(|c| c.scheme == "basic") {
+            let Some(c) = creds else {
+                return Err(Error::Unauthorized(format!(
+                    "{} asks for credentials and none were given for it",
+                    self.registry
+                )));
+            };
+            *self.authorization.borrow_mut() = Some(auth::basic(&c.username, &c.password));
+            return Ok(());
+        }
+        Err(Error::Unauthorized(format!(
+            "{} answered 401 without a Basic or Bearer challenge imo can answer",
+            self.registry
+        )))
+    }
+
+    fn fetch_token(&self, challenge: &Challenge) -> Result<String> {
+        let Some(realm) = challenge.param("realm") else {
+            return Err(Error::Unauthorized(format!("{}'s Bearer challenge has no realm", self.registry)));
+        };
+        let realm_url = self
+            .origin
+            .join(realm)
+            .map_err(|e| Error::Unauthorized(format!("{}'s token realm: {e}", self.registry)))?;
+        let actions = match self.access {
+            Access::Pull => "pull",
+            Access::Push => "pull,push",
+        };
+        let mut url = realm_url.with_query("scope", &format!("repository:{}:{actions}", self.repository));
+        if let Some(service) = challenge.param("service") {
+            url = url.with_query("service", service);
+        }
+        let mut headers = vec![];
+        if let Some(c) = &self.credentials {
+            headers.push(("authorization".into(), auth::basic(&c.username, &c.password)));
+        }
+        let mut resp = self.transport.send(&Request { method: Method::Get, url, headers }, None)?;
+        if resp.status == 401 || resp.status == 403 {
+            return Err(Error::Unauthorized(format!(
+                "the token service of {} refused {}: check the credentials",
+                self.registry,
+                if self.credentials.is_some() { "the credentials given" } else { "anonymous access" }
+            )));
+        }
+        if !(200..300).contains(&resp.status) {
+            return Err(self.status_error(resp, "token request"));
+        }
+        let body = resp
+            .read_limited(ERROR_BODY_LIMIT)
+            .map_err(|e| Error::Unreachable(format!("reading a token from {}: {e}", self.registry)))?;
+        #[derive(serde::Deserialize)]
+        struct Token {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let t: Token = serde_json::from_slice(&body)
+            .map_err(|e| Error::Registry(format!("the token service of {} sent invalid JSON: {e}", self.registry)))?;
+        t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
+            Error::Registry(format!("the token service of {} sent no token", self.registry))
+        })
+    }
+
+    /// Sends a request with this registry's authorization, following redirects for GET and
+    /// HEAD and never sending the authorization to another host.
+    fn send(&self, method: Method, url: Url, mut headers: Vec<(String, String)>, body: Option<BodyWriter<'_>>) -> Result<Response> {
+        let mut url = url;
+        let auth_header = self.authorization.borrow().clone();
+        let base_len = headers.len();
+        let mut body = body;
+        for _ in 0..=MAX_REDIRECTS {
+            headers.truncate(base_len);
+            if url.authority == self.origin.authority
+                && let Some(a) = &auth_header
+            {
+                headers.push(("authorization".into(), a.clone()));
+            }
+            let resp = self.transport.send(&Request { method, url: url.clone(), headers: headers.clone() }, body.take())?;
+            let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308) && matches!(method, Method::Get | Method::Head);
+            if !redirect {
+                return Ok(resp);
+            }
+            let Some(location) = resp.header("location") else {
+                return Ok(resp);
+            };
+            url = url.join(location).map_err(|e| Error::Registry(format!("{}: redirect {e}", self.registry)))?;
+        }
+        Err(Error::Registry(format!("{}: more than {MAX_REDIRECTS} redirects", self.registry)))
+    }
+
+    /// Turns an unexpected status into an error carrying the registry's diagnostics.
+    fn status_error(&self, mut resp: Response, what: &str) -> Error {
+        let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+        let detail = registry_detail(&body);
+        let at = format!("{} {what} in {}", self.registry, self.repository);
+        match resp.status {
+            401 => Error::Unauthorized(format!(
+                "{at}: 401 {detail}; {}",
+                if self.credentials.is_some() {
+                    "the credentials were refused"
+                } else {
+                    "credentials are needed"
+                }
+            )),
+            403 => Error::Unauthorized(format!("{at}: 403 denied {detail}")),
+            404 => Error::NotFound(format!("{at}: {detail}")),
+            s => Error::Registry(format!("{at}: HTTP {s} {detail}")),
+        }
+    }
+
+    /// Fetches a manifest by tag or digest, verifying it when asked for by digest, and
+    /// returns its descriptor and exact bytes.
+    pub fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
+        let what = format!("manifest {key}");
+        let url = self.repo_url(&format!("manifests/{key}"));
+        let mut resp = self.send(Method::Get, url, vec![("accept".into(), manifest::ACCEPT.into())], None)?;
+        if resp.status != 200 {
+            return Err(self.status_error(resp, &what));
+        }
+        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok())
+            && len > manifest::MAX_MANIFEST_BYTES
+        {
+            return Err(Error::InvalidManifest(format!(
+                "{} {what} in {} is {len} bytes, more than the {} imo accepts",
+                self.registry,
+                self.repository,
+                manifest::MAX_MANIFEST_BYTES
+            )));
+        }
+        let bytes = resp
+            .read_limited(manifest::MAX_MANIFEST_BYTES)
+            .map_err(|e| Error::Unreachable(format!("{} reading {what}: {e}", self.registry)))?;
+        if bytes.len() as u64 > manifest::MAX_MANIFEST_BYTES {
+            return Err(Error::InvalidManifest(format!("{what} in {} is larger than 4 MiB", self.repository)));
+        }
+        let digest = Digest::of(&bytes);
+        if key.starts_with("sha256:") && key != digest.as_str() {
+            return Err(Error::DigestMismatch(format!(
+                "{} served {what} of {} whose content hashes to {digest}",
+                self.registry, self.repository
+            )));
+        }
+        if let Some(claimed) = resp.header("docker-content-digest")
+            && claimed != digest.as_str()
+        {
+            return Err(Error::DigestMismatch(format!(
+                "{} says {what} of {} is {claimed} but its content hashes to {digest}",
+                self.registry, self.repository
+            )));
+        }
+        let content_type = resp.header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
+        let media_type = manifest::declared_media_type(&bytes)
+            .or(content_type.filter(|c| manifest::is_manifest_type(c)))
+            .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned());
+        let descriptor = Descriptor {
+            media_type,
+            digest,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        Ok((descriptor, bytes))
+    }
+
+    /// Streams a blob into `sink`, checking size and digest; fails before passing on a byte
+    /// beyond the declared size.
+    pub fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let what = format!("blob {}", d.digest);
+        let url = self.repo_url(&format!("blobs/{}", d.digest));
+        let mut resp = self.send(Method::Get, url, vec![], None)?;
+        if resp.status != 200 {
+            return Err(self.status_error(resp, &what));
+        }
+        let mut verifier = Verifier::new(&d.digest, d.size);
+        let mut buf = vec![0u8; 1 << 20];
+        let mismatch = |m| Error::DigestMismatch(format!("{} served {what} of {}: {m}", self.registry, self.repository));
+        let read_err = |e| Error::Unreachable(format!("{} while reading {what}: {e}", self.registry));
+        let last = loop {
+            let n = resp.body.read(&mut buf).map_err(read_err)?;
+            if n == 0 {
+                // Ended early, or an empty blob.
+                return verifier.finish().map_err(mismatch);
+            }
+            verifier.update(&buf[..n]).map_err(mismatch)?;
+            if verifier.remaining() == 0 {
+                break n;
+            }
+            sink(&buf[..n])?;
+        };
+        // The last chunk is passed on only once the whole blob is verified, so a corrupt
+        // blob never reaches the sink complete.
+        let mut extra = [0u8; 1];
+        if resp.body.read(&mut extra).map_err(read_err)? > 0 {
+            return Err(mismatch(crate::digest::Mismatch::TooLong { expected: d.size }));
+        }
+        verifier.finish().map_err(mismatch)?;
+        sink(&buf[..last])
+    }
+
+    /// Whether the repository holds a blob (`HEAD`).
+    pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        let url = self.repo_url(&format!("blobs/{digest}"));
+        let resp = self.send(Method::Head, url, vec![], None)?;
+        match resp.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(self.status_error(resp, &format!("HEAD blob {digest}"))),
+        }
+    }
+
+    /// Uploads a blob whose bytes `source` writes (`POST`, then one streamed `PUT`). The
+    /// source is expected to verify what it writes and fail before the last byte if the
+    /// content is wrong, which aborts the `PUT` so the registry commits nothing.
+    pub fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
+        let what = format!("upload of blob {}", d.digest);
+        let start = self.send(Method::Post, self.repo_url("blobs/uploads/"), vec![("content-length".into(), "0".into())], Some(&mut |_| Ok(())))?;
+        if start.status != 202 {
+            return Err(self.status_error(start, &what));
+        }
+        let Some(location) = start.header("location") else {
+            return Err(Error::Registry(format!("{} started an upload without a Location", self.registry)));
+        };
+        let url = self
+            .origin
+            .join(location)
+            .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?
+            .with_query("digest", d.digest.as_str());
+        let headers = vec![
+            ("content-type".into(), "application/octet-stream".into()),
+            ("content-length".into(), d.size.to_string()),
+        ];
+        let resp = self.send(Method::Put, url, headers, Some(source))?;
+        if resp.status != 201 {
+            return Err(self.status_error(resp, &what));
+        }
+        Ok(())
+    }
+
+    /// Puts a manifest's exact bytes under `key` (a tag or its digest) and checks the digest
+    /// the registry reports.
+    pub fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
+        let what = format!("push of manifest {} as {key}", d.digest);
+        let headers = vec![
+            ("content-type".into(), d.media_type.clone()),
+            ("content-length".into(), bytes.len().to_string()),
+        ];
+        let mut write = |w: &mut dyn Write| w.write_all(bytes).map_err(|e| Error::Unreachable(format!("sending manifest: {e}")));
+        let resp = self.send(Method::Put, self.repo_url(&format!("manifests/{key}")), headers, Some(&mut write))?;
+        if resp.status != 201 && resp.status != 200 {
+            return Err(self.status_error(resp, &what));
+        }
+        if let Some(got) = resp.header("docker-content-digest")
+            && got != d.digest.as_str()
+        {
+            return Err(Error::DigestMismatch(format!(
+                "{} stored manifest {} as {got}: the registry rewrote it",
+                self.registry, d.digest
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The `code: message` pairs of a distribution error body, or a short excerpt of the body.
+fn registry_detail(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<One>,
+    }
+    #[derive(serde::Deserialize)]
+    struct One {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|o| format!("{}: {}", o.code.as_deref().unwrap_or("?"), o.message.as_deref().unwrap_or("")))
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin() -> Url {
+        Url { scheme: Scheme::Https, authority: "r.io".into(), path: "/v2/".into() }
+    }
+
+    #[test]
+    fn url_join_and_query() {
+        let o = origin();
+        let u = o.join("/v2/a/blobs/uploads/abc?_state=x").unwrap();
+        assert_eq!(u.to_string(), "https://r.io/v2/a/blobs/uploads/abc?_state=x");
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert!(u.with_query("digest", d).path.ends_with("&digest=sha256%3Ae3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        let abs = o.join("http://cdn.example:8080/x").unwrap();
+        assert_eq!((abs.scheme, abs.authority.as_str(), abs.path.as_str()), (Scheme::Http, "cdn.example:8080", "/x"));
+        assert_eq!(o.join("https://h").unwrap().path, "/");
+        assert!(o.join("relative").is_err());
+        assert!(o.join("https:///x").is_err());
+    }
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(registry_detail(body), "MANIFEST_UNKNOWN: manifest unknown");
+        assert_eq!(registry_detail(b"  plain text\n"), "plain text");
+    }
+}

@@ -1,0 +1,346 @@
+//! imo, the Image Overlay Kit: move only the difference between two container images.
+//!
+//! On the connected side, [`Imo::pull_to_file`] writes an OCI archive holding the final
+//! image's manifests and config and only the blobs its base lacks. On the disconnected side,
+//! [`Imo::push_vet`] checks that the destination registry holds every blob the archive
+//! leaves out, and [`Imo::push`] uploads the rest and tags the image, with the source's
+//! digests.
+//!
+//! All registry and archive logic runs in a WebAssembly component (WASI 0.2) that this
+//! crate embeds; the host grants it only the registries an operation names and the one
+//! archive stream it reads or writes.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), imo::Error> {
+//! let imo = imo::Imo::builder().final_credentials("user", "secret").build()?;
+//! let summary = imo
+//!     .pull_to_file("quay.io/org/app:v1", "quay.io/org/app:v2", "app-v2.tar".as_ref())
+//!     .await?;
+//! println!("{} blobs in the archive", summary.blobs_in_archive);
+//! # Ok(()) }
+//! ```
+
+pub mod policy;
+mod runtime;
+
+use policy::NetworkPolicy;
+use runtime::Runtime;
+use runtime::bindings::exports::imo::overlay::overlay as wit;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use tokio::io::{AsyncRead, AsyncWrite};
+use wasmtime::component::Resource;
+use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+
+pub use runtime::COMPONENT;
+
+/// A user name and password (or identity token) for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print a password, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+    }
+}
+
+/// What an operation found and did; see the WIT `summary` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub manifest_digest: String,
+    pub final_reference: String,
+    pub base_reference: String,
+    pub blobs_in_archive: u32,
+    pub bytes_in_archive: u64,
+    pub blobs_omitted: u32,
+    pub bytes_omitted: u64,
+    pub blobs_uploaded: u32,
+    pub bytes_uploaded: u64,
+    pub blobs_skipped: u32,
+    pub archive_bytes: u64,
+}
+
+/// Why an operation failed. The first cases match the WIT `error` variant one for one;
+/// `Runtime` is the host's own (the component could not be run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    InvalidReference(String),
+    Unreachable(String),
+    Unauthorized(String),
+    NotFound(String),
+    Registry(String),
+    DigestMismatch(String),
+    InvalidManifest(String),
+    InvalidArchive(String),
+    /// The destination lacks these blobs, which the archive leaves out.
+    MissingBlobs(Vec<String>),
+    Io(String),
+    Runtime(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::MissingBlobs(ds) => write!(
+                f,
+                "the destination lacks {} blob(s) that the archive leaves out: {}; push the base \
+                 image there first, or pull a new archive against a base the destination holds",
+                ds.len(),
+                ds.join(", ")
+            ),
+            Error::InvalidReference(m)
+            | Error::Unreachable(m)
+            | Error::Unauthorized(m)
+            | Error::NotFound(m)
+            | Error::Registry(m)
+            | Error::DigestMismatch(m)
+            | Error::InvalidManifest(m)
+            | Error::InvalidArchive(m)
+            | Error::Io(m)
+            | Error::Runtime(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<wit::Error> for Error {
+    fn from(e: wit::Error) -> Self {
+        match e {
+            wit::Error::InvalidReference(m) => Error::InvalidReference(m),
+            wit::Error::Unreachable(m) => Error::Unreachable(m),
+            wit::Error::Unauthorized(m) => Error::Unauthorized(m),
+            wit::Error::NotFound(m) => Error::NotFound(m),
+            wit::Error::Registry(m) => Error::Registry(m),
+            wit::Error::DigestMismatch(m) => Error::DigestMismatch(m),
+            wit::Error::InvalidManifest(m) => Error::InvalidManifest(m),
+            wit::Error::InvalidArchive(m) => Error::InvalidArchive(m),
+            wit::Error::MissingBlobs(d) => Error::MissingBlobs(d),
+            wit::Error::Io(m) => Error::Io(m),
+        }
+    }
+}
+
+impl From<wit::Summary> for Summary {
+    fn from(s: wit::Summary) -> Self {
+        Summary {
+            manifest_digest: s.manifest_digest,
+            final_reference: s.final_reference,
+            base_reference: s.base_reference,
+            blobs_in_archive: s.blobs_in_archive,
+            bytes_in_archive: s.bytes_in_archive,
+            blobs_omitted: s.blobs_omitted,
+            bytes_omitted: s.bytes_omitted,
+            blobs_uploaded: s.blobs_uploaded,
+            bytes_uploaded: s.bytes_uploaded,
+            blobs_skipped: s.blobs_skipped,
+            archive_bytes: s.archive_bytes,
+        }
+    }
+}
+
+fn runtime_error(e: impl std::fmt::Display) -> Error {
+    Error::Runtime(format!("the imo component failed: {e}"))
+}
+
+/// Settings for an [`Imo`], in the manner of the Go library's options.
+#[derive(Clone, Debug, Default)]
+pub struct Builder {
+    base: Option<Credentials>,
+    final_: Option<Credentials>,
+    push: Option<Credentials>,
+    insecure: Vec<String>,
+    allow_hosts: Vec<String>,
+    progress: bool,
+}
+
+fn creds(user: &str, password: &str) -> Option<Credentials> {
+    Some(Credentials { username: user.into(), password: password.into() })
+}
+
+impl Builder {
+    /// Credentials for the base image's registry (`WithBaseAuth`).
+    pub fn base_credentials(mut self, user: &str, password: &str) -> Self {
+        self.base = creds(user, password);
+        self
+    }
+
+    /// Credentials for the final image's registry (`WithFinalAuth`).
+    pub fn final_credentials(mut self, user: &str, password: &str) -> Self {
+        self.final_ = creds(user, password);
+        self
+    }
+
+    /// Credentials for the destination registry (`WithPushAuth`).
+    pub fn push_credentials(mut self, user: &str, password: &str) -> Self {
+        self.push = creds(user, password);
+        self
+    }
+
+    /// Reach this registry (`host[:port]`) over plain HTTP. Loopback registries need not be
+    /// named.
+    pub fn insecure_registry(mut self, registry: &str) -> Self {
+        self.insecure.push(registry.into());
+        self
+    }
+
+    /// Let the component reach this `host[:port]` too, beyond the registries an operation
+    /// names and the hosts they point to.
+    pub fn allow_host(mut self, host: &str) -> Self {
+        self.allow_hosts.push(host.into());
+        self
+    }
+
+    /// Let the component print progress lines to stderr.
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Prepares the component (compiled, or loaded from the cache).
+    pub fn build(self) -> Result<Imo, Error> {
+        static RUNTIME: OnceLock<Result<Arc<Runtime>, String>> = OnceLock::new();
+        let runtime = RUNTIME
+            .get_or_init(|| Runtime::new().map(Arc::new).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(runtime_error)?;
+        Ok(Imo { runtime, settings: self })
+    }
+}
+
+/// Pulls, vets and pushes difference archives.
+pub struct Imo {
+    runtime: Arc<Runtime>,
+    settings: Builder,
+}
+
+impl Imo {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    fn options(&self) -> wit::Options {
+        let c = |c: &Option<Credentials>| c.clone().map(|c| wit::Credentials { username: c.username, password: c.password });
+        wit::Options {
+            base_credentials: c(&self.settings.base),
+            final_credentials: c(&self.settings.final_),
+            push_credentials: c(&self.settings.push),
+            insecure_registries: self.settings.insecure.clone(),
+            progress: self.settings.progress,
+        }
+    }
+
+    fn policy(&self, references: &[&str]) -> Result<Arc<NetworkPolicy>, Error> {
+        NetworkPolicy::for_references(references.iter().copied(), &self.settings.insecure, &self.settings.allow_hosts)
+            .map_err(Error::InvalidReference)
+    }
+
+    /// Writes the difference archive of `final_` over `base` (or `"scratch"`) to `out`.
+    /// On error, what was written is not an archive and must be discarded.
+    pub async fn pull_to_writer<W>(&self, base: &str, final_: &str, out: W) -> Result<Summary, Error>
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let policy = self.policy(&[base, final_])?;
+        let mut store = self.runtime.store(policy.clone(), self.settings.progress);
+        let imo = self.runtime.instantiate(&mut store).await.map_err(runtime_error)?;
+        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull(&mut store, base, final_, Resource::new_borrow(own.rep()), &self.options())
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &policy)
+    }
+
+    /// Writes the difference archive to `path`, under a temporary name until it is complete
+    /// and verified, so a failed pull never leaves a file that looks like an archive.
+    pub async fn pull_to_file(&self, base: &str, final_: &str, path: &Path) -> Result<Summary, Error> {
+        let partial = partial_path(path);
+        let io = |p: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", p.display()));
+        let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
+        let writer = file.try_clone().map_err(|e| io(&partial, e))?;
+        let result = self.pull_to_writer(base, final_, tokio::fs::File::from_std(writer)).await;
+        let result = result.and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
+        drop(file);
+        match result {
+            Ok(s) => {
+                std::fs::rename(&partial, path).map_err(|e| io(path, e))?;
+                Ok(s)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks that `destination` holds every blob the archive leaves out.
+    pub async fn push_vet<R>(&self, archive: R, destination: &str) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.with_archive(archive, destination, false).await
+    }
+
+    /// Vets, uploads the blobs `destination` lacks, then tags the image there.
+    pub async fn push<R>(&self, archive: R, destination: &str) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.with_archive(archive, destination, true).await
+    }
+
+    async fn with_archive<R>(&self, archive: R, destination: &str, push: bool) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let policy = self.policy(&[destination])?;
+        let mut store = self.runtime.store(policy.clone(), self.settings.progress);
+        let imo = self.runtime.instantiate(&mut store).await.map_err(runtime_error)?;
+        let stream: DynInputStream = Box::new(AsyncReadStream::new(archive));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let borrowed = Resource::new_borrow(own.rep());
+        let options = self.options();
+        let api = imo.imo_overlay_overlay();
+        let result = if push {
+            api.call_push(&mut store, borrowed, destination, &options).await
+        } else {
+            api.call_push_vet(&mut store, borrowed, destination, &options).await
+        };
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &policy)
+    }
+}
+
+/// Turns the component's answer into the host's, adding what the policy refused.
+fn finish(
+    result: wasmtime::Result<Result<wit::Summary, wit::Error>>,
+    policy: &NetworkPolicy,
+) -> Result<Summary, Error> {
+    match result {
+        Ok(Ok(s)) => Ok(s.into()),
+        Ok(Err(e)) => {
+            let mut e = Error::from(e);
+            let denied = policy.denied.lock().expect("policy lock");
+            if let (Error::Unreachable(m), Some(d)) = (&mut e, denied.last()) {
+                m.push_str(&format!(" (the host {d})"));
+            }
+            Err(e)
+        }
+        Err(trap) => Err(runtime_error(format!("{trap:?}"))),
+    }
+}
+
+/// `dir/.name.<pid>.partial` beside the final path, so the rename is atomic.
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
+    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}

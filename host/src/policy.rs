@@ -1,0 +1,210 @@
+//! What the component may reach, decided from the command before anything runs.
+//!
+//! The policy is plain data: the registries a command names, which of them may be spoken
+//! to over plain HTTP, and nothing else. Hosts that an allowed registry itself points to
+//! (its token realm, its redirects) are added as its responses pass through the host.
+
+use imo_guest::auth::parse_challenges;
+use imo_guest::reference::{Reference, is_loopback_host};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// An authority the component may reach: a host, and a port unless any default port will do.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Authority {
+    host: String,
+    port: Option<u16>,
+}
+
+impl Authority {
+    fn parse(s: &str) -> Option<Authority> {
+        let s = s.to_ascii_lowercase();
+        let (host, port) = if s.starts_with('[') {
+            let end = s.find(']')?;
+            let port = s[end + 1..].strip_prefix(':');
+            (s[..=end].to_owned(), port)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (s.clone(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => Some(p.parse().ok()?),
+            None => None,
+        };
+        (!host.is_empty()).then_some(Authority { host, port })
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub url: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused {}: {}", self.url, self.reason)
+    }
+}
+
+/// The network policy for one command.
+#[derive(Debug, Default)]
+pub struct NetworkPolicy {
+    /// Named registries and the hosts they point to.
+    allowed: Mutex<BTreeSet<Authority>>,
+    /// Registries the user named insecure: plain HTTP allowed.
+    insecure: BTreeSet<Authority>,
+    /// Requests refused so far, so the command can say which and why.
+    pub denied: Mutex<Vec<Denied>>,
+}
+
+impl NetworkPolicy {
+    /// Allows the registries of `references` (`scratch` names none) and nothing else.
+    pub fn for_references<'a>(
+        references: impl IntoIterator<Item = &'a str>,
+        insecure: &[String],
+        extra_hosts: &[String],
+    ) -> Result<Arc<Self>, String> {
+        let mut allowed = BTreeSet::new();
+        for r in references {
+            if r == "scratch" {
+                continue;
+            }
+            let r = Reference::parse(r)?;
+            allowed.insert(Authority::parse(r.api_host()).ok_or_else(|| format!("bad registry {}", r.registry))?);
+        }
+        for h in extra_hosts {
+            allowed.insert(Authority::parse(h).ok_or_else(|| format!("--allow-host {h:?} is not host[:port]"))?);
+        }
+        let insecure = insecure
+            .iter()
+            .map(|h| Authority::parse(h).ok_or_else(|| format!("--insecure {h:?} is not host[:port]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Arc::new(Self { allowed: Mutex::new(allowed), insecure, ..Self::default() }))
+    }
+
+    /// Decides one request. `scheme` is `http` or `https`; `authority` is `host[:port]`.
+    pub fn check(&self, scheme: &str, authority: &str) -> Result<(), Denied> {
+        let url = format!("{scheme}://{authority}");
+        let deny = |reason: &str| Err(Denied { url: url.clone(), reason: reason.into() });
+        let Some(a) = Authority::parse(authority) else {
+            return deny("the authority is malformed");
+        };
+        let default_port = match scheme {
+            "https" => 443,
+            "http" => 80,
+            _ => return deny("only http and https are allowed"),
+        };
+        let matches = |allowed: &Authority| allowed.host == a.host && allowed.port.or(Some(default_port)) == a.port.or(Some(default_port));
+        if !self.allowed.lock().expect("policy lock").iter().any(matches) {
+            return deny("the command names no registry there (use --allow-host to permit it)");
+        }
+        if scheme == "http" && !is_loopback_host(authority) && !self.insecure.iter().any(matches) {
+            return deny("plain HTTP is allowed only for loopback registries and those named with --insecure");
+        }
+        Ok(())
+    }
+
+    /// Records a refusal for the command's error message.
+    pub fn record(&self, denied: Denied) {
+        self.denied.lock().expect("policy lock").push(denied);
+    }
+
+    /// Learns the hosts an allowed registry points to: the token realm in its
+    /// `WWW-Authenticate` challenges and the target of its redirects.
+    pub fn learn_from_response(&self, headers: &http::HeaderMap) {
+        let mut learned = Vec::new();
+        for v in headers.get_all(http::header::WWW_AUTHENTICATE) {
+            let Ok(v) = v.to_str() else { continue };
+            for c in parse_challenges(v) {
+                if let Some(realm) = c.param("realm") {
+                    learned.extend(url_authority(realm));
+                }
+            }
+        }
+        if let Some(loc) = headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()) {
+            learned.extend(url_authority(loc));
+        }
+        if learned.is_empty() {
+            return;
+        }
+        let mut allowed = self.allowed.lock().expect("policy lock");
+        allowed.extend(learned.iter().filter_map(|a| Authority::parse(a)));
+    }
+}
+
+/// The authority of an absolute http(s) URL.
+fn url_authority(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // Credentials in a URL are never part of the authority we match on.
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    (!authority.is_empty()).then(|| authority.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(refs: &[&str], insecure: &[&str]) -> Arc<NetworkPolicy> {
+        let insecure: Vec<String> = insecure.iter().map(|s| s.to_string()).collect();
+        NetworkPolicy::for_references(refs.iter().copied(), &insecure, &[]).unwrap()
+    }
+
+    #[test]
+    fn only_named_registries_are_reachable() {
+        let p = policy(&["127.0.0.1:5000/a:v1", "quay.io/org/b", "scratch"], &[]);
+        assert!(p.check("http", "127.0.0.1:5000").is_ok());
+        assert!(p.check("https", "127.0.0.1:5000").is_ok());
+        assert!(p.check("https", "quay.io").is_ok());
+        assert!(p.check("https", "quay.io:443").is_ok());
+        assert!(p.check("https", "QUAY.IO").is_ok());
+        let d = p.check("https", "127.0.0.1:5001").unwrap_err();
+        assert!(d.reason.contains("names no registry"), "{d}");
+        assert!(p.check("https", "quay.io:8443").is_err());
+        assert!(p.check("https", "example.com").is_err());
+        assert!(p.check("ftp", "quay.io").is_err());
+    }
+
+    #[test]
+    fn docker_hub_means_its_api_host() {
+        let p = policy(&["busybox"], &[]);
+        assert!(p.check("https", "registry-1.docker.io").is_ok());
+        assert!(p.check("https", "docker.io").is_err());
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_and_insecure() {
+        let p = policy(&["quay.io/a", "r.example:5000/b", "localhost:5000/c", "[::1]:5000/d"], &["r.example:5000"]);
+        assert!(p.check("http", "quay.io").unwrap_err().reason.contains("plain HTTP"));
+        assert!(p.check("http", "r.example:5000").is_ok());
+        assert!(p.check("http", "localhost:5000").is_ok());
+        assert!(p.check("http", "[::1]:5000").is_ok());
+    }
+
+    #[test]
+    fn realms_and_redirects_of_allowed_registries_are_learned() {
+        let p = policy(&["r.example/b"], &[]);
+        assert!(p.check("https", "auth.example").is_err());
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            r#"Bearer realm="https://auth.example/token",service="r""#.parse().unwrap(),
+        );
+        h.insert(http::header::LOCATION, "https://user:pw@cdn.example:8443/blob?sig=1".parse().unwrap());
+        p.learn_from_response(&h);
+        assert!(p.check("https", "auth.example").is_ok());
+        assert!(p.check("https", "cdn.example:8443").is_ok());
+        assert!(p.check("https", "cdn.example").is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_reported() {
+        assert!(NetworkPolicy::for_references(["r/a"], &["h:notaport".into()], &[]).is_err());
+        assert!(NetworkPolicy::for_references(["UPPER"], &[], &[]).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The wasmtime embedding: one engine and compiled component per process, one store per
+//! operation, granting the component only what the operation needs.
+
+use crate::policy::NetworkPolicy;
+use wasmtime::Result;
+use std::path::PathBuf;
+use std::sync::Arc;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+
+/// The component, built from `guest/` by build.rs.
+pub const COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/imo.wasm"));
+
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "imo",
+        path: "../wit",
+        exports: { default: async },
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+        },
+    });
+}
+
+/// A compiled component, ready to instantiate many times.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<State>,
+    component: Component,
+}
+
+impl Runtime {
+    /// Compiles the embedded component, or loads it from the on-disk cache (milliseconds
+    /// instead of the quarter second Cranelift takes).
+    pub fn new() -> Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let component = load_component(&engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        Ok(Self { engine, linker, component })
+    }
+
+    /// A store for one operation: network limited by `policy`, stderr passed through only
+    /// when progress is wanted, and no files, environment, arguments or sockets.
+    pub fn store(&self, policy: Arc<NetworkPolicy>, stderr: bool) -> Store<State> {
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        if stderr {
+            wasi.inherit_stderr();
+        }
+        let state = State {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks { policy },
+        };
+        Store::new(&self.engine, state)
+    }
+
+    pub async fn instantiate(&self, store: &mut Store<State>) -> Result<bindings::Imo> {
+        bindings::Imo::instantiate_async(store, &self.component, &self.linker).await
+    }
+}
+
+/// Where compiled components are kept: `$IMO_CACHE_DIR`, else the user's cache directory.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("IMO_CACHE_DIR") {
+        return Some(d.into());
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("imo"))
+}
+
+fn load_component(engine: &Engine) -> Result<Component> {
+    use std::hash::{Hash, Hasher};
+    // The key covers the component's bytes and everything about the engine that makes
+    // compiled code incompatible, so a stale entry is never loaded.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let key = format!("{}-{:016x}", imo_guest::digest::Digest::of(COMPONENT).hex(), h.finish());
+    let Some(dir) = cache_dir() else {
+        return Component::new(engine, COMPONENT);
+    };
+    let path = dir.join(format!("imo-{}.cwasm", &key[..32]));
+    if path.exists() {
+        // SAFETY: the file was written by `serialize` below for this exact engine
+        // configuration and component (the name carries both), in a directory of the user's.
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+            return Ok(c);
+        }
+    }
+    let component = Component::new(engine, COMPONENT)?;
+    // A cache that cannot be written only costs start-up time.
+    if let Ok(bytes) = component.serialize()
+        && std::fs::create_dir_all(&dir).is_ok()
+    {
+        let tmp = dir.join(format!(".imo-{}.{}.tmp", &key[..32], std::process::id()));
+        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok(component)
+}
+
+pub struct State {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub table: ResourceTable,
+    hooks: Hooks,
+}
+
+impl WasiView for State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+    }
+}
+
+/// Every outgoing request passes the policy here, and nowhere else.
+struct Hooks {
+    policy: Arc<NetworkPolicy>,
+}
+
+type SendFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<wasmtime_wasi_http::WasiBody>,
+                Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Hooks {
+    fn send_request(
+        &mut self,
+        request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> SendFuture {
+        let policy = self.policy.clone();
+        Box::new(async move {
+            let uri = request.uri();
+            let scheme = uri.scheme_str().unwrap_or("https").to_owned();
+            let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+            if let Err(denied) = policy.check(&scheme, &authority) {
+                policy.record(denied);
+                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
+            }
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            policy.learn_from_response(response.headers());
+            Ok((
+                response.map(http_body_util::BodyExt::boxed_unsync),
+                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+            ))
+        })
+    }
+}
