@@ -276,8 +276,11 @@ impl Transport for WasiHttp {
         let future = outgoing_handler::handle(request, None).map_err(|e| unreachable(&e))?;
         if let Some(write) = body {
             let stream = outgoing.write().expect("a new body's stream is taken once");
-            let written = write(&mut StreamWriter(&stream)).and_then(|()| {
-                StreamWriter(&stream).flush().map_err(|e| unreachable(&e))
+            // Once a body reaches its Content-Length the host may close the stream, so a
+            // flush that finds it closed has nothing left to do.
+            let written = write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
+                Ok(()) | Err(StreamError::Closed) => Ok(()),
+                Err(e) => Err(unreachable(&stream_error(e))),
             });
             drop(stream);
             if let Err(e) = written {

@@ -450,7 +450,7 @@ impl<'t> Client<'t> {
     /// content is wrong, which aborts the `PUT` so the registry commits nothing.
     pub fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
         let what = format!("upload of blob {}", d.digest);
-        let start = self.send(Method::Post, self.repo_url("blobs/uploads/"), vec![("content-length".into(), "0".into())], Some(&mut |_| Ok(())))?;
+        let start = self.send(Method::Post, self.repo_url("blobs/uploads/"), vec![], None)?;
         if start.status != 202 {
             return Err(self.status_error(start, &what));
         }
