@@ -1,1 +1,251 @@
+//! Pull, vet and push end to end against real CNCF distribution registries on loopback,
+//! with skopeo as the independent client that seeds images and checks the results.
 
+mod support;
+
+use std::path::Path;
+use support::*;
+
+/// The blobs (config, then layers) a raw manifest references.
+fn manifest_blobs(raw: &[u8]) -> (String, Vec<String>) {
+    let v: serde_json::Value = serde_json::from_slice(raw).unwrap();
+    let config = v["config"]["digest"].as_str().unwrap().to_owned();
+    let layers = v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect();
+    (config, layers)
+}
+
+/// A source registry holding `app:v1` (layers a, b) and `app:v2` (a, b and a new c).
+fn two_versions(format: Option<&str>) -> Registry {
+    let src = Registry::start();
+    let v1 = oci_layout("v1", &[("a", 300_000), ("b", 200_000)]);
+    let v2 = oci_layout("v2", &[("a", 300_000), ("b", 200_000), ("c", 400_000)]);
+    seed(&v1, &src.image("app:v1"), format);
+    seed(&v2, &src.image("app:v2"), format);
+    src
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn pull_vet_push_moves_only_the_difference() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+
+    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+
+    // 1. Exactly the final's manifest, config and new layer, metadata first.
+    let raw = raw_manifest(&src.image("app:v2"));
+    let (config, layers) = manifest_blobs(&raw);
+    let (_, base_layers) = manifest_blobs(&raw_manifest(&src.image("app:v1")));
+    let entries = archive_entries(&archive);
+    let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(&names[..3], &["oci-layout", "imo.json", "index.json"]);
+    let manifest_entry = format!("blobs/sha256/{}", &sha256(&raw)[7..]);
+    assert_eq!(names[3], manifest_entry, "the manifest comes before every blob");
+    assert_eq!(entries[3].1, raw, "the manifest is carried byte for byte");
+    let mut carried = archive_blobs(&archive);
+    carried.sort();
+    let mut expected = vec![sha256(&raw), config, layers[2].clone()];
+    expected.sort();
+    assert_eq!(carried, expected);
+    assert_eq!(&layers[..2], &base_layers[..]);
+
+    // 2. Vet fails on an empty destination naming each missing blob, passes once it holds the base.
+    let err = imo_err(&["vet", path_str(&archive), &dst.image("app:v2")]);
+    for d in &base_layers {
+        assert!(err.contains(d.as_str()), "vet does not name {d}: {err}");
+    }
+    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+    imo_ok(&["vet", path_str(&archive), &dst.image("app:v2")]);
+
+    // 3. Push without a tag takes the final's tag; skopeo finds the same digest and every blob.
+    let out = imo_ok(&["push", path_str(&archive), &dst.image("app")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uploaded 2 blob(s)"), "{stderr}");
+    assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), sha256(&raw));
+    copy_out(&dst.image("app:v2"));
+
+    // A second push finds everything present and uploads nothing.
+    let out = imo_ok(&["push", path_str(&archive), &dst.image("app:again")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uploaded 0 blob(s)"));
+    assert_eq!(sha256(&raw_manifest(&dst.image("app:again"))), sha256(&raw));
+}
+
+#[test]
+fn docker_schema2_images_stay_byte_exact() {
+    let src = two_versions(Some("v2s2"));
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    let raw = raw_manifest(&src.image("app:v2"));
+    let media_type = serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["mediaType"].clone();
+    assert_eq!(media_type, "application/vnd.docker.distribution.manifest.v2+json");
+
+    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+    let entries = archive_entries(&archive);
+    assert!(entries.iter().any(|(_, data)| data == &raw), "the schema 2 manifest is carried unconverted");
+
+    // The destination gets the base through skopeo, the difference through imo.
+    skopeo(&[
+        "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+        &format!("docker://{}", src.image("app:v1")),
+        &format!("docker://{}", dst.image("app:v1")),
+    ]);
+    imo_ok(&["push", path_str(&archive), &dst.image("app:v2")]);
+    assert_eq!(raw_manifest(&dst.image("app:v2")), raw);
+    copy_out(&dst.image("app:v2"));
+}
+
+#[test]
+fn scratch_base_gives_a_complete_archive() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let archive = work.join("full.tar");
+    imo_ok(&["pull", "scratch", &src.image("app:v2"), "-o", path_str(&archive)]);
+
+    let raw = raw_manifest(&src.image("app:v2"));
+    let (config, layers) = manifest_blobs(&raw);
+    let mut carried = archive_blobs(&archive);
+    carried.sort();
+    let mut expected = vec![sha256(&raw), config];
+    expected.extend(layers);
+    expected.sort();
+    assert_eq!(carried, expected);
+
+    // The archive is an OCI archive any tool reads: skopeo copies the image out of it.
+    let out = TempDir::new("oci-out");
+    skopeo(&["copy", "-q", &format!("oci-archive:{}", archive.display()), &format!("oci:{}:x", out.path().display())]);
+
+    imo_ok(&["vet", path_str(&archive), &dst.image("fresh/app:v2")]);
+    imo_ok(&["push", path_str(&archive), &dst.image("fresh/app:v2")]);
+    assert_eq!(sha256(&raw_manifest(&dst.image("fresh/app:v2"))), sha256(&raw));
+    copy_out(&dst.image("fresh/app:v2"));
+}
+
+#[test]
+fn archive_streams_through_stdout_and_stdin() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let from_file = work.join("file.tar");
+    imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&from_file)]);
+    let out = imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", "-"]);
+    assert_eq!(out.stdout, std::fs::read(&from_file).unwrap(), "stdout and file archives are identical");
+
+    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(["push", "-q", "-", &dst.image("app:v2")])
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(std::fs::File::open(&from_file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(raw_manifest(&dst.image("app:v2")), raw_manifest(&src.image("app:v2")));
+}
+
+#[test]
+fn a_corrupt_blob_in_the_registry_leaves_no_archive() {
+    let src = two_versions(None);
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    let (_, layers) = manifest_blobs(&raw_manifest(&src.image("app:v2")));
+    let file = src.blob_file(&layers[2]);
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+
+    let err = imo_err(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+    assert!(err.contains("digest mismatch") && err.contains(&layers[2]), "{err}");
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
+    assert!(left.is_empty(), "a failed pull left files behind: {left:?}");
+}
+
+#[test]
+fn a_corrupt_blob_in_the_archive_pushes_no_tag() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+
+    // Flip one byte in the middle of the new layer's data, found with the tar crate.
+    let (_, layers) = manifest_blobs(&raw_manifest(&src.image("app:v2")));
+    let target = format!("blobs/sha256/{}", &layers[2][7..]);
+    let mut a = tar::Archive::new(std::fs::File::open(&archive).unwrap());
+    let (offset, size) = a
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path().unwrap().to_str() == Some(&target))
+        .map(|e| (e.raw_file_position(), e.size()))
+        .unwrap();
+    let mut bytes = std::fs::read(&archive).unwrap();
+    bytes[(offset + size / 2) as usize] ^= 0xff;
+    std::fs::write(&archive, bytes).unwrap();
+
+    let err = imo_err(&["push", path_str(&archive), &dst.image("app:v2")]);
+    assert!(err.contains("digest mismatch") && err.contains(&layers[2]), "{err}");
+    assert!(!exists(&dst.image("app:v2")), "a failed push left a tag");
+    assert!(!exists(&dst.image(&format!("app@{}", sha256(&raw_manifest(&src.image("app:v2")))))));
+}
+
+#[test]
+fn damaged_archives_and_bad_references_are_refused_clearly() {
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let empty = work.join("empty.tar");
+    std::fs::write(&empty, b"").unwrap();
+    let err = imo_err(&["vet", path_str(&empty), &dst.image("app:v1")]);
+    assert!(err.contains("invalid archive") && err.contains("empty"), "{err}");
+    let junk = work.join("junk.tar");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let err = imo_err(&["push", path_str(&junk), &dst.image("app:v1")]);
+    assert!(err.contains("invalid archive"), "{err}");
+
+    let err = imo_err(&["pull", "scratch", "127.0.0.1:5000/App:v1", "-o", path_str(&work.join("x.tar"))]);
+    assert!(err.contains("path component \"App\""), "{err}");
+    let err = imo_err(&["pull", "scratch", "app:-bad", "-o", path_str(&work.join("x.tar"))]);
+    assert!(err.contains("tag \"-bad\""), "{err}");
+    let err = imo_err(&["pull", "scratch", &dst.image("missing:v1"), "-o", path_str(&work.join("x.tar"))]);
+    assert!(err.contains("not found") && err.contains("MANIFEST_UNKNOWN"), "{err}");
+    assert!(!work.join("x.tar").exists());
+}
+
+#[test]
+fn the_component_runs_under_the_wasmtime_cli() {
+    let src = two_versions(None);
+    let work = TempDir::new("work");
+    let wasm = work.join("imo.wasm");
+    imo_ok(&["component", "-o", path_str(&wasm)]);
+    imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&work.join("host.tar"))]);
+
+    let out = std::process::Command::new("wasmtime")
+        .args(["run", "-S", "http", "--dir"])
+        .arg(format!("{}::/work", work.path().display()))
+        .arg(&wasm)
+        .args(["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", "/work/wasi.tar"])
+        .output()
+        .expect("running the wasmtime CLI (cargo install wasmtime-cli@48.0.8 --locked)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read(work.join("wasi.tar")).unwrap(),
+        std::fs::read(work.join("host.tar")).unwrap(),
+        "the bare component and the imo host write the same archive"
+    );
+
+    let out = std::process::Command::new("wasmtime")
+        .args(["run", "-S", "http", "--dir"])
+        .arg(format!("{}::/work", work.path().display()))
+        .arg(&wasm)
+        .args(["vet", "/work/wasi.tar", &src.image("app:v2")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,323 @@
+//! Real parts for the integration tests: CNCF distribution registries on loopback ports,
+//! images written as OCI layouts and seeded with skopeo, and skopeo as the independent
+//! client that checks what imo did.
+
+#![allow(dead_code, reason = "each test file uses a different part of the support code")]
+
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "imo-test-{label}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `docker-registry` (CNCF distribution) on 127.0.0.1 with a config the test writes.
+pub struct Registry {
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    child: Child,
+    pub dir: TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a registry; `extra` is appended to its YAML config (for auth, TLS).
+    pub fn start_with(extra: &str) -> Self {
+        for _ in 0..5 {
+            let dir = TempDir::new("registry");
+            // Ask the kernel for a free port; the small race with another process taking it
+            // is handled by retrying.
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let addr = format!("127.0.0.1:{port}");
+            let config = format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
+                dir.join("data").display()
+            );
+            std::fs::write(dir.join("config.yml"), config).unwrap();
+            let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+            let child = Command::new(registry_binary())
+                .arg("serve")
+                .arg(dir.join("config.yml"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("starting docker-registry (apt-get install docker-registry)");
+            let mut reg = Registry { addr, child, dir };
+            if reg.wait_ready() {
+                return reg;
+            }
+        }
+        panic!("docker-registry did not start on a loopback port after 5 tries");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(&self.addr) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = [0u8; 12];
+                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// Where the registry keeps a blob's bytes on disk, for corrupting it on purpose.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .join("data")
+            .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+
+    /// `127.0.0.1:PORT/REPO`
+    pub fn image(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn registry_binary() -> &'static str {
+    if Path::new("/usr/bin/docker-registry").exists() { "/usr/bin/docker-registry" } else { "registry" }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so the same seed gives the same layer.
+pub fn bytes_for(seed: &str, len: usize) -> Vec<u8> {
+    let mut x = u64::from_le_bytes(Sha256::digest(seed.as_bytes())[..8].try_into().unwrap()) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A layer: an uncompressed tar holding one file of `size` bytes derived from `seed`.
+pub fn layer(seed: &str, size: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let data = bytes_for(seed, size);
+    let mut h = tar::Header::new_ustar();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append_data(&mut h, format!("{seed}.bin"), &data[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// An image written as an OCI layout: layers named by seed and size.
+pub struct Layout {
+    pub dir: TempDir,
+    pub tag: String,
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub layer_digests: Vec<String>,
+}
+
+pub fn oci_layout(tag: &str, layers: &[(&str, usize)]) -> Layout {
+    let dir = TempDir::new("layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha256(data);
+        std::fs::write(dir.join(&format!("blobs/sha256/{}", &d[7..])), data).unwrap();
+        d
+    };
+    let mut descs = Vec::new();
+    let mut layer_digests = Vec::new();
+    for (seed, size) in layers {
+        let l = layer(seed, *size);
+        let d = put(&l);
+        layer_digests.push(d.clone());
+        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": layer_digests},
+        "config": {"Labels": {"imo.test.tag": tag}},
+    }))
+    .unwrap();
+    let config_digest = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    }))
+    .unwrap();
+    let manifest_digest = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
+        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    Layout { dir, tag: tag.into(), manifest_digest, config_digest, layer_digests }
+}
+
+/// Runs skopeo, failing the test with its output if it fails.
+pub fn skopeo(args: &[&str]) -> Output {
+    let out = Command::new("skopeo").args(args).output().expect("running skopeo (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Pushes a layout into a registry with skopeo (`format` "v2s2" converts to Docker schema 2).
+pub fn seed(layout: &Layout, destination: &str, format: Option<&str>) {
+    let src = format!("oci:{}:{}", layout.dir.path().display(), layout.tag);
+    let dst = format!("docker://{destination}");
+    let mut args = vec!["copy", "-q", "--dest-tls-verify=false"];
+    if let Some(f) = format {
+        args.extend(["--format", f]);
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo(&args);
+}
+
+/// The exact manifest bytes a registry serves, read by skopeo.
+pub fn raw_manifest(reference: &str) -> Vec<u8> {
+    skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]).stdout
+}
+
+/// Whether the registry has a tag or digest, asked by skopeo.
+pub fn exists(reference: &str) -> bool {
+    Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Copies an image out of a registry with skopeo, which fetches and verifies every blob.
+pub fn copy_out(reference: &str) {
+    let dir = TempDir::new("copy-out");
+    let dst = format!("oci:{}:out", dir.path().display());
+    skopeo(&["copy", "-q", "--src-tls-verify=false", &format!("docker://{reference}"), &dst]);
+}
+
+/// Runs the `imo` command.
+pub fn imo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(args)
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Runs `imo` and fails the test with its stderr unless it succeeds.
+pub fn imo_ok(args: &[&str]) -> Output {
+    let out = imo(args);
+    assert!(out.status.success(), "imo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Runs `imo`, expects it to fail, and returns its stderr.
+pub fn imo_err(args: &[&str]) -> String {
+    let out = imo(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "imo {args:?} succeeded but should have failed: {stderr}");
+    assert_eq!(out.status.code(), Some(1), "imo {args:?} should exit 1: {stderr}");
+    assert!(!stderr.contains("panicked"), "imo {args:?} panicked: {stderr}");
+    stderr
+}
+
+/// One compiled-component cache for the whole test run.
+pub fn cache_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("imo-cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The entries of an archive, read with the tar crate (not imo's own reader): path → bytes.
+pub fn archive_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut a = tar::Archive::new(std::fs::File::open(path).unwrap());
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let p = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (p, data)
+        })
+        .collect()
+}
+
+/// The blob digests an archive carries (`blobs/sha256/<hex>` entries), checking each entry's
+/// bytes against its name.
+pub fn archive_blobs(path: &Path) -> Vec<String> {
+    archive_entries(path)
+        .into_iter()
+        .filter_map(|(p, data)| {
+            let hex = p.strip_prefix("blobs/sha256/")?;
+            let d = format!("sha256:{hex}");
+            assert_eq!(sha256(&data), d, "archive entry {p} does not match its name");
+            Some(d)
+        })
+        .collect()
+}
