@@ -7,7 +7,8 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the workspace");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
@@ -18,13 +19,27 @@ fn main() {
     let target_dir = guest_target_dir(&out);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "-p", "imo-guest"])
-        .arg("--manifest-path")
-        .arg(root.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "imo-guest",
+    ])
+    .arg("--manifest-path")
+    .arg(root.join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
     // The outer build's flags and wrappers (clippy, coverage) are for the host, not the guest.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("running cargo to build the guest");
@@ -33,12 +48,16 @@ fn main() {
         "building the guest component failed; is the wasm32-wasip2 target installed? (rustup target add wasm32-wasip2)"
     );
     let built = target_dir.join("wasm32-wasip2/release/imo_guest.wasm");
-    std::fs::copy(&built, out.join("imo.wasm")).unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
+    std::fs::copy(&built, out.join("imo.wasm"))
+        .unwrap_or_else(|e| panic!("copying {}: {e}", built.display()));
 }
 
 fn guest_target_dir(out: &Path) -> PathBuf {
     out.ancestors()
         .find(|p| p.file_name().is_some_and(|n| n == "build"))
         .and_then(|build| build.parent()?.parent())
-        .map_or_else(|| out.join("guest-target"), |target| target.join("imo-guest"))
+        .map_or_else(
+            || out.join("guest-target"),
+            |target| target.join("imo-guest"),
+        )
 }

@@ -10,7 +10,12 @@ use support::*;
 fn manifest_blobs(raw: &[u8]) -> (String, Vec<String>) {
     let v: serde_json::Value = serde_json::from_slice(raw).unwrap();
     let config = v["config"]["digest"].as_str().unwrap().to_owned();
-    let layers = v["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect();
+    let layers = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_owned())
+        .collect();
     (config, layers)
 }
 
@@ -35,7 +40,13 @@ fn pull_vet_push_moves_only_the_difference() {
     let work = TempDir::new("work");
     let archive = work.join("diff.tar");
 
-    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+    imo_ok(&[
+        "pull",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
 
     // 1. Exactly the final's manifest, config and new layer, metadata first.
     let raw = raw_manifest(&src.image("app:v2"));
@@ -45,7 +56,10 @@ fn pull_vet_push_moves_only_the_difference() {
     let names: Vec<&str> = entries.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(&names[..3], &["oci-layout", "imo.json", "index.json"]);
     let manifest_entry = format!("blobs/sha256/{}", &sha256(&raw)[7..]);
-    assert_eq!(names[3], manifest_entry, "the manifest comes before every blob");
+    assert_eq!(
+        names[3], manifest_entry,
+        "the manifest comes before every blob"
+    );
     assert_eq!(entries[3].1, raw, "the manifest is carried byte for byte");
     let mut carried = archive_blobs(&archive);
     carried.sort();
@@ -59,13 +73,18 @@ fn pull_vet_push_moves_only_the_difference() {
     for d in &base_layers {
         assert!(err.contains(d.as_str()), "vet does not name {d}: {err}");
     }
-    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+    seed(
+        &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
+        &dst.image("app:v1"),
+        None,
+    );
     imo_ok(&["vet", path_str(&archive), &dst.image("app:v2")]);
 
     // 3. Push without a tag takes the final's tag; skopeo finds the same digest and every blob.
     let out = imo_ok(&["push", path_str(&archive), &dst.image("app")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("uploaded 2 blob(s)"), "{stderr}");
+    assert!(stderr.contains("leaves 2 blob(s)"), "{stderr}");
     assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), sha256(&raw));
     copy_out(&dst.image("app:v2"));
 
@@ -82,16 +101,32 @@ fn docker_schema2_images_stay_byte_exact() {
     let work = TempDir::new("work");
     let archive = work.join("diff.tar");
     let raw = raw_manifest(&src.image("app:v2"));
-    let media_type = serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["mediaType"].clone();
-    assert_eq!(media_type, "application/vnd.docker.distribution.manifest.v2+json");
+    let media_type =
+        serde_json::from_slice::<serde_json::Value>(&raw).unwrap()["mediaType"].clone();
+    assert_eq!(
+        media_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
 
-    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
+    imo_ok(&[
+        "pull",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
     let entries = archive_entries(&archive);
-    assert!(entries.iter().any(|(_, data)| data == &raw), "the schema 2 manifest is carried unconverted");
+    assert!(
+        entries.iter().any(|(_, data)| data == &raw),
+        "the schema 2 manifest is carried unconverted"
+    );
 
     // The destination gets the base through skopeo, the difference through imo.
     skopeo(&[
-        "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
         &format!("docker://{}", src.image("app:v1")),
         &format!("docker://{}", dst.image("app:v1")),
     ]);
@@ -106,7 +141,13 @@ fn scratch_base_gives_a_complete_archive() {
     let dst = Registry::start();
     let work = TempDir::new("work");
     let archive = work.join("full.tar");
-    imo_ok(&["pull", "scratch", &src.image("app:v2"), "-o", path_str(&archive)]);
+    imo_ok(&[
+        "pull",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
 
     let raw = raw_manifest(&src.image("app:v2"));
     let (config, layers) = manifest_blobs(&raw);
@@ -119,11 +160,19 @@ fn scratch_base_gives_a_complete_archive() {
 
     // The archive is an OCI archive any tool reads: skopeo copies the image out of it.
     let out = TempDir::new("oci-out");
-    skopeo(&["copy", "-q", &format!("oci-archive:{}", archive.display()), &format!("oci:{}:x", out.path().display())]);
+    skopeo(&[
+        "copy",
+        "-q",
+        &format!("oci-archive:{}", archive.display()),
+        &format!("oci:{}:x", out.path().display()),
+    ]);
 
     imo_ok(&["vet", path_str(&archive), &dst.image("fresh/app:v2")]);
     imo_ok(&["push", path_str(&archive), &dst.image("fresh/app:v2")]);
-    assert_eq!(sha256(&raw_manifest(&dst.image("fresh/app:v2"))), sha256(&raw));
+    assert_eq!(
+        sha256(&raw_manifest(&dst.image("fresh/app:v2"))),
+        sha256(&raw)
+    );
     copy_out(&dst.image("fresh/app:v2"));
 }
 
@@ -133,11 +182,33 @@ fn archive_streams_through_stdout_and_stdin() {
     let dst = Registry::start();
     let work = TempDir::new("work");
     let from_file = work.join("file.tar");
-    imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&from_file)]);
-    let out = imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", "-"]);
-    assert_eq!(out.stdout, std::fs::read(&from_file).unwrap(), "stdout and file archives are identical");
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&from_file),
+    ]);
+    let out = imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        "-",
+    ]);
+    assert_eq!(
+        out.stdout,
+        std::fs::read(&from_file).unwrap(),
+        "stdout and file archives are identical"
+    );
 
-    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+    seed(
+        &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
+        &dst.image("app:v1"),
+        None,
+    );
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
         .args(["push", "-q", "-", &dst.image("app:v2")])
         .env("IMO_CACHE_DIR", cache_dir())
@@ -145,7 +216,10 @@ fn archive_streams_through_stdout_and_stdin() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert_eq!(raw_manifest(&dst.image("app:v2")), raw_manifest(&src.image("app:v2")));
+    assert_eq!(
+        raw_manifest(&dst.image("app:v2")),
+        raw_manifest(&src.image("app:v2"))
+    );
 }
 
 #[test]
@@ -160,8 +234,17 @@ fn a_corrupt_blob_in_the_registry_leaves_no_archive() {
     bytes[mid] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
 
-    let err = imo_err(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
-    assert!(err.contains("digest mismatch") && err.contains(&layers[2]), "{err}");
+    let err = imo_err(&[
+        "pull",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layers[2]),
+        "{err}"
+    );
     let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().collect();
     assert!(left.is_empty(), "a failed pull left files behind: {left:?}");
 }
@@ -172,8 +255,18 @@ fn a_corrupt_blob_in_the_archive_pushes_no_tag() {
     let dst = Registry::start();
     let work = TempDir::new("work");
     let archive = work.join("diff.tar");
-    imo_ok(&["pull", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&archive)]);
-    seed(&oci_layout("v1", &[("a", 300_000), ("b", 200_000)]), &dst.image("app:v1"), None);
+    imo_ok(&[
+        "pull",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+    seed(
+        &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
+        &dst.image("app:v1"),
+        None,
+    );
 
     // Flip one byte in the middle of the new layer's data, found with the tar crate.
     let (_, layers) = manifest_blobs(&raw_manifest(&src.image("app:v2")));
@@ -191,9 +284,15 @@ fn a_corrupt_blob_in_the_archive_pushes_no_tag() {
     std::fs::write(&archive, bytes).unwrap();
 
     let err = imo_err(&["push", path_str(&archive), &dst.image("app:v2")]);
-    assert!(err.contains("digest mismatch") && err.contains(&layers[2]), "{err}");
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layers[2]),
+        "{err}"
+    );
     assert!(!exists(&dst.image("app:v2")), "a failed push left a tag");
-    assert!(!exists(&dst.image(&format!("app@{}", sha256(&raw_manifest(&src.image("app:v2")))))));
+    assert!(!exists(&dst.image(&format!(
+        "app@{}",
+        sha256(&raw_manifest(&src.image("app:v2")))
+    ))));
 }
 
 #[test]
@@ -203,18 +302,42 @@ fn damaged_archives_and_bad_references_are_refused_clearly() {
     let empty = work.join("empty.tar");
     std::fs::write(&empty, b"").unwrap();
     let err = imo_err(&["vet", path_str(&empty), &dst.image("app:v1")]);
-    assert!(err.contains("invalid archive") && err.contains("empty"), "{err}");
+    assert!(
+        err.contains("invalid archive") && err.contains("empty"),
+        "{err}"
+    );
     let junk = work.join("junk.tar");
     std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
     let err = imo_err(&["push", path_str(&junk), &dst.image("app:v1")]);
     assert!(err.contains("invalid archive"), "{err}");
 
-    let err = imo_err(&["pull", "scratch", "127.0.0.1:5000/App:v1", "-o", path_str(&work.join("x.tar"))]);
+    let err = imo_err(&[
+        "pull",
+        "scratch",
+        "127.0.0.1:5000/App:v1",
+        "-o",
+        path_str(&work.join("x.tar")),
+    ]);
     assert!(err.contains("path component \"App\""), "{err}");
-    let err = imo_err(&["pull", "scratch", "app:-bad", "-o", path_str(&work.join("x.tar"))]);
+    let err = imo_err(&[
+        "pull",
+        "scratch",
+        "app:-bad",
+        "-o",
+        path_str(&work.join("x.tar")),
+    ]);
     assert!(err.contains("tag \"-bad\""), "{err}");
-    let err = imo_err(&["pull", "scratch", &dst.image("missing:v1"), "-o", path_str(&work.join("x.tar"))]);
-    assert!(err.contains("not found") && err.contains("MANIFEST_UNKNOWN"), "{err}");
+    let err = imo_err(&[
+        "pull",
+        "scratch",
+        &dst.image("missing:v1"),
+        "-o",
+        path_str(&work.join("x.tar")),
+    ]);
+    assert!(
+        err.contains("not found") && err.contains("MANIFEST_UNKNOWN"),
+        "{err}"
+    );
     assert!(!work.join("x.tar").exists());
 }
 
@@ -224,16 +347,34 @@ fn the_component_runs_under_the_wasmtime_cli() {
     let work = TempDir::new("work");
     let wasm = work.join("imo.wasm");
     imo_ok(&["component", "-o", path_str(&wasm)]);
-    imo_ok(&["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", path_str(&work.join("host.tar"))]);
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&work.join("host.tar")),
+    ]);
 
     let out = std::process::Command::new("wasmtime")
         .args(["run", "-S", "http", "--dir"])
         .arg(format!("{}::/work", work.path().display()))
         .arg(&wasm)
-        .args(["pull", "-q", &src.image("app:v1"), &src.image("app:v2"), "-o", "/work/wasi.tar"])
+        .args([
+            "pull",
+            "-q",
+            &src.image("app:v1"),
+            &src.image("app:v2"),
+            "-o",
+            "/work/wasi.tar",
+        ])
         .output()
         .expect("running the wasmtime CLI (cargo install wasmtime-cli@48.0.8 --locked)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         std::fs::read(work.join("wasi.tar")).unwrap(),
         std::fs::read(work.join("host.tar")).unwrap(),
@@ -247,5 +388,9 @@ fn the_component_runs_under_the_wasmtime_cli() {
         .args(["vet", "/work/wasi.tar", &src.image("app:v2")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -19,7 +19,10 @@ impl Challenge {
 /// followed by comma-separated `key=value` or `key="quoted value"` parameters, several
 /// challenges in one header separated by commas.
 pub fn parse_challenges(header: &str) -> Vec<Challenge> {
-    let mut p = Parser { s: header.as_bytes(), i: 0 };
+    let mut p = Parser {
+        s: header.as_bytes(),
+        i: 0,
+    };
     let mut out = Vec::new();
     loop {
         p.skip(|b| b == b',' || b.is_ascii_whitespace());
@@ -45,7 +48,11 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
             }
             p.i += 1;
             p.skip(|b| b.is_ascii_whitespace());
-            let value = if p.peek() == Some(b'"') { p.quoted() } else { p.token().unwrap_or_default() };
+            let value = if p.peek() == Some(b'"') {
+                p.quoted()
+            } else {
+                p.token().unwrap_or_default()
+            };
             params.insert(key.to_ascii_lowercase(), value);
             p.skip(|b| b.is_ascii_whitespace());
             if p.peek() == Some(b',') {
@@ -108,14 +115,21 @@ impl Parser<'_> {
 
 /// `Basic <base64(user:password)>`.
 pub fn basic(username: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{username}:{password}").as_bytes()))
+    format!(
+        "Basic {}",
+        base64(format!("{username}:{password}").as_bytes())
+    )
 }
 
 fn base64(input: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for k in 0..4 {
             if k <= chunk.len() {
@@ -159,7 +173,9 @@ mod tests {
 
     #[test]
     fn several_challenges_and_odd_spacing() {
-        let c = parse_challenges(r#"Basic realm="Registry Realm" , BEARER Realm = "https://a/t", error="invalid_token""#);
+        let c = parse_challenges(
+            r#"Basic realm="Registry Realm" , BEARER Realm = "https://a/t", error="invalid_token""#,
+        );
         assert_eq!(c.len(), 2);
         assert_eq!(c[0].scheme, "basic");
         assert_eq!(c[0].param("realm"), Some("Registry Realm"));
@@ -184,6 +200,9 @@ mod tests {
         assert_eq!(base64(b"a"), "YQ==");
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b""), "");
-        assert_eq!(query_escape("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(
+            query_escape("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
     }
 }

@@ -25,9 +25,19 @@ options:
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Operation {
-    Pull { base: String, final_ref: String, output: String },
-    Vet { archive: String, destination: String },
-    Push { archive: String, destination: String },
+    Pull {
+        base: String,
+        final_ref: String,
+        output: String,
+    },
+    Vet {
+        archive: String,
+        destination: String,
+    },
+    Push {
+        archive: String,
+        destination: String,
+    },
     Help,
 }
 
@@ -39,14 +49,20 @@ pub struct Command {
 
 fn credentials(flag: &str, value: &str) -> Result<Credentials, String> {
     match value.split_once(':') {
-        Some((u, p)) if !u.is_empty() => Ok(Credentials { username: u.into(), password: p.into() }),
+        Some((u, p)) if !u.is_empty() => Ok(Credentials {
+            username: u.into(),
+            password: p.into(),
+        }),
         _ => Err(format!("{flag} wants USER:PASSWORD")),
     }
 }
 
 /// Parses arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
-    let mut options = Options { progress: true, ..Options::default() };
+    let mut options = Options {
+        progress: true,
+        ..Options::default()
+    };
     let mut positional = Vec::new();
     let mut output = None;
     let mut all_creds = None;
@@ -57,10 +73,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             _ => (arg.as_str(), None),
         };
         let mut value = |name: &str| -> Result<String, String> {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| format!("{name} needs a value"))
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
         };
         match flag {
-            "-h" | "--help" => return Ok(Command { operation: Operation::Help, options }),
+            "-h" | "--help" => {
+                return Ok(Command {
+                    operation: Operation::Help,
+                    options,
+                });
+            }
             "-q" | "--quiet" => options.progress = false,
             "-o" | "--output" => output = Some(value(flag)?),
             "--insecure" => options.insecure_registries.push(value(flag)?),
@@ -68,12 +92,18 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--base-creds" => options.base_credentials = Some(credentials(flag, &value(flag)?)?),
             "--final-creds" => options.final_credentials = Some(credentials(flag, &value(flag)?)?),
             "--dest-creds" => options.push_credentials = Some(credentials(flag, &value(flag)?)?),
-            f if f.starts_with('-') && f != "-" => return Err(format!("unknown option {f}\n\n{USAGE}")),
+            f if f.starts_with('-') && f != "-" => {
+                return Err(format!("unknown option {f}\n\n{USAGE}"));
+            }
             _ => positional.push(arg.clone()),
         }
     }
     if let Some(c) = all_creds {
-        for slot in [&mut options.base_credentials, &mut options.final_credentials, &mut options.push_credentials] {
+        for slot in [
+            &mut options.base_credentials,
+            &mut options.final_credentials,
+            &mut options.push_credentials,
+        ] {
             slot.get_or_insert_with(|| c.clone());
         }
     }
@@ -85,8 +115,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             final_ref: fin.clone(),
             output: output.ok_or("pull needs -o FILE (or -o - for stdout)")?,
         },
-        [cmd, archive, dest] if cmd == "vet" => Operation::Vet { archive: archive.clone(), destination: dest.clone() },
-        [cmd, archive, dest] if cmd == "push" => Operation::Push { archive: archive.clone(), destination: dest.clone() },
+        [cmd, archive, dest] if cmd == "vet" => Operation::Vet {
+            archive: archive.clone(),
+            destination: dest.clone(),
+        },
+        [cmd, archive, dest] if cmd == "push" => Operation::Push {
+            archive: archive.clone(),
+            destination: dest.clone(),
+        },
         [cmd, ..] if matches!(cmd.as_str(), "pull" | "vet" | "push") => {
             return Err(format!("{cmd} takes two arguments\n\n{USAGE}"));
         }
@@ -108,10 +144,17 @@ mod tests {
 
     #[test]
     fn pull_with_options() {
-        let c = parse(&args("pull --insecure h:5000 a b -o out.tar --creds u:p --dest-creds=d:q -q")).unwrap();
+        let c = parse(&args(
+            "pull --insecure h:5000 a b -o out.tar --creds u:p --dest-creds=d:q -q",
+        ))
+        .unwrap();
         assert_eq!(
             c.operation,
-            Operation::Pull { base: "a".into(), final_ref: "b".into(), output: "out.tar".into() }
+            Operation::Pull {
+                base: "a".into(),
+                final_ref: "b".into(),
+                output: "out.tar".into()
+            }
         );
         assert_eq!(c.options.insecure_registries, vec!["h:5000"]);
         assert!(!c.options.progress);
@@ -123,9 +166,15 @@ mod tests {
     fn vet_and_push_read_stdin_with_dash() {
         assert_eq!(
             parse(&args("vet - r/x")).unwrap().operation,
-            Operation::Vet { archive: "-".into(), destination: "r/x".into() }
+            Operation::Vet {
+                archive: "-".into(),
+                destination: "r/x".into()
+            }
         );
-        assert!(matches!(parse(&args("push a.tar r/x")).unwrap().operation, Operation::Push { .. }));
+        assert!(matches!(
+            parse(&args("push a.tar r/x")).unwrap().operation,
+            Operation::Push { .. }
+        ));
     }
 
     #[test]

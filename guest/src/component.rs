@@ -26,26 +26,58 @@ struct Component;
 export!(Component);
 
 impl wit::Guest for Component {
-    fn pull(base: String, final_: String, archive: &OutputStream, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+    fn pull(
+        base: String,
+        final_: String,
+        archive: &OutputStream,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
         let mut out = StreamWriter(archive);
-        ops::pull(&WasiHttp, &options, &reporter(&options), &base, &final_, &mut out)
-            .map(Into::into)
-            .map_err(Into::into)
+        ops::pull(
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &base,
+            &final_,
+            &mut out,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
     }
 
-    fn push_vet(archive: &InputStream, destination: String, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+    fn push_vet(
+        archive: &InputStream,
+        destination: String,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
-        ops::push_vet(&WasiHttp, &options, &reporter(&options), &mut StreamReader(archive), &destination)
-            .map(Into::into)
-            .map_err(Into::into)
+        ops::push_vet(
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &mut StreamReader(archive),
+            &destination,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
     }
 
-    fn push(archive: &InputStream, destination: String, options: wit::Options) -> Result<wit::Summary, wit::Error> {
+    fn push(
+        archive: &InputStream,
+        destination: String,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
-        ops::push(&WasiHttp, &options, &reporter(&options), &mut StreamReader(archive), &destination)
-            .map(Into::into)
-            .map_err(Into::into)
+        ops::push(
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &mut StreamReader(archive),
+            &destination,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
     }
 }
 
@@ -78,11 +110,26 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
             println!("{}", cli::USAGE);
             return Ok(());
         }
-        Operation::Pull { base, final_ref, output } if output == "-" => {
+        Operation::Pull {
+            base,
+            final_ref,
+            output,
+        } if output == "-" => {
             let stdout = wasip2::cli::stdout::get_stdout();
-            ops::pull(&WasiHttp, &options, &report, &base, &final_ref, &mut StreamWriter(&stdout))?
+            ops::pull(
+                &WasiHttp,
+                &options,
+                &report,
+                &base,
+                &final_ref,
+                &mut StreamWriter(&stdout),
+            )?
         }
-        Operation::Pull { base, final_ref, output } => {
+        Operation::Pull {
+            base,
+            final_ref,
+            output,
+        } => {
             // Written under a temporary name and renamed only once complete and verified,
             // so a failed pull never leaves a file that looks like an archive.
             let partial = format!("{output}.partial");
@@ -101,12 +148,18 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
                 }
             }
         }
-        Operation::Vet { archive, destination } => {
-            with_input(&archive, |r| ops::push_vet(&WasiHttp, &options, &report, r, &destination))?
-        }
-        Operation::Push { archive, destination } => {
-            with_input(&archive, |r| ops::push(&WasiHttp, &options, &report, r, &destination))?
-        }
+        Operation::Vet {
+            archive,
+            destination,
+        } => with_input(&archive, |r| {
+            ops::push_vet(&WasiHttp, &options, &report, r, &destination)
+        })?,
+        Operation::Push {
+            archive,
+            destination,
+        } => with_input(&archive, |r| {
+            ops::push(&WasiHttp, &options, &report, r, &destination)
+        })?,
     };
     if options.progress {
         eprintln!(
@@ -123,7 +176,10 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
     Ok(())
 }
 
-fn with_input<T>(path: &str, f: impl FnOnce(&mut dyn Read) -> Result<T, Error>) -> Result<T, Error> {
+fn with_input<T>(
+    path: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
+) -> Result<T, Error> {
     if path == "-" {
         let stdin = wasip2::cli::stdin::get_stdin();
         return f(&mut StreamReader(&stdin));
@@ -143,7 +199,10 @@ fn reporter(options: &Options) -> impl Fn(&str) + use<> {
 
 impl From<wit::Credentials> for Credentials {
     fn from(c: wit::Credentials) -> Self {
-        Credentials { username: c.username, password: c.password }
+        Credentials {
+            username: c.username,
+            password: c.password,
+        }
     }
 }
 
@@ -251,9 +310,16 @@ struct WasiHttp;
 
 impl Transport for WasiHttp {
     fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response, Error> {
-        let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url));
-        let fields: Vec<(String, Vec<u8>)> = req.headers.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-        let headers = http::Fields::from_list(&fields).map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
+        };
+        let fields: Vec<(String, Vec<u8>)> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+            .collect();
+        let headers = http::Fields::from_list(&fields)
+            .map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
         let request = http::OutgoingRequest::new(headers);
         let method = match req.method {
             Method::Get => http::Method::Get,
@@ -278,10 +344,11 @@ impl Transport for WasiHttp {
             let stream = outgoing.write().expect("a new body's stream is taken once");
             // Once a body reaches its Content-Length the host may close the stream, so a
             // flush that finds it closed has nothing left to do.
-            let written = write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
-                Ok(()) | Err(StreamError::Closed) => Ok(()),
-                Err(e) => Err(unreachable(&stream_error(e))),
-            });
+            let written =
+                write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
+                    Ok(()) | Err(StreamError::Closed) => Ok(()),
+                    Err(e) => Err(unreachable(&stream_error(e))),
+                });
             drop(stream);
             if let Err(e) = written {
                 // Dropping the body unfinished aborts the request: nothing is committed.
@@ -306,12 +373,20 @@ impl Transport for WasiHttp {
             .into_iter()
             .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
             .collect();
-        let incoming = response.consume().map_err(|()| unreachable(&"the body was already taken"))?;
-        let stream = incoming.stream().map_err(|()| unreachable(&"the body stream was already taken"))?;
+        let incoming = response
+            .consume()
+            .map_err(|()| unreachable(&"the body was already taken"))?;
+        let stream = incoming
+            .stream()
+            .map_err(|()| unreachable(&"the body stream was already taken"))?;
         Ok(Response {
             status,
             headers,
-            body: Box::new(Body { stream, _body: incoming, _response: response }),
+            body: Box::new(Body {
+                stream,
+                _body: incoming,
+                _response: response,
+            }),
         })
     }
 }

@@ -192,10 +192,7 @@ mod tests {
     fn verifier_reports_each_kind_of_mismatch() {
         let d = Digest::of(b"hello");
         let mut v = Verifier::new(&d, 5);
-        assert_eq!(
-            v.update(b"hello!"),
-            Err(Mismatch::TooLong { expected: 5 })
-        );
+        assert_eq!(v.update(b"hello!"), Err(Mismatch::TooLong { expected: 5 }));
 
         let mut v = Verifier::new(&d, 5);
         v.update(b"hel").unwrap();
@@ -209,6 +206,8 @@ mod tests {
 
         let mut v = Verifier::new(&d, 5);
         v.update(b"jello").unwrap();
-        assert!(matches!(v.finish(), Err(Mismatch::Digest { found, .. }) if found == Digest::of(b"jello")));
+        assert!(
+            matches!(v.finish(), Err(Mismatch::Digest { found, .. }) if found == Digest::of(b"jello"))
+        );
     }
 }

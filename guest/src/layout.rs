@@ -62,10 +62,13 @@ pub fn index_json(meta: &Metadata, tag: Option<&str>) -> Vec<u8> {
     if let Some(tag) = tag {
         top.annotations.insert(REF_NAME.into(), tag.into());
     }
-    top.annotations.insert(ANNOTATION_FINAL.into(), meta.final_reference.clone());
-    top.annotations.insert(ANNOTATION_BASE.into(), meta.base_reference.clone());
+    top.annotations
+        .insert(ANNOTATION_FINAL.into(), meta.final_reference.clone());
+    top.annotations
+        .insert(ANNOTATION_BASE.into(), meta.base_reference.clone());
     if let Some(d) = &meta.base_digest {
-        top.annotations.insert(ANNOTATION_BASE_DIGEST.into(), d.to_string());
+        top.annotations
+            .insert(ANNOTATION_BASE_DIGEST.into(), d.to_string());
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
@@ -90,7 +93,9 @@ pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
     let mut tar = tar::Reader::new(input);
     let expect = |tar: &mut tar::Reader<R>, name: &str, limit: u64| -> Result<Vec<u8>, String> {
         let Some(e) = tar.next_entry()? else {
-            return Err(format!("the archive ends before {name}: it is not a complete imo archive"));
+            return Err(format!(
+                "the archive ends before {name}: it is not a complete imo archive"
+            ));
         };
         if tar::normalise(&e.path) != name {
             return Err(format!(
@@ -104,10 +109,13 @@ pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
     let layout: serde_json::Value =
         serde_json::from_slice(&layout).map_err(|e| format!("{LAYOUT_FILE} is not JSON: {e}"))?;
     if layout["imageLayoutVersion"] != "1.0.0" {
-        return Err(format!("{LAYOUT_FILE} declares an image layout version other than 1.0.0"));
+        return Err(format!(
+            "{LAYOUT_FILE} declares an image layout version other than 1.0.0"
+        ));
     }
     let meta = expect(&mut tar, METADATA_FILE, manifest::MAX_MANIFEST_BYTES)?;
-    let meta: Metadata = serde_json::from_slice(&meta).map_err(|e| format!("{METADATA_FILE} is malformed: {e}"))?;
+    let meta: Metadata =
+        serde_json::from_slice(&meta).map_err(|e| format!("{METADATA_FILE} is malformed: {e}"))?;
     if meta.imo_archive_version != FORMAT_VERSION {
         return Err(format!(
             "the archive has format version {}, this imo reads version {FORMAT_VERSION}",
@@ -120,25 +128,38 @@ pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
     let index = expect(&mut tar, INDEX_FILE, manifest::MAX_MANIFEST_BYTES)?;
     let index = Manifest::parse(&index, None).map_err(|e| format!("{INDEX_FILE} {e}"))?;
     if index.children().len() != 1 || index.children()[0].digest != top.digest {
-        return Err(format!("{INDEX_FILE} does not point at the manifest {METADATA_FILE} names first"));
+        return Err(format!(
+            "{INDEX_FILE} does not point at the manifest {METADATA_FILE} names first"
+        ));
     }
 
     let mut manifests = Vec::new();
     for d in &meta.manifests {
         let Some(e) = tar.next_entry()? else {
-            return Err(format!("the archive ends before manifest {}: it is truncated", d.digest));
+            return Err(format!(
+                "the archive ends before manifest {}: it is truncated",
+                d.digest
+            ));
         };
         if tar::normalise(&e.path) != blob_path(&d.digest) {
-            return Err(format!("expected manifest {} but found entry {:?}", d.digest, e.path));
+            return Err(format!(
+                "expected manifest {} but found entry {:?}",
+                d.digest, e.path
+            ));
         }
         if e.size != d.size {
-            return Err(format!("manifest {} is {} bytes, {} were declared", d.digest, e.size, d.size));
+            return Err(format!(
+                "manifest {} is {} bytes, {} were declared",
+                d.digest, e.size, d.size
+            ));
         }
         let bytes = tar.read_small(&e, manifest::MAX_MANIFEST_BYTES)?;
         let mut v = Verifier::new(&d.digest, d.size);
-        v.update(&bytes).and_then(|()| v.finish()).map_err(|m| format!("manifest {}: {m}", d.digest))?;
-        let parsed =
-            Manifest::parse(&bytes, Some(&d.media_type)).map_err(|e| format!("manifest {} {e}", d.digest))?;
+        v.update(&bytes)
+            .and_then(|()| v.finish())
+            .map_err(|m| format!("manifest {}: {m}", d.digest))?;
+        let parsed = Manifest::parse(&bytes, Some(&d.media_type))
+            .map_err(|e| format!("manifest {} {e}", d.digest))?;
         manifests.push(Fetched {
             descriptor: d.clone(),
             bytes,
@@ -146,7 +167,11 @@ pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
         });
     }
     check_consistency(&meta, &manifests)?;
-    let pending = meta.blobs.iter().map(|d| (d.digest.clone(), d.clone())).collect();
+    let pending = meta
+        .blobs
+        .iter()
+        .map(|d| (d.digest.clone(), d.clone()))
+        .collect();
     Ok(Opened {
         meta,
         manifests,
@@ -179,7 +204,12 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
             return Err(format!("{METADATA_FILE} lists blob {} twice", d.digest));
         }
         match referenced.get(&d.digest) {
-            None => return Err(format!("{METADATA_FILE} lists blob {} that no manifest references", d.digest)),
+            None => {
+                return Err(format!(
+                    "{METADATA_FILE} lists blob {} that no manifest references",
+                    d.digest
+                ));
+            }
             Some(r) if r.size != d.size => {
                 return Err(format!(
                     "{METADATA_FILE} gives blob {} a size of {}, the manifest {}",
@@ -190,7 +220,9 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
         }
     }
     if let Some(missing) = referenced.keys().find(|d| !accounted.contains_key(*d)) {
-        return Err(format!("blob {missing} is referenced but {METADATA_FILE} neither carries nor omits it"));
+        return Err(format!(
+            "blob {missing} is referenced but {METADATA_FILE} neither carries nor omits it"
+        ));
     }
     Ok(())
 }
@@ -222,7 +254,10 @@ impl<R: Read> Opened<R> {
             return Err(format!("archive entry {:?} {what}", e.path));
         };
         if e.size != d.size {
-            return Err(format!("blob {} is {} bytes in the archive, {} were declared", d.digest, e.size, d.size));
+            return Err(format!(
+                "blob {} is {} bytes in the archive, {} were declared",
+                d.digest, e.size, d.size
+            ));
         }
         Ok(Some(d))
     }
@@ -265,14 +300,19 @@ mod tests {
             base_digest: None,
             manifests: vec![md.clone()],
             blobs: vec![
-                desc("application/vnd.oci.image.config.v1+json", &cd, config.len()),
+                desc(
+                    "application/vnd.oci.image.config.v1+json",
+                    &cd,
+                    config.len(),
+                ),
                 desc("application/vnd.oci.image.layer.v1.tar+gzip", &d2, 9),
             ],
             omitted: vec![desc("application/vnd.oci.image.layer.v1.tar+gzip", &d1, 9)],
         };
         let mut w = tar::Writer::new(Vec::new());
         w.file(LAYOUT_FILE, LAYOUT_CONTENT).unwrap();
-        w.file(METADATA_FILE, &serde_json::to_vec(&meta).unwrap()).unwrap();
+        w.file(METADATA_FILE, &serde_json::to_vec(&meta).unwrap())
+            .unwrap();
         w.file(INDEX_FILE, &index_json(&meta, Some("v2"))).unwrap();
         w.file(&blob_path(&md.digest), &m).unwrap();
         w.file(&blob_path(&cd), &config).unwrap();
@@ -298,7 +338,13 @@ mod tests {
         while let Some(d) = o.next_blob().unwrap() {
             seen.push(d.digest);
         }
-        assert_eq!(seen, meta.blobs.iter().map(|d| d.digest.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            meta.blobs
+                .iter()
+                .map(|d| d.digest.clone())
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -330,10 +376,31 @@ mod tests {
             open(&bytes[..]).unwrap().manifests
         };
         let cases: Vec<(Metadata, &str)> = vec![
-            (rewrite(&|m| { m.omitted.clear(); }), "neither carries nor omits"),
-            (rewrite(&|m| { let d = m.blobs[1].clone(); m.omitted.push(d); }), "twice"),
-            (rewrite(&|m| { m.blobs[1].size = 1; }), "size of 1"),
-            (rewrite(&|m| { m.blobs[1].digest = Digest::of(b"x"); }), "no manifest references"),
+            (
+                rewrite(&|m| {
+                    m.omitted.clear();
+                }),
+                "neither carries nor omits",
+            ),
+            (
+                rewrite(&|m| {
+                    let d = m.blobs[1].clone();
+                    m.omitted.push(d);
+                }),
+                "twice",
+            ),
+            (
+                rewrite(&|m| {
+                    m.blobs[1].size = 1;
+                }),
+                "size of 1",
+            ),
+            (
+                rewrite(&|m| {
+                    m.blobs[1].digest = Digest::of(b"x");
+                }),
+                "no manifest references",
+            ),
         ];
         for (m, expected) in cases {
             let err = check_consistency(&m, &fetched).unwrap_err();

@@ -68,7 +68,8 @@ impl Manifest {
     /// said the bytes are; the `mediaType` field inside wins when both are present and the
     /// shape decides when neither is.
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Self, String> {
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("not valid manifest JSON: {e}"))?;
+        let raw: Raw =
+            serde_json::from_slice(bytes).map_err(|e| format!("not valid manifest JSON: {e}"))?;
         if raw.schema_version != Some(2) {
             return Err(format!(
                 "schemaVersion is {:?}, only 2 is supported (Docker schema 1 manifests are obsolete)",
@@ -83,15 +84,21 @@ impl Manifest {
             (Some(OCI_INDEX | DOCKER_LIST) | None, Some(manifests), None) => {
                 Ok(Manifest::Index { manifests })
             }
-            (Some(OCI_MANIFEST | DOCKER_MANIFEST) | None, None, Some(config)) => Ok(Manifest::Image {
-                config,
-                layers: raw.layers.unwrap_or_default(),
-            }),
-            (Some(t @ (OCI_INDEX | DOCKER_LIST | OCI_MANIFEST | DOCKER_MANIFEST)), _, _) => {
-                Err(format!("declares media type {t} but does not have that shape"))
+            (Some(OCI_MANIFEST | DOCKER_MANIFEST) | None, None, Some(config)) => {
+                Ok(Manifest::Image {
+                    config,
+                    layers: raw.layers.unwrap_or_default(),
+                })
             }
-            (Some(t), _, _) => Err(format!("media type {t} is not a manifest or index imo handles")),
-            (None, _, _) => Err("has neither a mediaType nor the shape of a manifest or index".into()),
+            (Some(t @ (OCI_INDEX | DOCKER_LIST | OCI_MANIFEST | DOCKER_MANIFEST)), _, _) => Err(
+                format!("declares media type {t} but does not have that shape"),
+            ),
+            (Some(t), _, _) => Err(format!(
+                "media type {t} is not a manifest or index imo handles"
+            )),
+            (None, _, _) => {
+                Err("has neither a mediaType nor the shape of a manifest or index".into())
+            }
         }
     }
 
@@ -124,14 +131,21 @@ pub fn declared_media_type(bytes: &[u8]) -> Option<String> {
 }
 
 pub fn is_manifest_type(media_type: &str) -> bool {
-    matches!(media_type, OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST)
+    matches!(
+        media_type,
+        OCI_MANIFEST | OCI_INDEX | DOCKER_MANIFEST | DOCKER_LIST
+    )
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    pub fn image_json(media_type: Option<&str>, config: &Digest, layers: &[(&Digest, u64)]) -> Vec<u8> {
+    pub fn image_json(
+        media_type: Option<&str>,
+        config: &Digest,
+        layers: &[(&Digest, u64)],
+    ) -> Vec<u8> {
         let layers: Vec<_> = layers
             .iter()
             .map(|(d, s)| {
@@ -172,7 +186,15 @@ pub(crate) mod tests {
         .unwrap();
         let m = Manifest::parse(&bytes, None).unwrap();
         assert_eq!(m.children().len(), 1);
-        assert_eq!(m.children()[0].platform.as_ref().unwrap().variant.as_deref(), Some("v8"));
+        assert_eq!(
+            m.children()[0]
+                .platform
+                .as_ref()
+                .unwrap()
+                .variant
+                .as_deref(),
+            Some("v8")
+        );
         assert_eq!(m.blobs().count(), 0);
         assert_eq!(declared_media_type(&bytes).as_deref(), Some(DOCKER_LIST));
     }
@@ -183,11 +205,18 @@ pub(crate) mod tests {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{".to_vec(), "not valid manifest JSON"),
             (br#"{"schemaVersion":1}"#.to_vec(), "schemaVersion"),
-            (image_json(Some(OCI_INDEX), &c, &[]), "does not have that shape"),
-            (image_json(Some("text/plain"), &c, &[]), "not a manifest or index"),
+            (
+                image_json(Some(OCI_INDEX), &c, &[]),
+                "does not have that shape",
+            ),
+            (
+                image_json(Some("text/plain"), &c, &[]),
+                "not a manifest or index",
+            ),
             (br#"{"schemaVersion":2}"#.to_vec(), "neither a mediaType"),
             (
-                br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#.to_vec(),
+                br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:00","size":1}}"#
+                    .to_vec(),
                 "64 lowercase",
             ),
         ];

@@ -94,9 +94,15 @@ fn fetch_all(client: &Client<'_>, key: &str) -> Result<Vec<Fetched>> {
             }
             queue.push_back((child.clone(), bytes));
         }
-        out.push(Fetched { descriptor, bytes, manifest });
+        out.push(Fetched {
+            descriptor,
+            bytes,
+            manifest,
+        });
         if out.len() > MAX_MANIFESTS {
-            return Err(Error::InvalidManifest(format!("{key} has more than {MAX_MANIFESTS} manifests")));
+            return Err(Error::InvalidManifest(format!(
+                "{key} has more than {MAX_MANIFESTS} manifests"
+            )));
         }
     }
     Ok(out)
@@ -112,28 +118,59 @@ pub fn pull(
     out: &mut dyn Write,
 ) -> Result<Summary> {
     let fin = parse_ref("final image", final_ref)?;
-    let base = if base_ref == layout::SCRATCH { None } else { Some(parse_ref("base image", base_ref)?) };
+    let base = if base_ref == layout::SCRATCH {
+        None
+    } else {
+        Some(parse_ref("base image", base_ref)?)
+    };
 
-    let final_client = Client::connect(transport, &fin, options.final_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+    let final_client = Client::connect(
+        transport,
+        &fin,
+        options.final_credentials.clone(),
+        Access::Pull,
+        &options.insecure_registries,
+    )?;
     let manifests = fetch_all(&final_client, &fin.manifest_key())?;
     let top = manifests[0].descriptor.clone();
-    report.line(&format!("final {fin}: {} ({} manifest(s))", top.digest, manifests.len()));
+    report.line(&format!(
+        "final {fin}: {} ({} manifest(s))",
+        top.digest,
+        manifests.len()
+    ));
 
     let mut base_blobs = BTreeSet::new();
     let mut base_digest = None;
     if let Some(base) = &base {
-        let client = Client::connect(transport, base, options.base_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+        let client = Client::connect(
+            transport,
+            base,
+            options.base_credentials.clone(),
+            Access::Pull,
+            &options.insecure_registries,
+        )?;
         let base_manifests = fetch_all(&client, &base.manifest_key())?;
         base_digest = Some(base_manifests[0].descriptor.digest.clone());
-        base_blobs.extend(base_manifests.iter().flat_map(|m| m.manifest.blobs()).map(|d| d.digest.clone()));
-        report.line(&format!("base {base}: {} ({} blob(s))", base_manifests[0].descriptor.digest, base_blobs.len()));
+        base_blobs.extend(
+            base_manifests
+                .iter()
+                .flat_map(|m| m.manifest.blobs())
+                .map(|d| d.digest.clone()),
+        );
+        report.line(&format!(
+            "base {base}: {} ({} blob(s))",
+            base_manifests[0].descriptor.digest,
+            base_blobs.len()
+        ));
     }
 
     let plan = plan::diff(&manifests, &base_blobs);
     let meta = Metadata {
         imo_archive_version: layout::FORMAT_VERSION,
         final_reference: fin.to_string(),
-        base_reference: base.as_ref().map_or_else(|| layout::SCRATCH.to_owned(), Reference::to_string),
+        base_reference: base
+            .as_ref()
+            .map_or_else(|| layout::SCRATCH.to_owned(), Reference::to_string),
         base_digest,
         manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
         blobs: plan.include.clone(),
@@ -142,15 +179,26 @@ pub fn pull(
 
     let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
     let mut w = tar::Writer::new(out);
-    w.file(layout::LAYOUT_FILE, layout::LAYOUT_CONTENT).map_err(io)?;
-    w.file(layout::METADATA_FILE, &serde_json::to_vec_pretty(&meta).expect("metadata serialises")).map_err(io)?;
-    w.file(layout::INDEX_FILE, &layout::index_json(&meta, fin.tag.as_deref())).map_err(io)?;
+    w.file(layout::LAYOUT_FILE, layout::LAYOUT_CONTENT)
+        .map_err(io)?;
+    w.file(
+        layout::METADATA_FILE,
+        &serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
+    )
+    .map_err(io)?;
+    w.file(
+        layout::INDEX_FILE,
+        &layout::index_json(&meta, fin.tag.as_deref()),
+    )
+    .map_err(io)?;
     for m in &manifests {
-        w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes).map_err(io)?;
+        w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes)
+            .map_err(io)?;
     }
     for d in &plan.include {
         report.line(&format!("copying {} ({} bytes)", short(&d.digest), d.size));
-        w.header(&layout::blob_path(&d.digest), d.size).map_err(io)?;
+        w.header(&layout::blob_path(&d.digest), d.size)
+            .map_err(io)?;
         final_client.blob(d, &mut |chunk| w.data(chunk).map_err(io))?;
         w.end_entry(d.size).map_err(io)?;
     }
@@ -159,7 +207,7 @@ pub fn pull(
     let summary = Summary {
         manifest_digest: top.digest.to_string(),
         final_reference: meta.final_reference.clone(),
-        base_reference: meta.base_reference.clone(),
+        base_reference: meta.base_reference,
         blobs_in_archive: plan.include.len() as u32,
         bytes_in_archive: plan.include.iter().map(|d| d.size).sum(),
         blobs_omitted: plan.omit.len() as u32,
@@ -167,10 +215,6 @@ pub fn pull(
         archive_bytes: w.written,
         ..Summary::default()
     };
-    report.line(&format!(
-        "archive complete: {} blob(s), {} bytes carried; {} blob(s), {} bytes left to the base",
-        summary.blobs_in_archive, summary.bytes_in_archive, summary.blobs_omitted, summary.bytes_omitted
-    ));
     Ok(summary)
 }
 
@@ -208,7 +252,11 @@ fn vet_omitted(client: &Client<'_>, meta: &Metadata, report: &dyn Reporter) -> R
         meta.omitted.len() - missing.len(),
         meta.omitted.len()
     ));
-    if missing.is_empty() { Ok(()) } else { Err(Error::MissingBlobs(missing)) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::MissingBlobs(missing))
+    }
 }
 
 /// Checks that `destination` holds every blob the archive leaves out.
@@ -221,7 +269,13 @@ pub fn push_vet(
 ) -> Result<Summary> {
     let dest = parse_ref("destination", destination)?;
     let archive = open_archive(archive)?;
-    let client = Client::connect(transport, &dest, options.push_credentials.clone(), Access::Pull, &options.insecure_registries)?;
+    let client = Client::connect(
+        transport,
+        &dest,
+        options.push_credentials.clone(),
+        Access::Pull,
+        &options.insecure_registries,
+    )?;
     vet_omitted(&client, &archive.meta, report)?;
     Ok(summary_of(&archive))
 }
@@ -242,7 +296,9 @@ fn destination_key(dest: &Reference, meta: &Metadata) -> Result<String> {
     if let Some(t) = &dest.tag {
         return Ok(t.clone());
     }
-    let from_final = Reference::parse(&meta.final_reference).ok().and_then(|r| r.tag);
+    let from_final = Reference::parse(&meta.final_reference)
+        .ok()
+        .and_then(|r| r.tag);
     Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
 }
 
@@ -257,7 +313,13 @@ pub fn push(
     let dest = parse_ref("destination", destination)?;
     let mut archive = open_archive(archive)?;
     let key = destination_key(&dest, &archive.meta)?;
-    let client = Client::connect(transport, &dest, options.push_credentials.clone(), Access::Push, &options.insecure_registries)?;
+    let client = Client::connect(
+        transport,
+        &dest,
+        options.push_credentials.clone(),
+        Access::Push,
+        &options.insecure_registries,
+    )?;
     vet_omitted(&client, &archive.meta, report)?;
 
     let mut present = BTreeSet::new();
@@ -274,8 +336,14 @@ pub fn push(
             summary.blobs_skipped += 1;
             continue;
         }
-        report.line(&format!("uploading {} ({} bytes)", short(&d.digest), d.size));
-        client.upload(&d, &mut |w| upload_from_archive(&mut archive, &d, &mut buf, w))?;
+        report.line(&format!(
+            "uploading {} ({} bytes)",
+            short(&d.digest),
+            d.size
+        ));
+        client.upload(&d, &mut |w| {
+            upload_from_archive(&mut archive, &d, &mut buf, w)
+        })?;
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
     }
@@ -287,10 +355,6 @@ pub fn push(
     let top = &archive.manifests[0];
     client.put_manifest(&key, &top.descriptor, &top.bytes)?;
     summary.archive_bytes = archive.offset();
-    report.line(&format!(
-        "pushed {}/{}:{key} ({}): {} blob(s) uploaded, {} already present",
-        dest.registry, dest.repository, top.descriptor.digest, summary.blobs_uploaded, summary.blobs_skipped
-    ));
     Ok(summary)
 }
 
@@ -304,7 +368,10 @@ fn upload_from_archive<R: Read>(
 ) -> Result<()> {
     let mut verifier = Verifier::new(&d.digest, d.size);
     let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
-    let send = |w: &mut dyn Write, chunk: &[u8]| w.write_all(chunk).map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)));
+    let send = |w: &mut dyn Write, chunk: &[u8]| {
+        w.write_all(chunk)
+            .map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)))
+    };
     loop {
         let n = archive.read(buf).map_err(Error::InvalidArchive)?;
         if n == 0 {

@@ -49,7 +49,10 @@ pub fn diff(manifests: &[Fetched], base: &BTreeSet<Digest>) -> Plan {
         }
     }
     configs.extend(layers);
-    Plan { include: configs, omit }
+    Plan {
+        include: configs,
+        omit,
+    }
 }
 
 /// Every blob the manifests reference, by digest, with its descriptor.
@@ -101,7 +104,7 @@ mod tests {
         let m1 = fetched(&c1, &[(&a, 1), (&b, 2), (&a, 1)]);
         let m2 = fetched(&c2, &[(&a, 1)]);
         let p = diff(&[m1.clone(), m2.clone()], &BTreeSet::new());
-        assert_eq!(digests(&p.include), vec![c1, c2, a.clone(), b.clone()]);
+        assert_eq!(digests(&p.include), vec![c1, c2, a, b]);
         assert!(p.omit.is_empty());
         assert_eq!(referenced(&[m1, m2]).len(), 4);
     }

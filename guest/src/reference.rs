@@ -135,7 +135,10 @@ pub fn is_loopback_host(authority: &str) -> bool {
 }
 
 fn is_octet(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u16>().is_ok_and(|n| n < 256)
+    !s.is_empty()
+        && s.len() <= 3
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && s.parse::<u16>().is_ok_and(|n| n < 256)
 }
 
 fn strip_port(authority: &str) -> &str {
@@ -160,14 +163,22 @@ fn check_host(host: &str) -> Result<(), String> {
             return Err(format!("registry {host:?} has an unclosed '['"));
         };
         let inner = &host[1..end];
-        if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
             return Err(format!("registry {host:?} is not a valid IPv6 address"));
         }
         let port = match &host[end + 1..] {
             "" => None,
             p => match p.strip_prefix(':') {
                 Some(p) => Some(p),
-                None => return Err(format!("registry {host:?} has text after ']' that is not a port")),
+                None => {
+                    return Err(format!(
+                        "registry {host:?} has text after ']' that is not a port"
+                    ));
+                }
             },
         };
         (None, port)
@@ -181,7 +192,9 @@ fn check_host(host: &str) -> Result<(), String> {
         let ok = !name.is_empty()
             && name.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
@@ -190,9 +203,13 @@ fn check_host(host: &str) -> Result<(), String> {
         }
     }
     if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().is_err())
+        && (port.is_empty()
+            || !port.bytes().all(|b| b.is_ascii_digit())
+            || port.parse::<u16>().is_err())
     {
-        return Err(format!("registry port {port:?} is not a number from 0 to 65535"));
+        return Err(format!(
+            "registry port {port:?} is not a number from 0 to 65535"
+        ));
     }
     Ok(())
 }
@@ -264,26 +281,50 @@ mod tests {
 
     fn parts(s: &str) -> (String, String, Option<String>, Option<String>) {
         let r = Reference::parse(s).unwrap();
-        (r.registry, r.repository, r.tag, r.digest.map(|d| d.to_string()))
+        (
+            r.registry,
+            r.repository,
+            r.tag,
+            r.digest.map(|d| d.to_string()),
+        )
     }
 
     #[test]
     fn docker_hub_normalisation() {
-        assert_eq!(parts("busybox"), ("docker.io".into(), "library/busybox".into(), None, None));
+        assert_eq!(
+            parts("busybox"),
+            ("docker.io".into(), "library/busybox".into(), None, None)
+        );
         assert_eq!(
             parts("index.docker.io/busybox:1.36"),
-            ("docker.io".into(), "library/busybox".into(), Some("1.36".into()), None)
+            (
+                "docker.io".into(),
+                "library/busybox".into(),
+                Some("1.36".into()),
+                None
+            )
         );
         assert_eq!(parts("user/app").1, "user/app");
-        assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
-        assert_eq!(Reference::parse("busybox").unwrap().to_string(), "docker.io/library/busybox");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().api_host(),
+            "registry-1.docker.io"
+        );
+        assert_eq!(
+            Reference::parse("busybox").unwrap().to_string(),
+            "docker.io/library/busybox"
+        );
     }
 
     #[test]
     fn registries_ports_tags_and_digests() {
         assert_eq!(
             parts("127.0.0.1:5000/a/b/c:v2"),
-            ("127.0.0.1:5000".into(), "a/b/c".into(), Some("v2".into()), None)
+            (
+                "127.0.0.1:5000".into(),
+                "a/b/c".into(),
+                Some("v2".into()),
+                None
+            )
         );
         assert_eq!(
             parts(&format!("localhost/app@{D}")),
@@ -291,21 +332,41 @@ mod tests {
         );
         assert_eq!(
             parts(&format!("quay.io/org/app:v1@{D}")),
-            ("quay.io".into(), "org/app".into(), Some("v1".into()), Some(D.into()))
+            (
+                "quay.io".into(),
+                "org/app".into(),
+                Some("v1".into()),
+                Some(D.into())
+            )
         );
         assert_eq!(parts("[::1]:5000/app").0, "[::1]:5000");
         let r = Reference::parse(&format!("host:5000/app:v1@{D}")).unwrap();
         assert_eq!(r.manifest_key(), D);
-        assert_eq!(Reference::parse("host:5000/app").unwrap().manifest_key(), "latest");
+        assert_eq!(
+            Reference::parse("host:5000/app").unwrap().manifest_key(),
+            "latest"
+        );
         assert_eq!(r.to_string(), format!("host:5000/app:v1@{D}"));
     }
 
     #[test]
     fn loopback_detection() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:80", "127.1.2.3", "[::1]:5000"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:80",
+            "127.1.2.3",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["example.com", "128.0.0.1", "127.0.0.256", "localhost.example.com", "[::2]"] {
+        for h in [
+            "example.com",
+            "128.0.0.1",
+            "127.0.0.256",
+            "localhost.example.com",
+            "[::2]",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }
@@ -332,7 +393,11 @@ mod tests {
             assert!(err.contains(expected), "{input:?}: {err}");
         }
         let long = format!("host.com/{}", "a".repeat(300));
-        assert!(Reference::parse(&long).unwrap_err().contains("longer than 255"));
+        assert!(
+            Reference::parse(&long)
+                .unwrap_err()
+                .contains("longer than 255")
+        );
     }
 
     #[test]

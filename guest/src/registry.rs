@@ -58,19 +58,31 @@ impl Url {
                 if authority.is_empty() {
                     return Err(format!("location {location:?} has no host"));
                 }
-                return Ok(Url { scheme, authority: authority.into(), path: path.into() });
+                return Ok(Url {
+                    scheme,
+                    authority: authority.into(),
+                    path: path.into(),
+                });
             }
         }
         if location.starts_with('/') {
-            return Ok(Url { path: location.into(), ..self.clone() });
+            return Ok(Url {
+                path: location.into(),
+                ..self.clone()
+            });
         }
-        Err(format!("location {location:?} is neither an absolute URL nor an absolute path"))
+        Err(format!(
+            "location {location:?} is neither an absolute URL nor an absolute path"
+        ))
     }
 
     /// Appends a query parameter.
     pub fn with_query(&self, key: &str, value: &str) -> Url {
         let sep = if self.path.contains('?') { '&' } else { '?' };
-        Url { path: format!("{}{sep}{key}={}", self.path, auth::query_escape(value)), ..self.clone() }
+        Url {
+            path: format!("{}{sep}{key}={}", self.path, auth::query_escape(value)),
+            ..self.clone()
+        }
     }
 }
 
@@ -98,7 +110,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Reads at most `limit` bytes of the body.
@@ -161,10 +176,17 @@ impl<'t> Client<'t> {
         insecure: &[String],
     ) -> Result<Self> {
         let host = reference.api_host().to_owned();
-        let plain_allowed = is_loopback_host(&host) || insecure.iter().any(|i| i == &reference.registry || i == &host);
+        let plain_allowed = is_loopback_host(&host)
+            || insecure
+                .iter()
+                .any(|i| i == &reference.registry || i == &host);
         let mut client = Client {
             transport,
-            origin: Url { scheme: Scheme::Https, authority: host, path: "/v2/".into() },
+            origin: Url {
+                scheme: Scheme::Https,
+                authority: host,
+                path: "/v2/".into(),
+            },
             registry: reference.registry.clone(),
             repository: reference.repository.clone(),
             credentials,
@@ -199,8 +221,10 @@ impl<'t> Client<'t> {
         match ping.status {
             200..=299 => Ok(client),
             401 => {
-                let challenges: Vec<Challenge> =
-                    ping.header("www-authenticate").map(auth::parse_challenges).unwrap_or_default();
+                let challenges: Vec<Challenge> = ping
+                    .header("www-authenticate")
+                    .map(auth::parse_challenges)
+                    .unwrap_or_default();
                 client.authenticate(&challenges)?;
                 Ok(client)
             }
@@ -218,11 +242,21 @@ impl<'t> Client<'t> {
 
     fn ping(&self) -> Result<Response> {
         let url = self.url("/v2/");
-        self.transport.send(&Request { method: Method::Get, url, headers: vec![] }, None)
+        self.transport.send(
+            &Request {
+                method: Method::Get,
+                url,
+                headers: vec![],
+            },
+            None,
+        )
     }
 
     fn url(&self, path: &str) -> Url {
-        Url { path: path.into(), ..self.origin.clone() }
+        Url {
+            path: path.into(),
+            ..self.origin.clone()
+        }
     }
 
     fn repo_url(&self, rest: &str) -> Url {
@@ -254,7 +288,10 @@ impl<'t> Client<'t> {
 
     fn fetch_token(&self, challenge: &Challenge) -> Result<String> {
         let Some(realm) = challenge.param("realm") else {
-            return Err(Error::Unauthorized(format!("{}'s Bearer challenge has no realm", self.registry)));
+            return Err(Error::Unauthorized(format!(
+                "{}'s Bearer challenge has no realm",
+                self.registry
+            )));
         };
         let realm_url = self
             .origin
@@ -264,43 +301,76 @@ impl<'t> Client<'t> {
             Access::Pull => "pull",
             Access::Push => "pull,push",
         };
-        let mut url = realm_url.with_query("scope", &format!("repository:{}:{actions}", self.repository));
+        let mut url = realm_url.with_query(
+            "scope",
+            &format!("repository:{}:{actions}", self.repository),
+        );
         if let Some(service) = challenge.param("service") {
             url = url.with_query("service", service);
         }
         let mut headers = vec![];
         if let Some(c) = &self.credentials {
-            headers.push(("authorization".into(), auth::basic(&c.username, &c.password)));
+            headers.push((
+                "authorization".into(),
+                auth::basic(&c.username, &c.password),
+            ));
         }
-        let mut resp = self.transport.send(&Request { method: Method::Get, url, headers }, None)?;
+        let mut resp = self.transport.send(
+            &Request {
+                method: Method::Get,
+                url,
+                headers,
+            },
+            None,
+        )?;
         if resp.status == 401 || resp.status == 403 {
             return Err(Error::Unauthorized(format!(
                 "the token service of {} refused {}: check the credentials",
                 self.registry,
-                if self.credentials.is_some() { "the credentials given" } else { "anonymous access" }
+                if self.credentials.is_some() {
+                    "the credentials given"
+                } else {
+                    "anonymous access"
+                }
             )));
         }
         if !(200..300).contains(&resp.status) {
             return Err(self.status_error(resp, "token request"));
         }
-        let body = resp
-            .read_limited(ERROR_BODY_LIMIT)
-            .map_err(|e| Error::Unreachable(format!("reading a token from {}: {e}", self.registry)))?;
+        let body = resp.read_limited(ERROR_BODY_LIMIT).map_err(|e| {
+            Error::Unreachable(format!("reading a token from {}: {e}", self.registry))
+        })?;
         #[derive(serde::Deserialize)]
         struct Token {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let t: Token = serde_json::from_slice(&body)
-            .map_err(|e| Error::Registry(format!("the token service of {} sent invalid JSON: {e}", self.registry)))?;
-        t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| {
-            Error::Registry(format!("the token service of {} sent no token", self.registry))
-        })
+        let t: Token = serde_json::from_slice(&body).map_err(|e| {
+            Error::Registry(format!(
+                "the token service of {} sent invalid JSON: {e}",
+                self.registry
+            ))
+        })?;
+        t.token
+            .or(t.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Error::Registry(format!(
+                    "the token service of {} sent no token",
+                    self.registry
+                ))
+            })
     }
 
     /// Sends a request with this registry's authorization, following redirects for GET and
     /// HEAD and never sending the authorization to another host.
-    fn send(&self, method: Method, url: Url, mut headers: Vec<(String, String)>, body: Option<BodyWriter<'_>>) -> Result<Response> {
+    fn send(
+        &self,
+        method: Method,
+        url: Url,
+        mut headers: Vec<(String, String)>,
+        body: Option<BodyWriter<'_>>,
+    ) -> Result<Response> {
         let mut url = url;
         let auth_header = self.authorization.borrow().clone();
         let base_len = headers.len();
@@ -312,17 +382,30 @@ impl<'t> Client<'t> {
             {
                 headers.push(("authorization".into(), a.clone()));
             }
-            let resp = self.transport.send(&Request { method, url: url.clone(), headers: headers.clone() }, body.take())?;
-            let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308) && matches!(method, Method::Get | Method::Head);
+            let resp = self.transport.send(
+                &Request {
+                    method,
+                    url: url.clone(),
+                    headers: headers.clone(),
+                },
+                body.take(),
+            )?;
+            let redirect = matches!(resp.status, 301 | 302 | 303 | 307 | 308)
+                && matches!(method, Method::Get | Method::Head);
             if !redirect {
                 return Ok(resp);
             }
             let Some(location) = resp.header("location") else {
                 return Ok(resp);
             };
-            url = url.join(location).map_err(|e| Error::Registry(format!("{}: redirect {e}", self.registry)))?;
+            url = url
+                .join(location)
+                .map_err(|e| Error::Registry(format!("{}: redirect {e}", self.registry)))?;
         }
-        Err(Error::Registry(format!("{}: more than {MAX_REDIRECTS} redirects", self.registry)))
+        Err(Error::Registry(format!(
+            "{}: more than {MAX_REDIRECTS} redirects",
+            self.registry
+        )))
     }
 
     /// Turns an unexpected status into an error carrying the registry's diagnostics.
@@ -350,11 +433,18 @@ impl<'t> Client<'t> {
     pub fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
         let what = format!("manifest {key}");
         let url = self.repo_url(&format!("manifests/{key}"));
-        let mut resp = self.send(Method::Get, url, vec![("accept".into(), manifest::ACCEPT.into())], None)?;
+        let mut resp = self.send(
+            Method::Get,
+            url,
+            vec![("accept".into(), manifest::ACCEPT.into())],
+            None,
+        )?;
         if resp.status != 200 {
             return Err(self.status_error(resp, &what));
         }
-        if let Some(len) = resp.header("content-length").and_then(|l| l.parse::<u64>().ok())
+        if let Some(len) = resp
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
             && len > manifest::MAX_MANIFEST_BYTES
         {
             return Err(Error::InvalidManifest(format!(
@@ -368,7 +458,10 @@ impl<'t> Client<'t> {
             .read_limited(manifest::MAX_MANIFEST_BYTES)
             .map_err(|e| Error::Unreachable(format!("{} reading {what}: {e}", self.registry)))?;
         if bytes.len() as u64 > manifest::MAX_MANIFEST_BYTES {
-            return Err(Error::InvalidManifest(format!("{what} in {} is larger than 4 MiB", self.repository)));
+            return Err(Error::InvalidManifest(format!(
+                "{what} in {} is larger than 4 MiB",
+                self.repository
+            )));
         }
         let digest = Digest::of(&bytes);
         if key.starts_with("sha256:") && key != digest.as_str() {
@@ -385,7 +478,9 @@ impl<'t> Client<'t> {
                 self.registry, self.repository
             )));
         }
-        let content_type = resp.header("content-type").map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
+        let content_type = resp
+            .header("content-type")
+            .map(|c| c.split(';').next().unwrap_or("").trim().to_owned());
         let media_type = manifest::declared_media_type(&bytes)
             .or(content_type.filter(|c| manifest::is_manifest_type(c)))
             .unwrap_or_else(|| manifest::OCI_MANIFEST.to_owned());
@@ -410,8 +505,14 @@ impl<'t> Client<'t> {
         }
         let mut verifier = Verifier::new(&d.digest, d.size);
         let mut buf = vec![0u8; 1 << 20];
-        let mismatch = |m| Error::DigestMismatch(format!("{} served {what} of {}: {m}", self.registry, self.repository));
-        let read_err = |e| Error::Unreachable(format!("{} while reading {what}: {e}", self.registry));
+        let mismatch = |m| {
+            Error::DigestMismatch(format!(
+                "{} served {what} of {}: {m}",
+                self.registry, self.repository
+            ))
+        };
+        let read_err =
+            |e| Error::Unreachable(format!("{} while reading {what}: {e}", self.registry));
         let last = loop {
             let n = resp.body.read(&mut buf).map_err(read_err)?;
             if n == 0 {
@@ -428,7 +529,9 @@ impl<'t> Client<'t> {
         // blob never reaches the sink complete.
         let mut extra = [0u8; 1];
         if resp.body.read(&mut extra).map_err(read_err)? > 0 {
-            return Err(mismatch(crate::digest::Mismatch::TooLong { expected: d.size }));
+            return Err(mismatch(crate::digest::Mismatch::TooLong {
+                expected: d.size,
+            }));
         }
         verifier.finish().map_err(mismatch)?;
         sink(&buf[..last])
@@ -455,7 +558,10 @@ impl<'t> Client<'t> {
             return Err(self.status_error(start, &what));
         }
         let Some(location) = start.header("location") else {
-            return Err(Error::Registry(format!("{} started an upload without a Location", self.registry)));
+            return Err(Error::Registry(format!(
+                "{} started an upload without a Location",
+                self.registry
+            )));
         };
         let url = self
             .origin
@@ -481,8 +587,16 @@ impl<'t> Client<'t> {
             ("content-type".into(), d.media_type.clone()),
             ("content-length".into(), bytes.len().to_string()),
         ];
-        let mut write = |w: &mut dyn Write| w.write_all(bytes).map_err(|e| Error::Unreachable(format!("sending manifest: {e}")));
-        let resp = self.send(Method::Put, self.repo_url(&format!("manifests/{key}")), headers, Some(&mut write))?;
+        let mut write = |w: &mut dyn Write| {
+            w.write_all(bytes)
+                .map_err(|e| Error::Unreachable(format!("sending manifest: {e}")))
+        };
+        let resp = self.send(
+            Method::Put,
+            self.repo_url(&format!("manifests/{key}")),
+            headers,
+            Some(&mut write),
+        )?;
         if resp.status != 201 && resp.status != 200 {
             return Err(self.status_error(resp, &what));
         }
@@ -513,7 +627,13 @@ fn registry_detail(body: &[u8]) -> String {
         let parts: Vec<String> = e
             .errors
             .iter()
-            .map(|o| format!("{}: {}", o.code.as_deref().unwrap_or("?"), o.message.as_deref().unwrap_or("")))
+            .map(|o| {
+                format!(
+                    "{}: {}",
+                    o.code.as_deref().unwrap_or("?"),
+                    o.message.as_deref().unwrap_or("")
+                )
+            })
             .collect();
         if !parts.is_empty() {
             return parts.join("; ");
@@ -528,18 +648,30 @@ mod tests {
     use super::*;
 
     fn origin() -> Url {
-        Url { scheme: Scheme::Https, authority: "r.io".into(), path: "/v2/".into() }
+        Url {
+            scheme: Scheme::Https,
+            authority: "r.io".into(),
+            path: "/v2/".into(),
+        }
     }
 
     #[test]
     fn url_join_and_query() {
         let o = origin();
         let u = o.join("/v2/a/blobs/uploads/abc?_state=x").unwrap();
-        assert_eq!(u.to_string(), "https://r.io/v2/a/blobs/uploads/abc?_state=x");
+        assert_eq!(
+            u.to_string(),
+            "https://r.io/v2/a/blobs/uploads/abc?_state=x"
+        );
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert!(u.with_query("digest", d).path.ends_with("&digest=sha256%3Ae3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+        assert!(u.with_query("digest", d).path.ends_with(
+            "&digest=sha256%3Ae3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        ));
         let abs = o.join("http://cdn.example:8080/x").unwrap();
-        assert_eq!((abs.scheme, abs.authority.as_str(), abs.path.as_str()), (Scheme::Http, "cdn.example:8080", "/x"));
+        assert_eq!(
+            (abs.scheme, abs.authority.as_str(), abs.path.as_str()),
+            (Scheme::Http, "cdn.example:8080", "/x")
+        );
         assert_eq!(o.join("https://h").unwrap().path, "/");
         assert!(o.join("relative").is_err());
         assert!(o.join("https:///x").is_err());
@@ -547,7 +679,8 @@ mod tests {
 
     #[test]
     fn registry_errors_are_summarised() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(registry_detail(body), "MANIFEST_UNKNOWN: manifest unknown");
         assert_eq!(registry_detail(b"  plain text\n"), "plain text");
     }

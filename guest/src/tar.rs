@@ -89,12 +89,16 @@ impl<R: Read> Reader<R> {
         loop {
             let mut h = [0u8; BLOCK];
             let at = self.offset;
-            let n = self.read_full(&mut h).map_err(|e| format!("reading at byte {at}: {e}"))?;
+            let n = self
+                .read_full(&mut h)
+                .map_err(|e| format!("reading at byte {at}: {e}"))?;
             if n == 0 && at == 0 {
                 return Err("the archive is empty".into());
             }
             if n < BLOCK {
-                return Err(format!("the archive ends inside a header at byte {at}: it is truncated"));
+                return Err(format!(
+                    "the archive ends inside a header at byte {at}: it is truncated"
+                ));
             }
             if h.iter().all(|&b| b == 0) {
                 self.ended = true;
@@ -134,7 +138,9 @@ impl<R: Read> Reader<R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self
             .inner
             .read(&mut buf[..want])
@@ -179,7 +185,10 @@ impl<R: Read> Reader<R> {
                 .read_full(&mut buf[..pad])
                 .map_err(|e| format!("reading at byte {}: {e}", self.offset))?;
             if n < pad {
-                return Err(format!("the archive ends at byte {} inside padding: it is truncated", self.offset));
+                return Err(format!(
+                    "the archive ends at byte {} inside padding: it is truncated",
+                    self.offset
+                ));
             }
         }
         Ok(())
@@ -202,16 +211,27 @@ impl<R: Read> Reader<R> {
 
 fn parse_header(h: &[u8; BLOCK]) -> Result<Entry, String> {
     let stored = parse_octal(&h[148..156]).ok_or("its checksum field is not a number")?;
-    let sum: u64 = h[..148].iter().chain(&[b' '; 8]).chain(&h[156..]).map(|&b| u64::from(b)).sum();
+    let sum: u64 = h[..148]
+        .iter()
+        .chain(&[b' '; 8])
+        .chain(&h[156..])
+        .map(|&b| u64::from(b))
+        .sum();
     if stored != sum {
-        return Err(format!("checksum {stored} does not match the computed {sum}: the header is damaged"));
+        return Err(format!(
+            "checksum {stored} does not match the computed {sum}: the header is damaged"
+        ));
     }
     if &h[257..262] != b"ustar" {
         return Err("it is not a ustar header".into());
     }
     let name = field_str(&h[0..100])?;
     let prefix = field_str(&h[345..500])?;
-    let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+    let path = if prefix.is_empty() {
+        name
+    } else {
+        format!("{prefix}/{name}")
+    };
     let size = if h[124] & 0x80 != 0 {
         if h[124..128].iter().any(|&b| b != 0x80 && b != 0) {
             return Err("its size does not fit in 64 bits".into());
@@ -242,8 +262,15 @@ fn parse_octal(field: &[u8]) -> Option<u64> {
 fn check_path(path: &str) -> Result<(), String> {
     let trimmed = path.strip_prefix("./").unwrap_or(path);
     let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
-    if trimmed.is_empty() || path.starts_with('/') || trimmed.split('/').any(|c| c.is_empty() || c == ".." || c == ".") {
-        return Err(format!("path {path:?} is absolute, empty or escapes the archive"));
+    if trimmed.is_empty()
+        || path.starts_with('/')
+        || trimmed
+            .split('/')
+            .any(|c| c.is_empty() || c == ".." || c == ".")
+    {
+        return Err(format!(
+            "path {path:?} is absolute, empty or escapes the archive"
+        ));
     }
     Ok(())
 }
@@ -315,11 +342,21 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let bytes = archive(&[("a", b"hello"), ("blobs/sha256/x", &[7u8; 1000]), ("empty", b"")]);
+        let bytes = archive(&[
+            ("a", b"hello"),
+            ("blobs/sha256/x", &[7u8; 1000]),
+            ("empty", b""),
+        ]);
         assert_eq!(bytes.len() % BLOCK, 0);
         let mut r = Reader::new(&bytes[..]);
         let e = r.next_entry().unwrap().unwrap();
-        assert_eq!(e, Entry { path: "a".into(), size: 5 });
+        assert_eq!(
+            e,
+            Entry {
+                path: "a".into(),
+                size: 5
+            }
+        );
         assert_eq!(r.read_small(&e, 10).unwrap(), b"hello");
         // The second entry is skipped without being read.
         assert_eq!(r.next_entry().unwrap().unwrap().path, "blobs/sha256/x");
@@ -374,7 +411,7 @@ mod tests {
         assert!(err(b"").contains("empty"));
         assert!(err(&good[..100]).contains("truncated"));
         assert!(err(&good[..515]).contains("truncated"));
-        let mut bad = good.clone();
+        let mut bad = good;
         bad[0] = b'b';
         assert!(err(&bad).contains("checksum"));
         assert!(err(&[b'x'; 1024]).contains("checksum field"));
@@ -405,6 +442,10 @@ mod tests {
         let bytes = archive(&[("a", &[1u8; 100])]);
         let mut r = Reader::new(&bytes[..]);
         let e = r.next_entry().unwrap().unwrap();
-        assert!(r.read_small(&e, 99).unwrap_err().contains("more than the 99"));
+        assert!(
+            r.read_small(&e, 99)
+                .unwrap_err()
+                .contains("more than the 99")
+        );
     }
 }

@@ -45,7 +45,9 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     // Never print a password, even in debug output.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
     }
 }
 
@@ -161,7 +163,10 @@ pub struct Builder {
 }
 
 fn creds(user: &str, password: &str) -> Option<Credentials> {
-    Some(Credentials { username: user.into(), password: password.into() })
+    Some(Credentials {
+        username: user.into(),
+        password: password.into(),
+    })
 }
 
 impl Builder {
@@ -210,7 +215,10 @@ impl Builder {
             .get_or_init(|| Runtime::new().map(Arc::new).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(runtime_error)?;
-        Ok(Imo { runtime, settings: self })
+        Ok(Imo {
+            runtime,
+            settings: self,
+        })
     }
 }
 
@@ -226,7 +234,12 @@ impl Imo {
     }
 
     fn options(&self) -> wit::Options {
-        let c = |c: &Option<Credentials>| c.clone().map(|c| wit::Credentials { username: c.username, password: c.password });
+        let c = |c: &Option<Credentials>| {
+            c.clone().map(|c| wit::Credentials {
+                username: c.username,
+                password: c.password,
+            })
+        };
         wit::Options {
             base_credentials: c(&self.settings.base),
             final_credentials: c(&self.settings.final_),
@@ -237,24 +250,43 @@ impl Imo {
     }
 
     fn policy(&self, references: &[&str]) -> Result<Arc<NetworkPolicy>, Error> {
-        NetworkPolicy::for_references(references.iter().copied(), &self.settings.insecure, &self.settings.allow_hosts)
-            .map_err(Error::InvalidReference)
+        NetworkPolicy::for_references(
+            references.iter().copied(),
+            &self.settings.insecure,
+            &self.settings.allow_hosts,
+        )
+        .map_err(Error::InvalidReference)
     }
 
     /// Writes the difference archive of `final_` over `base` (or `"scratch"`) to `out`.
     /// On error, what was written is not an archive and must be discarded.
-    pub async fn pull_to_writer<W>(&self, base: &str, final_: &str, out: W) -> Result<Summary, Error>
+    pub async fn pull_to_writer<W>(
+        &self,
+        base: &str,
+        final_: &str,
+        out: W,
+    ) -> Result<Summary, Error>
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let policy = self.policy(&[base, final_])?;
         let mut store = self.runtime.store(policy.clone(), self.settings.progress);
-        let imo = self.runtime.instantiate(&mut store).await.map_err(runtime_error)?;
+        let imo = self
+            .runtime
+            .instantiate(&mut store)
+            .await
+            .map_err(runtime_error)?;
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let result = imo
             .imo_overlay_overlay()
-            .call_pull(&mut store, base, final_, Resource::new_borrow(own.rep()), &self.options())
+            .call_pull(
+                &mut store,
+                base,
+                final_,
+                Resource::new_borrow(own.rep()),
+                &self.options(),
+            )
             .await;
         let _ = store.data_mut().table.delete(own);
         finish(result, &policy)
@@ -262,12 +294,19 @@ impl Imo {
 
     /// Writes the difference archive to `path`, under a temporary name until it is complete
     /// and verified, so a failed pull never leaves a file that looks like an archive.
-    pub async fn pull_to_file(&self, base: &str, final_: &str, path: &Path) -> Result<Summary, Error> {
+    pub async fn pull_to_file(
+        &self,
+        base: &str,
+        final_: &str,
+        path: &Path,
+    ) -> Result<Summary, Error> {
         let partial = partial_path(path);
         let io = |p: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", p.display()));
         let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
         let writer = file.try_clone().map_err(|e| io(&partial, e))?;
-        let result = self.pull_to_writer(base, final_, tokio::fs::File::from_std(writer)).await;
+        let result = self
+            .pull_to_writer(base, final_, tokio::fs::File::from_std(writer))
+            .await;
         let result = result.and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
         drop(file);
         match result {
@@ -298,22 +337,33 @@ impl Imo {
         self.with_archive(archive, destination, true).await
     }
 
-    async fn with_archive<R>(&self, archive: R, destination: &str, push: bool) -> Result<Summary, Error>
+    async fn with_archive<R>(
+        &self,
+        archive: R,
+        destination: &str,
+        push: bool,
+    ) -> Result<Summary, Error>
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
         let policy = self.policy(&[destination])?;
         let mut store = self.runtime.store(policy.clone(), self.settings.progress);
-        let imo = self.runtime.instantiate(&mut store).await.map_err(runtime_error)?;
+        let imo = self
+            .runtime
+            .instantiate(&mut store)
+            .await
+            .map_err(runtime_error)?;
         let stream: DynInputStream = Box::new(AsyncReadStream::new(archive));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let borrowed = Resource::new_borrow(own.rep());
         let options = self.options();
         let api = imo.imo_overlay_overlay();
         let result = if push {
-            api.call_push(&mut store, borrowed, destination, &options).await
+            api.call_push(&mut store, borrowed, destination, &options)
+                .await
         } else {
-            api.call_push_vet(&mut store, borrowed, destination, &options).await
+            api.call_push_vet(&mut store, borrowed, destination, &options)
+                .await
         };
         let _ = store.data_mut().table.delete(own);
         finish(result, &policy)
@@ -341,6 +391,9 @@ fn finish(
 
 /// `dir/.name.<pid>.partial` beside the final path, so the rename is atomic.
 fn partial_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "archive".into());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "archive".into());
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }

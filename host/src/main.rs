@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "imo", version, about = "Move only the difference between container images across an air gap")]
+#[command(
+    name = "imo",
+    version,
+    about = "Move only the difference between container images across an air gap"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,15 +76,24 @@ struct Global {
 fn split_creds(flag: &str, value: &str) -> Result<(String, String), Error> {
     match value.split_once(':') {
         Some((u, p)) if !u.is_empty() => Ok((u.into(), p.into())),
-        _ => Err(Error::InvalidReference(format!("--{flag} wants USER:PASSWORD"))),
+        _ => Err(Error::InvalidReference(format!(
+            "--{flag} wants USER:PASSWORD"
+        ))),
     }
 }
 
 fn builder(g: &Global) -> Result<imo::Builder, Error> {
     let mut b = Imo::builder().progress(!g.quiet);
-    let all = g.creds.as_deref().map(|c| split_creds("creds", c)).transpose()?;
+    let all = g
+        .creds
+        .as_deref()
+        .map(|c| split_creds("creds", c))
+        .transpose()?;
     let pick = |flag: &str, v: &Option<String>| -> Result<Option<(String, String)>, Error> {
-        Ok(v.as_deref().map(|c| split_creds(flag, c)).transpose()?.or_else(|| all.clone()))
+        Ok(v.as_deref()
+            .map(|c| split_creds(flag, c))
+            .transpose()?
+            .or_else(|| all.clone()))
     };
     if let Some((u, p)) = pick("base-creds", &g.base_creds)? {
         b = b.base_credentials(&u, &p);
@@ -108,29 +121,33 @@ fn human(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
-fn print_summary(verb: &str, s: &Summary) {
+fn print_summary(headline: &str, s: &Summary) {
+    eprintln!("{headline} ({})", s.manifest_digest);
     eprintln!(
-        "{verb} {} ({}): {} blob(s), {} in the archive; {} blob(s), {} left to the base",
-        s.final_reference,
-        s.manifest_digest,
+        "  archive carries {} blob(s), {}; leaves {} blob(s), {} to the base ({})",
         s.blobs_in_archive,
         human(s.bytes_in_archive),
         s.blobs_omitted,
         human(s.bytes_omitted),
+        s.base_reference,
     );
-    if verb == "pushed" {
+    if s.blobs_uploaded > 0 || s.blobs_skipped > 0 || headline.starts_with("pushed") {
         eprintln!(
-            "uploaded {} blob(s), {}; {} already at the destination",
+            "  uploaded {} blob(s), {}; {} already at the destination",
             s.blobs_uploaded,
             human(s.bytes_uploaded),
             s.blobs_skipped
         );
     }
-    if verb == "pulled" {
-        eprintln!("archive: {}", human(s.archive_bytes));
+    if headline.starts_with("pulled") {
+        eprintln!("  archive size {}", human(s.archive_bytes));
     }
 }
 
@@ -138,38 +155,56 @@ async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send 
     if path == "-" {
         return Ok(Box::new(tokio::io::stdin()));
     }
-    let f = tokio::fs::File::open(path).await.map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::Io(format!("{path}: {e}")))?;
     Ok(Box::new(f))
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.global.quiet;
-    let (verb, summary) = match cli.command {
+    let (headline, summary) = match cli.command {
         Command::Component { output } => {
-            return std::fs::write(&output, imo::COMPONENT).map_err(|e| Error::Io(format!("{}: {e}", output.display())));
+            return std::fs::write(&output, imo::COMPONENT)
+                .map_err(|e| Error::Io(format!("{}: {e}", output.display())));
         }
-        Command::Pull { base, final_, output } => {
+        Command::Pull {
+            base,
+            final_,
+            output,
+        } => {
             let imo = builder(&cli.global)?.build()?;
             let s = if output == "-" {
-                imo.pull_to_writer(&base, &final_, tokio::io::stdout()).await?
+                imo.pull_to_writer(&base, &final_, tokio::io::stdout())
+                    .await?
             } else {
                 imo.pull_to_file(&base, &final_, output.as_ref()).await?
             };
-            ("pulled", s)
+            (format!("pulled {}", s.final_reference), s)
         }
-        Command::Vet { archive, destination } => {
+        Command::Vet {
+            archive,
+            destination,
+        } => {
             let imo = builder(&cli.global)?.build()?;
-            let s = imo.push_vet(open_archive(&archive).await?, &destination).await?;
-            ("vetted", s)
+            let s = imo
+                .push_vet(open_archive(&archive).await?, &destination)
+                .await?;
+            (format!("vetted {destination}: holds every blob the archive leaves out"), s)
         }
-        Command::Push { archive, destination } => {
+        Command::Push {
+            archive,
+            destination,
+        } => {
             let imo = builder(&cli.global)?.build()?;
-            let s = imo.push(open_archive(&archive).await?, &destination).await?;
-            ("pushed", s)
+            let s = imo
+                .push(open_archive(&archive).await?, &destination)
+                .await?;
+            (format!("pushed {} to {destination}", s.final_reference), s)
         }
     };
     if !quiet {
-        print_summary(verb, &summary);
+        print_summary(&headline, &summary);
     }
     Ok(())
 }

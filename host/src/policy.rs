@@ -74,22 +74,39 @@ impl NetworkPolicy {
                 continue;
             }
             let r = Reference::parse(r)?;
-            allowed.insert(Authority::parse(r.api_host()).ok_or_else(|| format!("bad registry {}", r.registry))?);
+            allowed.insert(
+                Authority::parse(r.api_host())
+                    .ok_or_else(|| format!("bad registry {}", r.registry))?,
+            );
         }
         for h in extra_hosts {
-            allowed.insert(Authority::parse(h).ok_or_else(|| format!("--allow-host {h:?} is not host[:port]"))?);
+            allowed.insert(
+                Authority::parse(h)
+                    .ok_or_else(|| format!("--allow-host {h:?} is not host[:port]"))?,
+            );
         }
         let insecure = insecure
             .iter()
-            .map(|h| Authority::parse(h).ok_or_else(|| format!("--insecure {h:?} is not host[:port]")))
+            .map(|h| {
+                Authority::parse(h).ok_or_else(|| format!("--insecure {h:?} is not host[:port]"))
+            })
             .collect::<Result<_, _>>()?;
-        Ok(Arc::new(Self { allowed: Mutex::new(allowed), insecure, ..Self::default() }))
+        Ok(Arc::new(Self {
+            allowed: Mutex::new(allowed),
+            insecure,
+            ..Self::default()
+        }))
     }
 
     /// Decides one request. `scheme` is `http` or `https`; `authority` is `host[:port]`.
     pub fn check(&self, scheme: &str, authority: &str) -> Result<(), Denied> {
         let url = format!("{scheme}://{authority}");
-        let deny = |reason: &str| Err(Denied { url: url.clone(), reason: reason.into() });
+        let deny = |reason: &str| {
+            Err(Denied {
+                url: url.clone(),
+                reason: reason.into(),
+            })
+        };
         let Some(a) = Authority::parse(authority) else {
             return deny("the authority is malformed");
         };
@@ -98,12 +115,23 @@ impl NetworkPolicy {
             "http" => 80,
             _ => return deny("only http and https are allowed"),
         };
-        let matches = |allowed: &Authority| allowed.host == a.host && allowed.port.or(Some(default_port)) == a.port.or(Some(default_port));
-        if !self.allowed.lock().expect("policy lock").iter().any(matches) {
+        let matches = |allowed: &Authority| {
+            allowed.host == a.host
+                && allowed.port.or(Some(default_port)) == a.port.or(Some(default_port))
+        };
+        if !self
+            .allowed
+            .lock()
+            .expect("policy lock")
+            .iter()
+            .any(matches)
+        {
             return deny("the command names no registry there (use --allow-host to permit it)");
         }
         if scheme == "http" && !is_loopback_host(authority) && !self.insecure.iter().any(matches) {
-            return deny("plain HTTP is allowed only for loopback registries and those named with --insecure");
+            return deny(
+                "plain HTTP is allowed only for loopback registries and those named with --insecure",
+            );
         }
         Ok(())
     }
@@ -125,7 +153,10 @@ impl NetworkPolicy {
                 }
             }
         }
-        if let Some(loc) = headers.get(http::header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if let Some(loc) = headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+        {
             learned.extend(url_authority(loc));
         }
         if learned.is_empty() {
@@ -138,7 +169,9 @@ impl NetworkPolicy {
 
 /// The authority of an absolute http(s) URL.
 fn url_authority(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     // Credentials in a URL are never part of the authority we match on.
@@ -179,8 +212,21 @@ mod tests {
 
     #[test]
     fn plain_http_only_for_loopback_and_insecure() {
-        let p = policy(&["quay.io/a", "r.example:5000/b", "localhost:5000/c", "[::1]:5000/d"], &["r.example:5000"]);
-        assert!(p.check("http", "quay.io").unwrap_err().reason.contains("plain HTTP"));
+        let p = policy(
+            &[
+                "quay.io/a",
+                "r.example:5000/b",
+                "localhost:5000/c",
+                "[::1]:5000/d",
+            ],
+            &["r.example:5000"],
+        );
+        assert!(
+            p.check("http", "quay.io")
+                .unwrap_err()
+                .reason
+                .contains("plain HTTP")
+        );
         assert!(p.check("http", "r.example:5000").is_ok());
         assert!(p.check("http", "localhost:5000").is_ok());
         assert!(p.check("http", "[::1]:5000").is_ok());
@@ -193,9 +239,16 @@ mod tests {
         let mut h = http::HeaderMap::new();
         h.insert(
             http::header::WWW_AUTHENTICATE,
-            r#"Bearer realm="https://auth.example/token",service="r""#.parse().unwrap(),
+            r#"Bearer realm="https://auth.example/token",service="r""#
+                .parse()
+                .unwrap(),
         );
-        h.insert(http::header::LOCATION, "https://user:pw@cdn.example:8443/blob?sig=1".parse().unwrap());
+        h.insert(
+            http::header::LOCATION,
+            "https://user:pw@cdn.example:8443/blob?sig=1"
+                .parse()
+                .unwrap(),
+        );
         p.learn_from_response(&h);
         assert!(p.check("https", "auth.example").is_ok());
         assert!(p.check("https", "cdn.example:8443").is_ok());

@@ -2,9 +2,9 @@
 //! operation, granting the component only what the operation needs.
 
 use crate::policy::NetworkPolicy;
-use wasmtime::Result;
 use std::path::PathBuf;
 use std::sync::Arc;
+use wasmtime::Result;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -42,14 +42,20 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        Ok(Self { engine, linker, component })
+        Ok(Self {
+            engine,
+            linker,
+            component,
+        })
     }
 
     /// A store for one operation: network limited by `policy`, stderr passed through only
     /// when progress is wanted, and no files, environment, arguments or sockets.
     pub fn store(&self, policy: Arc<NetworkPolicy>, stderr: bool) -> Store<State> {
         let mut wasi = WasiCtx::builder();
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
         if stderr {
             wasi.inherit_stderr();
         }
@@ -84,7 +90,11 @@ fn load_component(engine: &Engine) -> Result<Component> {
     // compiled code incompatible, so a stale entry is never loaded.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    let key = format!("{}-{:016x}", imo_guest::digest::Digest::of(COMPONENT).hex(), h.finish());
+    let key = format!(
+        "{}-{:016x}",
+        imo_guest::digest::Digest::of(COMPONENT).hex(),
+        h.finish()
+    );
     let Some(dir) = cache_dir() else {
         return Component::new(engine, COMPONENT);
     };
@@ -118,13 +128,20 @@ pub struct State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl WasiHttpView for State {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 
@@ -153,7 +170,10 @@ impl WasiHttpHooks for Hooks {
         Box::new(async move {
             let uri = request.uri();
             let scheme = uri.scheme_str().unwrap_or("https").to_owned();
-            let authority = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
             if let Err(denied) = policy.check(&scheme, &authority) {
                 policy.record(denied);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);

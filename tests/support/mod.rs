@@ -2,7 +2,10 @@
 //! images written as OCI layouts and seeded with skopeo, and skopeo as the independent
 //! client that checks what imo did.
 
-#![allow(dead_code, reason = "each test file uses a different part of the support code")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the support code"
+)]
 
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
@@ -70,7 +73,11 @@ impl Registry {
             let dir = TempDir::new("registry");
             // Ask the kernel for a free port; the small race with another process taking it
             // is handled by retrying.
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             let addr = format!("127.0.0.1:{port}");
             let config = format!(
                 "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{extra}",
@@ -114,9 +121,10 @@ impl Registry {
     /// Where the registry keeps a blob's bytes on disk, for corrupting it on purpose.
     pub fn blob_file(&self, digest: &str) -> PathBuf {
         let hex = digest.strip_prefix("sha256:").unwrap();
-        self.dir
-            .join("data")
-            .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+        self.dir.join("data").join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
     }
 
     /// `127.0.0.1:PORT/REPO`
@@ -137,7 +145,11 @@ impl Drop for Registry {
 }
 
 fn registry_binary() -> &'static str {
-    if Path::new("/usr/bin/docker-registry").exists() { "/usr/bin/docker-registry" } else { "registry" }
+    if Path::new("/usr/bin/docker-registry").exists() {
+        "/usr/bin/docker-registry"
+    } else {
+        "registry"
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so the same seed gives the same layer.
@@ -162,7 +174,8 @@ pub fn layer(seed: &str, size: usize) -> Vec<u8> {
     h.set_size(data.len() as u64);
     h.set_mode(0o644);
     h.set_cksum();
-    b.append_data(&mut h, format!("{seed}.bin"), &data[..]).unwrap();
+    b.append_data(&mut h, format!("{seed}.bin"), &data[..])
+        .unwrap();
     b.into_inner().unwrap()
 }
 
@@ -211,12 +224,21 @@ pub fn oci_layout(tag: &str, layers: &[(&str, usize)]) -> Layout {
         "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
         "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    Layout { dir, tag: tag.into(), manifest_digest, config_digest, layer_digests }
+    Layout {
+        dir,
+        tag: tag.into(),
+        manifest_digest,
+        config_digest,
+        layer_digests,
+    }
 }
 
 /// Runs skopeo, failing the test with its output if it fails.
 pub fn skopeo(args: &[&str]) -> Output {
-    let out = Command::new("skopeo").args(args).output().expect("running skopeo (apt-get install skopeo)");
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("running skopeo (apt-get install skopeo)");
     assert!(
         out.status.success(),
         "skopeo {args:?} failed: {}",
@@ -239,13 +261,24 @@ pub fn seed(layout: &Layout, destination: &str, format: Option<&str>) {
 
 /// The exact manifest bytes a registry serves, read by skopeo.
 pub fn raw_manifest(reference: &str) -> Vec<u8> {
-    skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")]).stdout
+    skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ])
+    .stdout
 }
 
 /// Whether the registry has a tag or digest, asked by skopeo.
 pub fn exists(reference: &str) -> bool {
     Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
         .output()
         .unwrap()
         .status
@@ -256,7 +289,13 @@ pub fn exists(reference: &str) -> bool {
 pub fn copy_out(reference: &str) {
     let dir = TempDir::new("copy-out");
     let dst = format!("oci:{}:out", dir.path().display());
-    skopeo(&["copy", "-q", "--src-tls-verify=false", &format!("docker://{reference}"), &dst]);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{reference}"),
+        &dst,
+    ]);
 }
 
 /// Runs the `imo` command.
@@ -272,7 +311,11 @@ pub fn imo(args: &[&str]) -> Output {
 /// Runs `imo` and fails the test with its stderr unless it succeeds.
 pub fn imo_ok(args: &[&str]) -> Output {
     let out = imo(args);
-    assert!(out.status.success(), "imo {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "imo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -280,9 +323,19 @@ pub fn imo_ok(args: &[&str]) -> Output {
 pub fn imo_err(args: &[&str]) -> String {
     let out = imo(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "imo {args:?} succeeded but should have failed: {stderr}");
-    assert_eq!(out.status.code(), Some(1), "imo {args:?} should exit 1: {stderr}");
-    assert!(!stderr.contains("panicked"), "imo {args:?} panicked: {stderr}");
+    assert!(
+        !out.status.success(),
+        "imo {args:?} succeeded but should have failed: {stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "imo {args:?} should exit 1: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "imo {args:?} panicked: {stderr}"
+    );
     stderr
 }
 
@@ -316,7 +369,11 @@ pub fn archive_blobs(path: &Path) -> Vec<String> {
         .filter_map(|(p, data)| {
             let hex = p.strip_prefix("blobs/sha256/")?;
             let d = format!("sha256:{hex}");
-            assert_eq!(sha256(&data), d, "archive entry {p} does not match its name");
+            assert_eq!(
+                sha256(&data),
+                d,
+                "archive entry {p} does not match its name"
+            );
             Some(d)
         })
         .collect()
