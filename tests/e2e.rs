@@ -394,3 +394,80 @@ fn the_component_runs_under_the_wasmtime_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn blobs_in_another_repository_are_mounted_not_uploaded() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    imo_ok(&[
+        "pull",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+    let full = work.join("full.tar");
+    imo_ok(&[
+        "pull",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        path_str(&full),
+    ]);
+    let raw = raw_manifest(&src.image("app:v2"));
+
+    // The mirror keeps the base under another name: vet fails unless told where to look.
+    seed(
+        &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
+        &dst.image("mirror/base:v1"),
+        None,
+    );
+    imo_err(&["vet", path_str(&archive), &dst.image("mirror/app:v2")]);
+    imo_ok(&[
+        "vet",
+        "--mount-from",
+        "mirror/base",
+        path_str(&archive),
+        &dst.image("mirror/app:v2"),
+    ]);
+    let out = imo_ok(&[
+        "push",
+        "--mount-from",
+        "mirror/base",
+        path_str(&archive),
+        &dst.image("mirror/app:v2"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uploaded 2 blob(s)") && stderr.contains("2 mounted"),
+        "{stderr}"
+    );
+    assert_eq!(raw_manifest(&dst.image("mirror/app:v2")), raw);
+    copy_out(&dst.image("mirror/app:v2"));
+
+    // The archive's own base repository path (`app`) is tried without being named, and a
+    // full archive mounts what it would otherwise upload.
+    seed(
+        &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
+        &dst.image("app:v1"),
+        None,
+    );
+    let out = imo_ok(&["push", path_str(&archive), &dst.image("copy/app:v2")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 mounted"));
+    let out = imo_ok(&[
+        "push",
+        "--mount-from",
+        "mirror/app",
+        path_str(&full),
+        &dst.image("third/app:v2"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uploaded 0 blob(s)") && stderr.contains("4 mounted"),
+        "{stderr}"
+    );
+    assert_eq!(raw_manifest(&dst.image("third/app:v2")), raw);
+    copy_out(&dst.image("third/app:v2"));
+}

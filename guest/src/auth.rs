@@ -113,6 +113,34 @@ impl Parser<'_> {
     }
 }
 
+/// A token service's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TokenResponse {
+    pub token: String,
+    /// Lifetime in seconds, when the service gives one.
+    pub expires_in: Option<u64>,
+}
+
+/// Parses a token service's JSON: `token` or `access_token` (OAuth2), and `expires_in`.
+pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        token: Option<String>,
+        access_token: Option<String>,
+        expires_in: Option<u64>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let token = raw
+        .token
+        .filter(|t| !t.is_empty())
+        .or(raw.access_token.filter(|t| !t.is_empty()))
+        .ok_or("no token in the answer")?;
+    Ok(TokenResponse {
+        token,
+        expires_in: raw.expires_in,
+    })
+}
+
 /// `Basic <base64(user:password)>`.
 pub fn basic(username: &str, password: &str) -> String {
     format!(
@@ -192,6 +220,33 @@ mod tests {
         assert!(parse_challenges("").is_empty());
         assert_eq!(parse_challenges("Basic").len(), 1);
         assert_eq!(parse_challenges("Basic dXNlcjpwYXNz")[0].scheme, "basic");
+    }
+
+    #[test]
+    fn token_responses() {
+        assert_eq!(
+            parse_token_response(br#"{"token":"t","expires_in":300}"#).unwrap(),
+            TokenResponse {
+                token: "t".into(),
+                expires_in: Some(300)
+            }
+        );
+        assert_eq!(
+            parse_token_response(br#"{"token":"","access_token":"a"}"#)
+                .unwrap()
+                .token,
+            "a"
+        );
+        assert!(
+            parse_token_response(br#"{"expires_in":1}"#)
+                .unwrap_err()
+                .contains("no token")
+        );
+        assert!(
+            parse_token_response(b"<html>")
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
     }
 
     #[test]

@@ -16,6 +16,8 @@ commands:
 options:
   -o, --output FILE|-         where pull writes the archive (`-` for stdout)
   --insecure HOST[:PORT]      reach this registry over plain HTTP (repeatable)
+  --mount-from REPOSITORY     at push, mount blobs from this repository of the
+                              destination registry (repeatable)
   --creds USER:PASSWORD       credentials for every registry
   --base-creds USER:PASSWORD  credentials for the base image's registry
   --final-creds USER:PASSWORD credentials for the final image's registry
@@ -88,6 +90,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "-q" | "--quiet" => options.progress = false,
             "-o" | "--output" => output = Some(value(flag)?),
             "--insecure" => options.insecure_registries.push(value(flag)?),
+            "--mount-from" => options.mount_from.push(value(flag)?),
             "--creds" => all_creds = Some(credentials(flag, &value(flag)?)?),
             "--base-creds" => options.base_credentials = Some(credentials(flag, &value(flag)?)?),
             "--final-creds" => options.final_credentials = Some(credentials(flag, &value(flag)?)?),

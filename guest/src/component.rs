@@ -172,6 +172,12 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
             summary.blobs_uploaded,
             summary.blobs_skipped
         );
+        if summary.blobs_mounted > 0 {
+            eprintln!(
+                "{} blob(s) mounted from other repositories",
+                summary.blobs_mounted
+            );
+        }
     }
     Ok(())
 }
@@ -213,6 +219,7 @@ impl From<wit::Options> for Options {
             final_credentials: o.final_credentials.map(Into::into),
             push_credentials: o.push_credentials.map(Into::into),
             insecure_registries: o.insecure_registries,
+            mount_from: o.mount_from,
             progress: o.progress,
         }
     }
@@ -231,6 +238,7 @@ impl From<Summary> for wit::Summary {
             blobs_uploaded: s.blobs_uploaded,
             bytes_uploaded: s.bytes_uploaded,
             blobs_skipped: s.blobs_skipped,
+            blobs_mounted: s.blobs_mounted,
             archive_bytes: s.archive_bytes,
         }
     }
@@ -309,6 +317,10 @@ fn stream_error(e: StreamError) -> io::Error {
 struct WasiHttp;
 
 impl Transport for WasiHttp {
+    fn now(&self) -> u64 {
+        wasip2::clocks::wall_clock::now().seconds
+    }
+
     fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response, Error> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))

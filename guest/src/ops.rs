@@ -18,6 +18,8 @@ pub struct Options {
     pub final_credentials: Option<Credentials>,
     pub push_credentials: Option<Credentials>,
     pub insecure_registries: Vec<String>,
+    /// Repositories of the destination registry to mount blobs from at push.
+    pub mount_from: Vec<String>,
     pub progress: bool,
 }
 
@@ -34,6 +36,7 @@ pub struct Summary {
     pub blobs_uploaded: u32,
     pub bytes_uploaded: u64,
     pub blobs_skipped: u32,
+    pub blobs_mounted: u32,
     pub archive_bytes: u64,
 }
 
@@ -128,7 +131,7 @@ pub fn pull(
         transport,
         &fin,
         options.final_credentials.clone(),
-        Access::Pull,
+        Access::pull(),
         &options.insecure_registries,
     )?;
     let manifests = fetch_all(&final_client, &fin.manifest_key())?;
@@ -146,7 +149,7 @@ pub fn pull(
             transport,
             base,
             options.base_credentials.clone(),
-            Access::Pull,
+            Access::pull(),
             &options.insecure_registries,
         )?;
         let base_manifests = fetch_all(&client, &base.manifest_key())?;
@@ -237,29 +240,86 @@ fn summary_of<R: Read>(archive: &Opened<R>) -> Summary {
     }
 }
 
-/// Fails with every omitted blob the destination lacks.
-fn vet_omitted(client: &Client<'_>, meta: &Metadata, report: &dyn Reporter) -> Result<()> {
-    let mut missing = Vec::new();
-    for d in &meta.omitted {
-        if !client.has_blob(&d.digest)? {
-            missing.push(d.digest.to_string());
+/// Where the destination can find a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// Already in the destination repository.
+    Here,
+    /// In another repository of the destination registry, to be mounted from.
+    In(String),
+    Nowhere,
+}
+
+/// Repositories of the destination registry that blobs may be mounted from: those the user
+/// names, and the base image's repository path (where a mirror usually keeps the base).
+fn mount_sources(dest: &Reference, meta: &Metadata, options: &Options) -> Vec<String> {
+    let base_repo = Reference::parse(&meta.base_reference)
+        .ok()
+        .map(|r| r.repository);
+    let mut sources: Vec<String> = Vec::new();
+    for repo in options.mount_from.iter().cloned().chain(base_repo) {
+        if repo != dest.repository && !sources.contains(&repo) {
+            sources.push(repo);
         }
     }
+    sources
+}
+
+/// Finds each blob with `HEAD` requests only: nothing is written while surveying.
+fn survey(client: &Client<'_>, blobs: &[Descriptor], sources: &[String]) -> Result<Vec<Found>> {
+    let mut found = Vec::with_capacity(blobs.len());
+    'blobs: for d in blobs {
+        if client.has_blob(&d.digest)? {
+            found.push(Found::Here);
+            continue;
+        }
+        for repo in sources {
+            if client.has_blob_in(repo, &d.digest)? {
+                found.push(Found::In(repo.clone()));
+                continue 'blobs;
+            }
+        }
+        found.push(Found::Nowhere);
+    }
+    Ok(found)
+}
+
+/// Fails with every omitted blob the destination cannot provide.
+fn vet_omitted(
+    client: &Client<'_>,
+    meta: &Metadata,
+    sources: &[String],
+    report: &dyn Reporter,
+) -> Result<Vec<Found>> {
+    let found = survey(client, &meta.omitted, sources)?;
+    let missing: Vec<String> = meta
+        .omitted
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| **f == Found::Nowhere)
+        .map(|(d, _)| d.digest.to_string())
+        .collect();
+    let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
     report.line(&format!(
-        "vet {}/{}: {} of {} omitted blob(s) present",
+        "vet {}/{}: {} of {} omitted blob(s) present{}",
         client.registry(),
         client.repository(),
         meta.omitted.len() - missing.len(),
-        meta.omitted.len()
+        meta.omitted.len(),
+        if mountable > 0 {
+            format!(" ({mountable} by mounting from another repository)")
+        } else {
+            String::new()
+        }
     ));
     if missing.is_empty() {
-        Ok(())
+        Ok(found)
     } else {
         Err(Error::MissingBlobs(missing))
     }
 }
 
-/// Checks that `destination` holds every blob the archive leaves out.
+/// Checks that `destination` holds (or can mount) every blob the archive leaves out.
 pub fn push_vet(
     transport: &dyn Transport,
     options: &Options,
@@ -269,14 +329,19 @@ pub fn push_vet(
 ) -> Result<Summary> {
     let dest = parse_ref("destination", destination)?;
     let archive = open_archive(archive)?;
+    let sources = mount_sources(&dest, &archive.meta, options);
+    let access = Access {
+        push: false,
+        also_pull: sources.clone(),
+    };
     let client = Client::connect(
         transport,
         &dest,
         options.push_credentials.clone(),
-        Access::Pull,
+        access,
         &options.insecure_registries,
     )?;
-    vet_omitted(&client, &archive.meta, report)?;
+    vet_omitted(&client, &archive.meta, &sources, report)?;
     Ok(summary_of(&archive))
 }
 
@@ -313,27 +378,48 @@ pub fn push(
     let dest = parse_ref("destination", destination)?;
     let mut archive = open_archive(archive)?;
     let key = destination_key(&dest, &archive.meta)?;
+    let sources = mount_sources(&dest, &archive.meta, options);
     let client = Client::connect(
         transport,
         &dest,
         options.push_credentials.clone(),
-        Access::Push,
+        Access::push(sources.clone()),
         &options.insecure_registries,
     )?;
-    vet_omitted(&client, &archive.meta, report)?;
+    let omitted = vet_omitted(&client, &archive.meta, &sources, report)?;
+    let carried = survey(&client, &archive.meta.blobs, &sources)?;
 
+    // Everything is known to be available: only now does anything change at the destination.
+    let mut summary = summary_of(&archive);
+    summary.blobs_skipped = carried.iter().filter(|f| **f == Found::Here).count() as u32;
     let mut present = BTreeSet::new();
-    for d in &archive.meta.blobs {
-        if client.has_blob(&d.digest)? {
-            present.insert(d.digest.clone());
+    let all = archive
+        .meta
+        .omitted
+        .iter()
+        .zip(&omitted)
+        .chain(archive.meta.blobs.iter().zip(&carried));
+    for (d, found) in all {
+        match found {
+            Found::Here => {
+                present.insert(d.digest.clone());
+            }
+            Found::In(repo) => {
+                if client.mount(&d.digest, repo)? {
+                    report.line(&format!("mounted {} from {repo}", short(&d.digest)));
+                    summary.blobs_mounted += 1;
+                    present.insert(d.digest.clone());
+                } else if archive.meta.omitted.contains(d) {
+                    return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
+                }
+            }
+            Found::Nowhere => {}
         }
     }
 
-    let mut summary = summary_of(&archive);
     let mut buf = vec![0u8; 1 << 20];
     while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
         if present.contains(&d.digest) {
-            summary.blobs_skipped += 1;
             continue;
         }
         report.line(&format!(

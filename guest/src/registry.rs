@@ -130,6 +130,9 @@ pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 /// Moves one HTTP exchange. Connection-level failures are `Error::Unreachable`.
 pub trait Transport {
     fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
+
+    /// Seconds since the Unix epoch, for token lifetimes.
+    fn now(&self) -> u64;
 }
 
 /// Credentials for one registry.
@@ -139,12 +142,57 @@ pub struct Credentials {
     pub password: String,
 }
 
-/// What a client may do in its repository, for token scopes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Pull,
-    Push,
+/// What a client may do, for token scopes: pull (or pull and push) in its repository, and
+/// pull in other repositories of the same registry that blobs are mounted from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub push: bool,
+    pub also_pull: Vec<String>,
 }
+
+impl Access {
+    pub fn pull() -> Self {
+        Self::default()
+    }
+
+    pub fn push(also_pull: Vec<String>) -> Self {
+        Self {
+            push: true,
+            also_pull,
+        }
+    }
+
+    /// The token scopes, one per repository (`repository:NAME:ACTIONS`).
+    pub fn scopes(&self, repository: &str) -> Vec<String> {
+        let actions = if self.push { "pull,push" } else { "pull" };
+        let mut scopes = vec![format!("repository:{repository}:{actions}")];
+        for other in &self.also_pull {
+            if other != repository {
+                scopes.push(format!("repository:{other}:pull"));
+            }
+        }
+        scopes
+    }
+}
+
+/// How requests are authorized once the registry has said how.
+enum AuthState {
+    Anonymous,
+    Basic(String),
+    Bearer {
+        challenge: Challenge,
+        token: String,
+        /// Seconds since the epoch after which the token is renewed before use.
+        renew_at: Option<u64>,
+    },
+}
+
+/// Tokens without `expires_in` live 60 seconds (the distribution token spec's default).
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// Tokens are renewed this long before they expire.
+const TOKEN_MARGIN: u64 = 10;
+/// The user name docker and podman store with an identity (refresh) token.
+const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// One repository of one registry, with its authentication state.
 pub struct Client<'t> {
@@ -155,7 +203,7 @@ pub struct Client<'t> {
     repository: String,
     credentials: Option<Credentials>,
     access: Access,
-    authorization: RefCell<Option<String>>,
+    auth: RefCell<AuthState>,
 }
 
 /// How many redirects a blob request may follow.
@@ -191,7 +239,7 @@ impl<'t> Client<'t> {
             repository: reference.repository.clone(),
             credentials,
             access,
-            authorization: RefCell::new(None),
+            auth: RefCell::new(AuthState::Anonymous),
         };
         let first = client.ping();
         let ping = match first {
@@ -264,20 +312,24 @@ impl<'t> Client<'t> {
     }
 
     fn authenticate(&self, challenges: &[Challenge]) -> Result<()> {
-        let creds = self.credentials.as_ref();
         if let Some(bearer) = challenges.iter().find(|c| c.scheme == "bearer") {
-            let token = self.fetch_token(bearer)?;
-            *self.authorization.borrow_mut() = Some(format!("Bearer {token}"));
+            let (token, renew_at) = self.fetch_token(bearer)?;
+            *self.auth.borrow_mut() = AuthState::Bearer {
+                challenge: bearer.clone(),
+                token,
+                renew_at,
+            };
             return Ok(());
         }
         if challenges.iter().any(|c| c.scheme == "basic") {
-            let Some(c) = creds else {
+            let Some(c) = &self.credentials else {
                 return Err(Error::Unauthorized(format!(
-                    "{} asks for credentials and none were given for it",
+                    "{} asks for credentials and none were given for it; pass them with \
+                     --creds (or the role's own --base-creds, --final-creds, --dest-creds)",
                     self.registry
                 )));
             };
-            *self.authorization.borrow_mut() = Some(auth::basic(&c.username, &c.password));
+            *self.auth.borrow_mut() = AuthState::Basic(auth::basic(&c.username, &c.password));
             return Ok(());
         }
         Err(Error::Unauthorized(format!(
@@ -286,7 +338,9 @@ impl<'t> Client<'t> {
         )))
     }
 
-    fn fetch_token(&self, challenge: &Challenge) -> Result<String> {
+    /// Gets a token for this client's scopes: with an identity token by `POST`
+    /// (`grant_type=refresh_token`), otherwise by `GET` with Basic credentials or none.
+    fn fetch_token(&self, challenge: &Challenge) -> Result<(String, Option<u64>)> {
         let Some(realm) = challenge.param("realm") else {
             return Err(Error::Unauthorized(format!(
                 "{}'s Bearer challenge has no realm",
@@ -297,41 +351,74 @@ impl<'t> Client<'t> {
             .origin
             .join(realm)
             .map_err(|e| Error::Unauthorized(format!("{}'s token realm: {e}", self.registry)))?;
-        let actions = match self.access {
-            Access::Pull => "pull",
-            Access::Push => "pull,push",
+        let scopes = self.access.scopes(&self.repository);
+        let service = challenge.param("service");
+        let identity = self
+            .credentials
+            .as_ref()
+            .filter(|c| c.username == IDENTITY_TOKEN_USER);
+        let mut resp = if let Some(c) = identity {
+            let mut form = format!(
+                "grant_type=refresh_token&client_id=imo&refresh_token={}",
+                auth::query_escape(&c.password)
+            );
+            if let Some(s) = service {
+                form.push_str(&format!("&service={}", auth::query_escape(s)));
+            }
+            form.push_str(&format!("&scope={}", auth::query_escape(&scopes.join(" "))));
+            let headers = vec![
+                (
+                    "content-type".into(),
+                    "application/x-www-form-urlencoded".into(),
+                ),
+                ("content-length".into(), form.len().to_string()),
+            ];
+            let mut write = |w: &mut dyn Write| {
+                w.write_all(form.as_bytes())
+                    .map_err(|e| Error::Unreachable(format!("sending a token request: {e}")))
+            };
+            self.transport.send(
+                &Request {
+                    method: Method::Post,
+                    url: realm_url,
+                    headers,
+                },
+                Some(&mut write),
+            )?
+        } else {
+            let mut url = realm_url;
+            for scope in &scopes {
+                url = url.with_query("scope", scope);
+            }
+            if let Some(s) = service {
+                url = url.with_query("service", s);
+            }
+            let mut headers = vec![];
+            if let Some(c) = &self.credentials {
+                headers.push((
+                    "authorization".into(),
+                    auth::basic(&c.username, &c.password),
+                ));
+            }
+            self.transport.send(
+                &Request {
+                    method: Method::Get,
+                    url,
+                    headers,
+                },
+                None,
+            )?
         };
-        let mut url = realm_url.with_query(
-            "scope",
-            &format!("repository:{}:{actions}", self.repository),
-        );
-        if let Some(service) = challenge.param("service") {
-            url = url.with_query("service", service);
-        }
-        let mut headers = vec![];
-        if let Some(c) = &self.credentials {
-            headers.push((
-                "authorization".into(),
-                auth::basic(&c.username, &c.password),
-            ));
-        }
-        let mut resp = self.transport.send(
-            &Request {
-                method: Method::Get,
-                url,
-                headers,
-            },
-            None,
-        )?;
         if resp.status == 401 || resp.status == 403 {
             return Err(Error::Unauthorized(format!(
-                "the token service of {} refused {}: check the credentials",
+                "the token service of {} refused {} for {}: check the credentials",
                 self.registry,
                 if self.credentials.is_some() {
                     "the credentials given"
                 } else {
                     "anonymous access"
-                }
+                },
+                scopes.join(" ")
             )));
         }
         if !(200..300).contains(&resp.status) {
@@ -340,31 +427,72 @@ impl<'t> Client<'t> {
         let body = resp.read_limited(ERROR_BODY_LIMIT).map_err(|e| {
             Error::Unreachable(format!("reading a token from {}: {e}", self.registry))
         })?;
-        #[derive(serde::Deserialize)]
-        struct Token {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let t: Token = serde_json::from_slice(&body).map_err(|e| {
-            Error::Registry(format!(
-                "the token service of {} sent invalid JSON: {e}",
-                self.registry
-            ))
-        })?;
-        t.token
-            .or(t.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                Error::Registry(format!(
-                    "the token service of {} sent no token",
-                    self.registry
-                ))
-            })
+        let token = auth::parse_token_response(&body)
+            .map_err(|e| Error::Registry(format!("the token service of {}: {e}", self.registry)))?;
+        let lifetime = token.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        let renew_at =
+            (lifetime > 2 * TOKEN_MARGIN).then(|| self.transport.now() + lifetime - TOKEN_MARGIN);
+        Ok((token.token, renew_at))
     }
 
-    /// Sends a request with this registry's authorization, following redirects for GET and
-    /// HEAD and never sending the authorization to another host.
+    /// The `Authorization` value to send, renewing a token about to expire.
+    fn authorization(&self) -> Result<Option<String>> {
+        let renew = match &*self.auth.borrow() {
+            AuthState::Anonymous => return Ok(None),
+            AuthState::Basic(v) => return Ok(Some(v.clone())),
+            AuthState::Bearer {
+                challenge,
+                renew_at,
+                ..
+            } => renew_at
+                .is_some_and(|at| self.transport.now() >= at)
+                .then(|| challenge.clone()),
+        };
+        if let Some(challenge) = renew {
+            self.renew(challenge)?;
+        }
+        match &*self.auth.borrow() {
+            AuthState::Bearer { token, .. } => Ok(Some(format!("Bearer {token}"))),
+            _ => unreachable!("only a bearer state is renewed"),
+        }
+    }
+
+    fn renew(&self, challenge: Challenge) -> Result<()> {
+        let (token, renew_at) = self.fetch_token(&challenge)?;
+        *self.auth.borrow_mut() = AuthState::Bearer {
+            challenge,
+            token,
+            renew_at,
+        };
+        Ok(())
+    }
+
+    /// Sends a request with this registry's authorization. A 401 to a bearer token gets one
+    /// new token and one retry, if the body can be written again (`replayable`).
     fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: Vec<(String, String)>,
+        mut body: Option<BodyWriter<'_>>,
+        replayable: bool,
+    ) -> Result<Response> {
+        let first = body.as_mut().map(|w| &mut **w as BodyWriter<'_>);
+        let resp = self.send_once(method, url.clone(), headers.clone(), first)?;
+        let challenge = match &*self.auth.borrow() {
+            AuthState::Bearer { challenge, .. } if resp.status == 401 && replayable => {
+                challenge.clone()
+            }
+            _ => return Ok(resp),
+        };
+        drop(resp);
+        self.renew(challenge)?;
+        self.send_once(method, url, headers, body)
+    }
+
+    /// One exchange, following redirects for GET and HEAD and never sending the
+    /// authorization to another host.
+    fn send_once(
         &self,
         method: Method,
         url: Url,
@@ -372,7 +500,7 @@ impl<'t> Client<'t> {
         body: Option<BodyWriter<'_>>,
     ) -> Result<Response> {
         let mut url = url;
-        let auth_header = self.authorization.borrow().clone();
+        let auth_header = self.authorization()?;
         let base_len = headers.len();
         let mut body = body;
         for _ in 0..=MAX_REDIRECTS {
@@ -438,6 +566,7 @@ impl<'t> Client<'t> {
             url,
             vec![("accept".into(), manifest::ACCEPT.into())],
             None,
+            true,
         )?;
         if resp.status != 200 {
             return Err(self.status_error(resp, &what));
@@ -499,7 +628,7 @@ impl<'t> Client<'t> {
     pub fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let what = format!("blob {}", d.digest);
         let url = self.repo_url(&format!("blobs/{}", d.digest));
-        let mut resp = self.send(Method::Get, url, vec![], None)?;
+        let mut resp = self.send(Method::Get, url, vec![], None, true)?;
         if resp.status != 200 {
             return Err(self.status_error(resp, &what));
         }
@@ -540,11 +669,39 @@ impl<'t> Client<'t> {
     /// Whether the repository holds a blob (`HEAD`).
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let url = self.repo_url(&format!("blobs/{digest}"));
-        let resp = self.send(Method::Head, url, vec![], None)?;
+        let resp = self.send(Method::Head, url, vec![], None, true)?;
         match resp.status {
             200 => Ok(true),
             404 => Ok(false),
             _ => Err(self.status_error(resp, &format!("HEAD blob {digest}"))),
+        }
+    }
+
+    /// Asks the registry to link a blob from another of its repositories into this one,
+    /// without moving its bytes. `Ok(false)` when the registry would rather have an upload.
+    pub fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
+        let url = self
+            .repo_url("blobs/uploads/")
+            .with_query("mount", digest.as_str())
+            .with_query("from", from);
+        let resp = self.send(Method::Post, url, vec![], None, true)?;
+        match resp.status {
+            201 => Ok(true),
+            // 202 opens an upload session instead; it is left to expire unused.
+            202 => Ok(false),
+            _ => Err(self.status_error(resp, &format!("mount of blob {digest} from {from}"))),
+        }
+    }
+
+    /// Whether another repository of this registry holds a blob, for vetting mounts.
+    pub fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let resp = self.send(Method::Head, url, vec![], None, true)?;
+        match resp.status {
+            200 => Ok(true),
+            // Not there, or not readable with these credentials: either way not mountable.
+            401 | 403 | 404 => Ok(false),
+            _ => Err(self.status_error(resp, &format!("HEAD blob {digest} in {repository}"))),
         }
     }
 
@@ -553,7 +710,13 @@ impl<'t> Client<'t> {
     /// content is wrong, which aborts the `PUT` so the registry commits nothing.
     pub fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
         let what = format!("upload of blob {}", d.digest);
-        let start = self.send(Method::Post, self.repo_url("blobs/uploads/"), vec![], None)?;
+        let start = self.send(
+            Method::Post,
+            self.repo_url("blobs/uploads/"),
+            vec![],
+            None,
+            true,
+        )?;
         if start.status != 202 {
             return Err(self.status_error(start, &what));
         }
@@ -572,7 +735,8 @@ impl<'t> Client<'t> {
             ("content-type".into(), "application/octet-stream".into()),
             ("content-length".into(), d.size.to_string()),
         ];
-        let resp = self.send(Method::Put, url, headers, Some(source))?;
+        // The archive cannot be rewound, so this request is never replayed.
+        let resp = self.send(Method::Put, url, headers, Some(source), false)?;
         if resp.status != 201 {
             return Err(self.status_error(resp, &what));
         }
@@ -596,6 +760,7 @@ impl<'t> Client<'t> {
             self.repo_url(&format!("manifests/{key}")),
             headers,
             Some(&mut write),
+            true,
         )?;
         if resp.status != 201 && resp.status != 200 {
             return Err(self.status_error(resp, &what));

@@ -64,6 +64,7 @@ pub struct Summary {
     pub blobs_uploaded: u32,
     pub bytes_uploaded: u64,
     pub blobs_skipped: u32,
+    pub blobs_mounted: u32,
     pub archive_bytes: u64,
 }
 
@@ -142,6 +143,7 @@ impl From<wit::Summary> for Summary {
             blobs_uploaded: s.blobs_uploaded,
             bytes_uploaded: s.bytes_uploaded,
             blobs_skipped: s.blobs_skipped,
+            blobs_mounted: s.blobs_mounted,
             archive_bytes: s.archive_bytes,
         }
     }
@@ -158,6 +160,7 @@ pub struct Builder {
     final_: Option<Credentials>,
     push: Option<Credentials>,
     insecure: Vec<String>,
+    mount_from: Vec<String>,
     allow_hosts: Vec<String>,
     progress: bool,
 }
@@ -192,6 +195,13 @@ impl Builder {
     /// named.
     pub fn insecure_registry(mut self, registry: &str) -> Self {
         self.insecure.push(registry.into());
+        self
+    }
+
+    /// At push, mount blobs from this repository of the destination registry instead of
+    /// uploading them (the archive's base repository is always tried).
+    pub fn mount_from(mut self, repository: &str) -> Self {
+        self.mount_from.push(repository.into());
         self
     }
 
@@ -245,6 +255,7 @@ impl Imo {
             final_credentials: c(&self.settings.final_),
             push_credentials: c(&self.settings.push),
             insecure_registries: self.settings.insecure.clone(),
+            mount_from: self.settings.mount_from.clone(),
             progress: self.settings.progress,
         }
     }

@@ -53,6 +53,9 @@ struct Global {
     /// Reach this registry (HOST[:PORT]) over plain HTTP (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     insecure: Vec<String>,
+    /// At push, mount blobs from this repository of the destination registry (repeatable)
+    #[arg(long, global = true, value_name = "REPOSITORY")]
+    mount_from: Vec<String>,
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
@@ -107,6 +110,9 @@ fn builder(g: &Global) -> Result<imo::Builder, Error> {
     for h in &g.insecure {
         b = b.insecure_registry(h);
     }
+    for r in &g.mount_from {
+        b = b.mount_from(r);
+    }
     for h in &g.allow_host {
         b = b.allow_host(h);
     }
@@ -140,10 +146,11 @@ fn print_summary(headline: &str, s: &Summary) {
     );
     if s.blobs_uploaded > 0 || s.blobs_skipped > 0 || headline.starts_with("pushed") {
         eprintln!(
-            "  uploaded {} blob(s), {}; {} already at the destination",
+            "  uploaded {} blob(s), {}; {} already at the destination; {} mounted from other repositories",
             s.blobs_uploaded,
             human(s.bytes_uploaded),
-            s.blobs_skipped
+            s.blobs_skipped,
+            s.blobs_mounted
         );
     }
     if headline.starts_with("pulled") {
@@ -190,7 +197,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let s = imo
                 .push_vet(open_archive(&archive).await?, &destination)
                 .await?;
-            (format!("vetted {destination}: holds every blob the archive leaves out"), s)
+            (
+                format!("vetted {destination}: holds every blob the archive leaves out"),
+                s,
+            )
         }
         Command::Push {
             archive,
