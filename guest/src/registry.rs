@@ -245,13 +245,20 @@ impl<'t> Client<'t> {
         let ping = match first {
             Err(Error::Unreachable(https_err)) if plain_allowed => {
                 client.origin.scheme = Scheme::Http;
-                client.ping().map_err(|e| match e {
-                    Error::Unreachable(http_err) => Error::Unreachable(format!(
+                let both = |http_err: String| {
+                    Error::Unreachable(format!(
                         "{}: over HTTPS: {https_err}; over plain HTTP: {http_err}",
                         client.registry
-                    )),
-                    other => other,
-                })?
+                    ))
+                };
+                match client.ping() {
+                    // Only a registry API answer proves plain HTTP is what it speaks; a
+                    // TLS server's complaint means the HTTPS failure is the real one.
+                    Ok(r) if matches!(r.status, 200..=299 | 401) => r,
+                    Ok(r) => return Err(both(format!("HTTP {}", r.status))),
+                    Err(Error::Unreachable(http_err)) => return Err(both(http_err)),
+                    Err(other) => return Err(other),
+                }
             }
             Err(Error::Unreachable(e)) => {
                 return Err(Error::Unreachable(format!(

@@ -20,14 +20,17 @@
 //! # Ok(()) }
 //! ```
 
+pub mod credentials;
 pub mod policy;
 mod runtime;
+pub mod tls;
 
 use policy::NetworkPolicy;
 use runtime::Runtime;
 use runtime::bindings::exports::imo::overlay::overlay as wit;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use tls::{Connector, TlsSettings};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
@@ -153,8 +156,25 @@ fn runtime_error(e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("the imo component failed: {e}"))
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            base: None,
+            final_: None,
+            push: None,
+            insecure: Vec::new(),
+            mount_from: Vec::new(),
+            allow_hosts: Vec::new(),
+            cert_dir: None,
+            certs_d: None,
+            tls_verify: true,
+            progress: false,
+        }
+    }
+}
+
 /// Settings for an [`Imo`], in the manner of the Go library's options.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Builder {
     base: Option<Credentials>,
     final_: Option<Credentials>,
@@ -162,6 +182,9 @@ pub struct Builder {
     insecure: Vec<String>,
     mount_from: Vec<String>,
     allow_hosts: Vec<String>,
+    cert_dir: Option<PathBuf>,
+    certs_d: Option<Vec<PathBuf>>,
+    tls_verify: bool,
     progress: bool,
 }
 
@@ -209,6 +232,27 @@ impl Builder {
     /// names and the hosts they point to.
     pub fn allow_host(mut self, host: &str) -> Self {
         self.allow_hosts.push(host.into());
+        self
+    }
+
+    /// Trust every `*.crt` in `dir` as a CA, for every registry (skopeo's `--cert-dir`).
+    /// Per-registry CAs in `/etc/containers/certs.d/HOST:PORT/` and
+    /// `/etc/docker/certs.d/HOST:PORT/` are always trusted.
+    pub fn cert_dir(mut self, dir: &Path) -> Self {
+        self.cert_dir = Some(dir.into());
+        self
+    }
+
+    /// Look for per-registry CAs in `dirs` instead of the system's `certs.d` directories.
+    pub fn certs_d(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.certs_d = Some(dirs);
+        self
+    }
+
+    /// With `false`, accept any certificate from the registries an operation names. For
+    /// test registries only: it lets anyone on the path read and change the traffic.
+    pub fn tls_verify(mut self, verify: bool) -> Self {
+        self.tls_verify = verify;
         self
     }
 
@@ -260,6 +304,23 @@ impl Imo {
         }
     }
 
+    /// TLS for an operation on `references`: unverified only for those, and only if asked.
+    fn connector(&self, references: &[&str]) -> Arc<Connector> {
+        let mut settings = TlsSettings::system();
+        if let Some(dirs) = &self.settings.certs_d {
+            settings.certs_d = dirs.clone();
+        }
+        settings.cert_dir = self.settings.cert_dir.clone();
+        if !self.settings.tls_verify {
+            settings.skip_verify = references
+                .iter()
+                .filter_map(|r| imo_guest::reference::Reference::parse(r).ok())
+                .map(|r| r.api_host().to_owned())
+                .collect();
+        }
+        Arc::new(Connector::new(settings))
+    }
+
     fn policy(&self, references: &[&str]) -> Result<Arc<NetworkPolicy>, Error> {
         NetworkPolicy::for_references(
             references.iter().copied(),
@@ -281,7 +342,10 @@ impl Imo {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let policy = self.policy(&[base, final_])?;
-        let mut store = self.runtime.store(policy.clone(), self.settings.progress);
+        let connector = self.connector(&[base, final_]);
+        let mut store = self
+            .runtime
+            .store(policy.clone(), connector, self.settings.progress);
         let imo = self
             .runtime
             .instantiate(&mut store)
@@ -358,7 +422,10 @@ impl Imo {
         R: AsyncRead + Send + Unpin + 'static,
     {
         let policy = self.policy(&[destination])?;
-        let mut store = self.runtime.store(policy.clone(), self.settings.progress);
+        let connector = self.connector(&[destination]);
+        let mut store = self
+            .runtime
+            .store(policy.clone(), connector, self.settings.progress);
         let imo = self
             .runtime
             .instantiate(&mut store)

@@ -59,7 +59,7 @@ struct Global {
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
-    /// Credentials for every registry
+    /// Credentials for every registry (USER alone with --password-stdin)
     #[arg(long, global = true, value_name = "USER:PASSWORD")]
     creds: Option<String>,
     /// Credentials for the base image's registry
@@ -71,40 +71,85 @@ struct Global {
     /// Credentials for the destination registry
     #[arg(long, global = true, value_name = "USER:PASSWORD")]
     dest_creds: Option<String>,
+    /// Read the password of every credential given as USER alone from stdin
+    #[arg(long, global = true)]
+    password_stdin: bool,
+    /// Trust every *.crt in DIR as a CA (besides the system's and certs.d)
+    #[arg(long, global = true, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Verify registries' TLS certificates; `--tls-verify=false` accepts any, for the
+    /// registries the command names only
+    #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
     /// Print no progress and no summary
     #[arg(short, long, global = true)]
     quiet: bool,
 }
 
-fn split_creds(flag: &str, value: &str) -> Result<(String, String), Error> {
-    match value.split_once(':') {
-        Some((u, p)) if !u.is_empty() => Ok((u.into(), p.into())),
-        _ => Err(Error::InvalidReference(format!(
-            "--{flag} wants USER:PASSWORD"
-        ))),
-    }
+/// The registries each role talks to, for looking credentials up in auth files.
+struct Roles<'a> {
+    base: Option<&'a str>,
+    final_: Option<&'a str>,
+    dest: Option<&'a str>,
 }
 
-fn builder(g: &Global) -> Result<imo::Builder, Error> {
-    let mut b = Imo::builder().progress(!g.quiet);
-    let all = g
-        .creds
-        .as_deref()
-        .map(|c| split_creds("creds", c))
-        .transpose()?;
-    let pick = |flag: &str, v: &Option<String>| -> Result<Option<(String, String)>, Error> {
-        Ok(v.as_deref()
-            .map(|c| split_creds(flag, c))
-            .transpose()?
-            .or_else(|| all.clone()))
+fn registry_of(reference: &str) -> Option<String> {
+    imo_guest::reference::Reference::parse(reference)
+        .ok()
+        .map(|r| r.registry)
+}
+
+fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
+    let mut b = Imo::builder().progress(!g.quiet).tls_verify(g.tls_verify);
+    let mut stdin_password: Option<String> = None;
+    let mut split = |flag: &str, value: &str| -> Result<(String, String), Error> {
+        let usage = || {
+            Error::InvalidReference(format!(
+                "--{flag} wants USER:PASSWORD, or USER with --password-stdin"
+            ))
+        };
+        match value.split_once(':') {
+            Some((u, p)) if !u.is_empty() => Ok((u.into(), p.into())),
+            None if !value.is_empty() && g.password_stdin => {
+                if stdin_password.is_none() {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::Io(format!("reading the password from stdin: {e}")))?;
+                    stdin_password = Some(line.trim_end_matches(['\n', '\r']).to_owned());
+                }
+                Ok((value.into(), stdin_password.clone().unwrap_or_default()))
+            }
+            _ => Err(usage()),
+        }
     };
-    if let Some((u, p)) = pick("base-creds", &g.base_creds)? {
+    let all = g.creds.as_deref().map(|c| split("creds", c)).transpose()?;
+    let mut pick = |flag: &str,
+                    v: &Option<String>,
+                    reference: Option<&str>|
+     -> Result<Option<(String, String)>, Error> {
+        if let Some(c) = v
+            .as_deref()
+            .map(|c| split(flag, c))
+            .transpose()?
+            .or_else(|| all.clone())
+        {
+            return Ok(Some(c));
+        }
+        // Nothing on the command line: the auth files, for this role's registry only.
+        let Some(registry) = reference.and_then(registry_of) else {
+            return Ok(None);
+        };
+        let found = imo::credentials::lookup(&registry).map_err(Error::Unauthorized)?;
+        Ok(found.map(|c| (c.username, c.password)))
+    };
+    if let Some((u, p)) = pick("base-creds", &g.base_creds, roles.base)? {
         b = b.base_credentials(&u, &p);
     }
-    if let Some((u, p)) = pick("final-creds", &g.final_creds)? {
+    if let Some((u, p)) = pick("final-creds", &g.final_creds, roles.final_)? {
         b = b.final_credentials(&u, &p);
     }
-    if let Some((u, p)) = pick("dest-creds", &g.dest_creds)? {
+    if let Some((u, p)) = pick("dest-creds", &g.dest_creds, roles.dest)? {
         b = b.push_credentials(&u, &p);
     }
     for h in &g.insecure {
@@ -115,6 +160,9 @@ fn builder(g: &Global) -> Result<imo::Builder, Error> {
     }
     for h in &g.allow_host {
         b = b.allow_host(h);
+    }
+    if let Some(d) = &g.cert_dir {
+        b = b.cert_dir(d);
     }
     Ok(b)
 }
@@ -180,7 +228,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             final_,
             output,
         } => {
-            let imo = builder(&cli.global)?.build()?;
+            let roles = Roles {
+                base: Some(base.as_str()).filter(|b| *b != "scratch"),
+                final_: Some(&final_),
+                dest: None,
+            };
+            let imo = builder(&cli.global, roles)?.build()?;
             let s = if output == "-" {
                 imo.pull_to_writer(&base, &final_, tokio::io::stdout())
                     .await?
@@ -193,7 +246,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
         } => {
-            let imo = builder(&cli.global)?.build()?;
+            let imo = builder(
+                &cli.global,
+                Roles {
+                    base: None,
+                    final_: None,
+                    dest: Some(&destination),
+                },
+            )?
+            .build()?;
             let s = imo
                 .push_vet(open_archive(&archive).await?, &destination)
                 .await?;
@@ -206,7 +267,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
         } => {
-            let imo = builder(&cli.global)?.build()?;
+            let imo = builder(
+                &cli.global,
+                Roles {
+                    base: None,
+                    final_: None,
+                    dest: Some(&destination),
+                },
+            )?
+            .build()?;
             let s = imo
                 .push(open_archive(&archive).await?, &destination)
                 .await?;

@@ -2,12 +2,14 @@
 //! operation, granting the component only what the operation needs.
 
 use crate::policy::NetworkPolicy;
+use crate::tls::Connector;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::Result;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// The component, built from `guest/` by build.rs.
@@ -51,7 +53,12 @@ impl Runtime {
 
     /// A store for one operation: network limited by `policy`, stderr passed through only
     /// when progress is wanted, and no files, environment, arguments or sockets.
-    pub fn store(&self, policy: Arc<NetworkPolicy>, stderr: bool) -> Store<State> {
+    pub fn store(
+        &self,
+        policy: Arc<NetworkPolicy>,
+        connector: Arc<Connector>,
+        stderr: bool,
+    ) -> Store<State> {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
             .allow_udp(false)
@@ -63,7 +70,7 @@ impl Runtime {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks { policy },
+            hooks: Hooks { policy, connector },
         };
         Store::new(&self.engine, state)
     }
@@ -148,6 +155,7 @@ impl WasiHttpView for State {
 /// Every outgoing request passes the policy here, and nowhere else.
 struct Hooks {
     policy: Arc<NetworkPolicy>,
+    connector: Arc<Connector>,
 }
 
 type SendFuture = Box<
@@ -160,6 +168,16 @@ type SendFuture = Box<
 >;
 
 impl WasiHttpHooks for Hooks {
+    // The guest's error then says why the handshake failed (unknown issuer, expired,
+    // wrong name), not only that it did.
+    fn p2_error_from_tls(&mut self, err: &std::io::Error) -> ErrorCode {
+        ErrorCode::InternalError(Some(format!("TLS handshake failed: {err}")))
+    }
+
+    fn p2_error_from_connect(&mut self, err: &std::io::Error) -> ErrorCode {
+        ErrorCode::InternalError(Some(format!("cannot connect: {err}")))
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
@@ -167,6 +185,7 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         let policy = self.policy.clone();
+        let connector = self.connector.clone();
         Box::new(async move {
             let uri = request.uri();
             let scheme = uri.scheme_str().unwrap_or("https").to_owned();
@@ -178,11 +197,13 @@ impl WasiHttpHooks for Hooks {
                 policy.record(denied);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let timeout = options.and_then(|o| o.connect_timeout);
+            let response = connector.send(request, timeout).await?;
             policy.learn_from_response(response.headers());
             Ok((
-                response.map(http_body_util::BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                response,
+                Box::new(async { Ok(()) })
+                    as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
             ))
         })
     }

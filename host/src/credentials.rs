@@ -1,0 +1,270 @@
+//! Credentials the way skopeo and docker find them: auth files, then credential helpers.
+//! Only the registries a command names are looked up, so no other secret reaches the
+//! component.
+
+use crate::Credentials;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// The user name docker stores with an identity token; the guest then asks the token
+/// service with `grant_type=refresh_token`.
+const IDENTITY_TOKEN_USER: &str = "<token>";
+
+/// The auth files searched, in order: `$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+pub fn auth_files() -> Vec<PathBuf> {
+    let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    let home = env("HOME");
+    let mut files = Vec::new();
+    files.extend(env("REGISTRY_AUTH_FILE"));
+    files.extend(env("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    files.extend(
+        home.as_ref()
+            .map(|h| h.join(".config/containers/auth.json")),
+    );
+    match env("DOCKER_CONFIG") {
+        Some(d) => files.push(d.join("config.json")),
+        None => files.extend(home.map(|h| h.join(".docker/config.json"))),
+    }
+    files
+}
+
+/// What one auth file says about a registry.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    Found(Credentials),
+    /// Ask `docker-credential-<helper>`.
+    Helper(String),
+    None,
+}
+
+/// Looks `registry` (`host[:port]`, `docker.io` for Docker Hub) up in the auth files, then in
+/// their credential helpers. Errors name the file or helper and never include a secret.
+pub fn lookup(registry: &str) -> Result<Option<Credentials>, String> {
+    for file in auth_files() {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
+        match entry(&json, registry).map_err(|e| format!("{}: {e}", file.display()))? {
+            Entry::Found(c) => return Ok(Some(c)),
+            Entry::Helper(h) => return helper(&h, registry),
+            Entry::None => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The keys that name `registry` in an auth file.
+fn key_matches(key: &str, registry: &str) -> bool {
+    let host = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = host.split('/').next().unwrap_or(host);
+    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+    host.eq_ignore_ascii_case(registry) || (hub.contains(&registry) && hub.contains(&host))
+}
+
+/// Reads one auth file's `auths`, `credHelpers` and `credsStore` for `registry`.
+pub fn entry(json: &serde_json::Value, registry: &str) -> Result<Entry, String> {
+    if let Some(auths) = json.get("auths").and_then(|a| a.as_object()) {
+        for (key, value) in auths {
+            if !key_matches(key, registry) {
+                continue;
+            }
+            if let Some(token) = value
+                .get("identitytoken")
+                .and_then(|t| t.as_str())
+                .filter(|t| !t.is_empty())
+            {
+                return Ok(Entry::Found(Credentials {
+                    username: IDENTITY_TOKEN_USER.into(),
+                    password: token.into(),
+                }));
+            }
+            if let Some(auth) = value
+                .get("auth")
+                .and_then(|a| a.as_str())
+                .filter(|a| !a.is_empty())
+            {
+                let decoded = base64_decode(auth)
+                    .ok_or_else(|| format!("the auth entry for {key} is not base64"))?;
+                let decoded = String::from_utf8(decoded)
+                    .map_err(|_| format!("the auth entry for {key} is not UTF-8"))?;
+                let (u, p) = decoded
+                    .split_once(':')
+                    .ok_or_else(|| format!("the auth entry for {key} is not user:password"))?;
+                return Ok(Entry::Found(Credentials {
+                    username: u.into(),
+                    password: p.into(),
+                }));
+            }
+        }
+    }
+    if let Some(helpers) = json.get("credHelpers").and_then(|h| h.as_object()) {
+        for (key, name) in helpers {
+            if key_matches(key, registry)
+                && let Some(name) = name.as_str()
+            {
+                return Ok(Entry::Helper(name.into()));
+            }
+        }
+    }
+    if let Some(store) = json
+        .get("credsStore")
+        .and_then(|s| s.as_str())
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(Entry::Helper(store.into()));
+    }
+    Ok(Entry::None)
+}
+
+/// Runs `docker-credential-NAME get` with the registry on stdin (the component cannot run
+/// programs, so the host does).
+fn helper(name: &str, registry: &str) -> Result<Option<Credentials>, String> {
+    use std::io::Write as _;
+    let program = format!("docker-credential-{name}");
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running the credential helper {program}: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(server.as_bytes())
+        .map_err(|e| format!("writing to {program}: {e}"))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("running {program}: {e}"))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        if said.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(format!("{program} get {server} failed ({})", out.status));
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Username")]
+        username: String,
+        #[serde(rename = "Secret")]
+        secret: String,
+    }
+    let a: Answer = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("{program} answered malformed JSON: {e}"))?;
+    Ok(Some(Credentials {
+        username: a.username,
+        password: a.secret,
+    }))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let s = s.trim().trim_end_matches('=');
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        acc = (acc << 6) | value(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(u: &str, p: &str) -> Entry {
+        Entry::Found(Credentials {
+            username: u.into(),
+            password: p.into(),
+        })
+    }
+
+    #[test]
+    fn auths_entries() {
+        let json = serde_json::json!({
+            "auths": {
+                "127.0.0.1:5000": {"auth": "dXNlcjpwYTpzcw=="},
+                "https://index.docker.io/v1/": {"auth": "aHViOnNlY3JldA=="},
+                "quay.io": {"identitytoken": "refresh"},
+            },
+            "credHelpers": {"gcr.io": "gcloud"},
+        });
+        assert_eq!(
+            entry(&json, "127.0.0.1:5000").unwrap(),
+            creds("user", "pa:ss")
+        );
+        assert_eq!(entry(&json, "docker.io").unwrap(), creds("hub", "secret"));
+        assert_eq!(
+            entry(&json, "quay.io").unwrap(),
+            creds("<token>", "refresh")
+        );
+        assert_eq!(
+            entry(&json, "gcr.io").unwrap(),
+            Entry::Helper("gcloud".into())
+        );
+        assert_eq!(entry(&json, "127.0.0.1:5001").unwrap(), Entry::None);
+        let store = serde_json::json!({"auths": {}, "credsStore": "pass"});
+        assert_eq!(
+            entry(&store, "r.example").unwrap(),
+            Entry::Helper("pass".into())
+        );
+    }
+
+    #[test]
+    fn malformed_entries_are_named_without_secrets() {
+        let json = serde_json::json!({"auths": {"r.example": {"auth": "bm9jb2xvbg=="}}});
+        let err = entry(&json, "r.example").unwrap_err();
+        assert!(
+            err.contains("not user:password") && !err.contains("nocolon"),
+            "{err}"
+        );
+        let json = serde_json::json!({"auths": {"r.example": {"auth": "!!"}}});
+        assert!(
+            entry(&json, "r.example")
+                .unwrap_err()
+                .contains("not base64")
+        );
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
+        assert_eq!(base64_decode("").unwrap(), b"");
+    }
+
+    #[test]
+    fn a_missing_helper_is_a_clear_error() {
+        let err = helper("imo-test-none", "r.example").unwrap_err();
+        assert!(err.contains("docker-credential-imo-test-none"), "{err}");
+    }
+}

@@ -1,0 +1,230 @@
+//! TLS against a distribution registry serving a certificate from a CA the test creates.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
+/// Returns (directory holding `ca.crt` alone, server cert, server key).
+fn make_ca(dir: &TempDir) -> (std::path::PathBuf, String, String) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=imo test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let ca_dir = dir.join("cas");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(dir.join("ca.pem"), ca_dir.join("ca.crt")).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_owned();
+    (ca_dir, p("server.crt"), p("server.key"))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_private_ca_is_refused_until_trusted() {
+    let certs = TempDir::new("certs");
+    let (ca_dir, cert, key) = make_ca(&certs);
+    let reg = Registry::start_with(&format!(
+        "  tls:\n    certificate: {cert}\n    key: {key}\n"
+    ));
+    let layout = oci_layout("v1", &[("tls", 100_000)]);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-cert-dir",
+        s(&ca_dir),
+        &format!("oci:{}:v1", layout.dir.path().display()),
+        &format!("docker://{}", reg.image("app:v1")),
+    ]);
+    let work = TempDir::new("work");
+    let archive = work.join("a.tar");
+
+    let err = imo_err(&["pull", "scratch", &reg.image("app:v1"), "-o", s(&archive)]);
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    assert!(!archive.exists());
+
+    imo_ok(&[
+        "pull",
+        "--cert-dir",
+        s(&ca_dir),
+        "scratch",
+        &reg.image("app:v1"),
+        "-o",
+        s(&archive),
+    ]);
+    assert_eq!(archive_blobs(&archive).len(), 3);
+
+    std::fs::remove_file(&archive).unwrap();
+    imo_ok(&[
+        "pull",
+        "--tls-verify=false",
+        "scratch",
+        &reg.image("app:v1"),
+        "-o",
+        s(&archive),
+    ]);
+    let out = imo_ok(&[
+        "push",
+        "--cert-dir",
+        s(&ca_dir),
+        s(&archive),
+        &reg.image("copy:v1"),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pushed"));
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        s(&ca_dir),
+        &format!("docker://{}", reg.image("copy:v1")),
+    ])
+    .stdout;
+    let src = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        s(&ca_dir),
+        &format!("docker://{}", reg.image("app:v1")),
+    ])
+    .stdout;
+    assert_eq!(raw, src);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_registry_certs_d_directories_are_trusted() {
+    let certs = TempDir::new("certs");
+    let (ca_dir, cert, key) = make_ca(&certs);
+    let reg = Registry::start_with(&format!(
+        "  tls:\n    certificate: {cert}\n    key: {key}\n"
+    ));
+    let layout = oci_layout("v1", &[("certsd", 50_000)]);
+    skopeo(&[
+        "copy",
+        "-q",
+        "--dest-cert-dir",
+        s(&ca_dir),
+        &format!("oci:{}:v1", layout.dir.path().display()),
+        &format!("docker://{}", reg.image("app:v1")),
+    ]);
+    let certs_d = TempDir::new("certs.d");
+    std::fs::create_dir_all(certs_d.join(&reg.addr)).unwrap();
+    std::fs::copy(
+        ca_dir.join("ca.crt"),
+        certs_d.join(&reg.addr).join("ca.crt"),
+    )
+    .unwrap();
+
+    let (tx, rx) = tokio::io::duplex(1 << 16);
+    let imo = imo::Imo::builder()
+        .certs_d(vec![certs_d.path().to_owned()])
+        .build()
+        .unwrap();
+    let reader = tokio::spawn(async move {
+        let mut rx = rx;
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut buf)
+            .await
+            .unwrap();
+        buf
+    });
+    let summary = imo
+        .pull_to_writer("scratch", &reg.image("app:v1"), tx)
+        .await
+        .unwrap();
+    let src = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        s(&ca_dir),
+        &format!("docker://{}", reg.image("app:v1")),
+    ])
+    .stdout;
+    assert_eq!(summary.manifest_digest, sha256(&src));
+    let bytes = reader.await.unwrap();
+    assert_eq!(bytes.len() as u64, summary.archive_bytes);
+
+    // Another registry's directory does not help.
+    let other = TempDir::new("certs.d-other");
+    std::fs::create_dir_all(other.join("127.0.0.1:1")).unwrap();
+    std::fs::copy(
+        ca_dir.join("ca.crt"),
+        other.join("127.0.0.1:1").join("ca.crt"),
+    )
+    .unwrap();
+    let imo = imo::Imo::builder()
+        .certs_d(vec![other.path().to_owned()])
+        .build()
+        .unwrap();
+    let err = imo
+        .pull_to_writer("scratch", &reg.image("app:v1"), tokio::io::sink())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, imo::Error::Unreachable(ref m) if m.contains("UnknownIssuer")),
+        "{err}"
+    );
+}
