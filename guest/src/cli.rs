@@ -22,6 +22,8 @@ options:
   --base-creds USER:PASSWORD  credentials for the base image's registry
   --final-creds USER:PASSWORD credentials for the final image's registry
   --dest-creds USER:PASSWORD  credentials for the destination registry
+  --platform OS/ARCH[/VARIANT] carry only this platform of an index (repeatable)
+  --no-referrers              leave signatures, attestations and SBOMs behind
   -q, --quiet                 print no progress
   -h, --help                  print this help";
 
@@ -63,6 +65,7 @@ fn credentials(flag: &str, value: &str) -> Result<Credentials, String> {
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut options = Options {
         progress: true,
+        referrers: true,
         ..Options::default()
     };
     let mut positional = Vec::new();
@@ -91,6 +94,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "-o" | "--output" => output = Some(value(flag)?),
             "--insecure" => options.insecure_registries.push(value(flag)?),
             "--mount-from" => options.mount_from.push(value(flag)?),
+            "--platform" => options.platforms.push(value(flag)?),
+            "--no-referrers" => options.referrers = false,
             "--creds" => all_creds = Some(credentials(flag, &value(flag)?)?),
             "--base-creds" => options.base_credentials = Some(credentials(flag, &value(flag)?)?),
             "--final-creds" => options.final_credentials = Some(credentials(flag, &value(flag)?)?),

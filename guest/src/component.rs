@@ -220,6 +220,8 @@ impl From<wit::Options> for Options {
             push_credentials: o.push_credentials.map(Into::into),
             insecure_registries: o.insecure_registries,
             mount_from: o.mount_from,
+            platforms: o.platforms,
+            referrers: o.referrers,
             progress: o.progress,
         }
     }

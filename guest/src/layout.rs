@@ -49,6 +49,19 @@ pub struct Metadata {
     pub blobs: Vec<Descriptor>,
     /// Blobs the manifests reference that the archive leaves out.
     pub omitted: Vec<Descriptor>,
+    /// Signatures, attestations and other artifacts that travel with the image: each the
+    /// root of a tree among `manifests`, pushed after the image under its tag (or digest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attached: Vec<Attached>,
+}
+
+/// An artifact that travels with the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Attached {
+    /// The tag it lives under at the source (cosign's `sha256-<hex>.sig`, say), if any.
+    pub tag: Option<String>,
+    pub manifest: Digest,
 }
 
 pub fn blob_path(d: &Digest) -> String {
@@ -197,6 +210,14 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
             }
         }
     }
+    for a in &meta.attached {
+        if !listed.contains(&a.manifest) {
+            return Err(format!(
+                "{METADATA_FILE} attaches manifest {} that the archive does not carry",
+                a.manifest
+            ));
+        }
+    }
     let referenced = crate::plan::referenced(manifests);
     let mut accounted = BTreeMap::new();
     for d in meta.blobs.iter().chain(&meta.omitted) {
@@ -308,6 +329,7 @@ mod tests {
                 desc("application/vnd.oci.image.layer.v1.tar+gzip", &d2, 9),
             ],
             omitted: vec![desc("application/vnd.oci.image.layer.v1.tar+gzip", &d1, 9)],
+            attached: vec![],
         };
         let mut w = tar::Writer::new(Vec::new());
         w.file(LAYOUT_FILE, LAYOUT_CONTENT).unwrap();

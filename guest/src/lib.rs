@@ -9,6 +9,7 @@ pub mod layout;
 pub mod manifest;
 pub mod ops;
 pub mod plan;
+pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod tar;

@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::layout::{self, Metadata, Opened};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
+use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::Reference;
 use crate::registry::{Access, Client, Credentials, Transport};
 use crate::tar;
@@ -20,6 +21,10 @@ pub struct Options {
     pub insecure_registries: Vec<String>,
     /// Repositories of the destination registry to mount blobs from at push.
     pub mount_from: Vec<String>,
+    /// `os/arch[/variant]` to carry; empty for every platform.
+    pub platforms: Vec<String>,
+    /// Carry signatures, attestations and other referrers of the image.
+    pub referrers: bool,
     pub progress: bool,
 }
 
@@ -62,31 +67,38 @@ fn parse_ref(what: &str, s: &str) -> Result<Reference> {
     Reference::parse(s).map_err(|e| Error::InvalidReference(format!("{what}: {e}")))
 }
 
-/// Fetches a top-level manifest and, for indexes, every child, verifying each against its
-/// descriptor. Top-level first.
+/// Fetches a top-level manifest and, for indexes, every child.
 fn fetch_all(client: &Client<'_>, key: &str) -> Result<Vec<Fetched>> {
     let (top, bytes) = client.manifest(key)?;
+    fetch_tree(client, top, bytes)
+}
+
+fn invalid_manifest(client: &Client<'_>, d: &Digest, e: String) -> Error {
+    Error::InvalidManifest(format!(
+        "manifest {d} in {}/{} {e}",
+        client.registry(),
+        client.repository()
+    ))
+}
+
+/// Fetches every manifest under `top` (nested indexes included), verifying each against
+/// the descriptor that names it. Top first, then breadth first; each manifest once.
+fn fetch_tree(client: &Client<'_>, top: Descriptor, bytes: Vec<u8>) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
+    let mut seen = BTreeSet::from([top.digest.clone()]);
     let mut queue = VecDeque::from([(top, bytes)]);
-    let mut seen = BTreeSet::new();
     while let Some((descriptor, bytes)) = queue.pop_front() {
-        if !seen.insert(descriptor.digest.clone()) {
-            continue;
-        }
-        let manifest = Manifest::parse(&bytes, Some(&descriptor.media_type)).map_err(|e| {
-            Error::InvalidManifest(format!(
-                "manifest {} in {}/{} {e}",
-                descriptor.digest,
-                client.registry(),
-                client.repository()
-            ))
-        })?;
+        let manifest = Manifest::parse(&bytes, Some(&descriptor.media_type))
+            .map_err(|e| invalid_manifest(client, &descriptor.digest, e))?;
         for child in manifest.children() {
             if !manifest::is_manifest_type(&child.media_type) {
                 return Err(Error::InvalidManifest(format!(
                     "index {} references {} of media type {}, which is not an image manifest imo handles",
                     descriptor.digest, child.digest, child.media_type
                 )));
+            }
+            if !seen.insert(child.digest.clone()) {
+                continue;
             }
             let (got, bytes) = client.manifest(child.digest.as_str())?;
             if got.size != child.size {
@@ -104,11 +116,139 @@ fn fetch_all(client: &Client<'_>, key: &str) -> Result<Vec<Fetched>> {
         });
         if out.len() > MAX_MANIFESTS {
             return Err(Error::InvalidManifest(format!(
-                "{key} has more than {MAX_MANIFESTS} manifests"
+                "{} has more than {MAX_MANIFESTS} manifests",
+                out[0].descriptor.digest
             )));
         }
     }
     Ok(out)
+}
+
+/// Narrows the final image to the platforms asked for (see [`platform::Selection`]).
+fn choose_platforms(
+    client: &Client<'_>,
+    top: Descriptor,
+    bytes: Vec<u8>,
+    specs: &[PlatformSpec],
+    report: &dyn Reporter,
+) -> Result<(Descriptor, Vec<u8>)> {
+    if specs.is_empty() {
+        return Ok((top, bytes));
+    }
+    let parsed = Manifest::parse(&bytes, Some(&top.media_type))
+        .map_err(|e| invalid_manifest(client, &top.digest, e))?;
+    if parsed.children().is_empty() {
+        report.line("the final image has one platform; --platform leaves it whole");
+        return Ok((top, bytes));
+    }
+    let selection =
+        platform::select(&bytes, &top.media_type, parsed.children(), specs).map_err(|e| {
+            Error::NotFound(format!(
+                "{}/{} {}: {e}",
+                client.registry(),
+                client.repository(),
+                top.digest
+            ))
+        })?;
+    match selection {
+        Selection::One(child) => {
+            report.line(&format!(
+                "carrying platform {} only: {}",
+                platform::describe(&child.platform),
+                child.digest
+            ));
+            let (got, bytes) = client.manifest(child.digest.as_str())?;
+            if got.size != child.size {
+                return Err(Error::DigestMismatch(format!(
+                    "manifest {} is {} bytes, its index declares {}",
+                    child.digest, got.size, child.size
+                )));
+            }
+            Ok((
+                Descriptor {
+                    platform: None,
+                    ..child
+                },
+                bytes,
+            ))
+        }
+        Selection::Subset { bytes, descriptor } => {
+            report.line(&format!(
+                "carrying a subset index {} of the selected platforms",
+                descriptor.digest
+            ));
+            Ok((descriptor, bytes))
+        }
+    }
+}
+
+/// Signatures, attestations and SBOMs attached to the carried manifests: cosign's
+/// `sha256-<hex>.sig|.att|.sbom` tags, the OCI 1.1 referrers tag schema (`sha256-<hex>`),
+/// and the referrers API where the registry has it.
+fn find_attached(
+    client: &Client<'_>,
+    manifests: &[Fetched],
+    report: &dyn Reporter,
+) -> Result<Vec<(Option<String>, Vec<Fetched>)>> {
+    let mut found: Vec<(Option<String>, Vec<Fetched>)> = Vec::new();
+    let mut seen: BTreeSet<Digest> = manifests
+        .iter()
+        .map(|m| m.descriptor.digest.clone())
+        .collect();
+    for m in manifests {
+        let hex = m.descriptor.digest.hex();
+        for suffix in [".sig", ".att", ".sbom", ""] {
+            let tag = format!("sha256-{hex}{suffix}");
+            if let Some((d, bytes)) = client.manifest_if_exists(&tag)?
+                && seen.insert(d.digest.clone())
+            {
+                report.line(&format!("carrying {tag} ({})", d.digest));
+                let tree = fetch_tree(client, d, bytes)?;
+                seen.extend(tree.iter().map(|t| t.descriptor.digest.clone()));
+                found.push((Some(tag), tree));
+            }
+        }
+        for r in client.referrers(&m.descriptor.digest)? {
+            if !seen.insert(r.digest.clone()) {
+                continue;
+            }
+            let (got, bytes) = client.manifest(r.digest.as_str())?;
+            report.line(&format!(
+                "carrying referrer {} of {}",
+                got.digest, m.descriptor.digest
+            ));
+            let tree = fetch_tree(
+                client,
+                Descriptor {
+                    media_type: got.media_type,
+                    ..r
+                },
+                bytes,
+            )?;
+            seen.extend(tree.iter().map(|t| t.descriptor.digest.clone()));
+            found.push((None, tree));
+        }
+    }
+    Ok(found)
+}
+
+/// Manifests in the order a registry accepts them: every child before the index naming it.
+fn children_first<'a>(
+    root: &Digest,
+    all: &'a [Fetched],
+    out: &mut Vec<&'a Fetched>,
+    done: &mut BTreeSet<Digest>,
+) {
+    let Some(m) = all.iter().find(|m| &m.descriptor.digest == root) else {
+        return;
+    };
+    if !done.insert(root.clone()) {
+        return;
+    }
+    for child in m.manifest.children() {
+        children_first(&child.digest, all, out, done);
+    }
+    out.push(m);
 }
 
 /// Writes the difference archive of `final_ref` over `base_ref` to `out`.
@@ -134,8 +274,25 @@ pub fn pull(
         Access::pull(),
         &options.insecure_registries,
     )?;
-    let manifests = fetch_all(&final_client, &fin.manifest_key())?;
+    let specs = options
+        .platforms
+        .iter()
+        .map(|p| PlatformSpec::parse(p).map_err(Error::InvalidReference))
+        .collect::<Result<Vec<_>>>()?;
+    let (top, bytes) = final_client.manifest(&fin.manifest_key())?;
+    let (top, bytes) = choose_platforms(&final_client, top, bytes, &specs, report)?;
+    let mut manifests = fetch_tree(&final_client, top, bytes)?;
     let top = manifests[0].descriptor.clone();
+    let mut attached = Vec::new();
+    if options.referrers {
+        for (tag, tree) in find_attached(&final_client, &manifests, report)? {
+            attached.push(layout::Attached {
+                tag,
+                manifest: tree[0].descriptor.digest.clone(),
+            });
+            manifests.extend(tree);
+        }
+    }
     report.line(&format!(
         "final {fin}: {} ({} manifest(s))",
         top.digest,
@@ -178,6 +335,7 @@ pub fn pull(
         manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
         blobs: plan.include.clone(),
         omitted: plan.omit.clone(),
+        attached,
     };
 
     let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
@@ -434,12 +592,28 @@ pub fn push(
         summary.bytes_uploaded += d.size;
     }
 
-    // Children before the indexes that reference them; the top-level manifest last, tagged.
-    for m in archive.manifests.iter().skip(1).rev() {
-        client.put_manifest(m.descriptor.digest.as_str(), &m.descriptor, &m.bytes)?;
+    // The image first, children before the indexes that name them and the top-level
+    // manifest last under the tag; then what is attached to it, each under its own tag.
+    let mut roots = vec![(archive.manifests[0].descriptor.digest.clone(), key)];
+    for a in &archive.meta.attached {
+        roots.push((
+            a.manifest.clone(),
+            a.tag.clone().unwrap_or_else(|| a.manifest.to_string()),
+        ));
     }
-    let top = &archive.manifests[0];
-    client.put_manifest(&key, &top.descriptor, &top.bytes)?;
+    let mut done = BTreeSet::new();
+    for (root, root_key) in roots {
+        let mut order = Vec::new();
+        children_first(&root, &archive.manifests, &mut order, &mut done);
+        for m in order {
+            let key = if m.descriptor.digest == root {
+                root_key.as_str()
+            } else {
+                m.descriptor.digest.as_str()
+            };
+            client.put_manifest(key, &m.descriptor, &m.bytes)?;
+        }
+    }
     summary.archive_bytes = archive.offset();
     Ok(summary)
 }

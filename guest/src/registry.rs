@@ -136,10 +136,19 @@ pub trait Transport {
 }
 
 /// Credentials for one registry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    // Never print a password, even in debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a client may do, for token scopes: pull (or pull and push) in its repository, and
@@ -628,6 +637,40 @@ impl<'t> Client<'t> {
             annotations: Default::default(),
         };
         Ok((descriptor, bytes))
+    }
+
+    /// Like [`Client::manifest`], but `None` when the registry has no such manifest.
+    pub fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        match self.manifest(key) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The manifests that name `digest` as their subject, from the OCI 1.1 referrers API;
+    /// empty where the registry does not offer it (distribution 2.8 answers 404).
+    pub fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
+        let url = self.repo_url(&format!("referrers/{digest}"));
+        let mut resp = self.send(
+            Method::Get,
+            url,
+            vec![("accept".into(), manifest::OCI_INDEX.into())],
+            None,
+            true,
+        )?;
+        match resp.status {
+            200 => {}
+            404 | 405 | 501 => return Ok(vec![]),
+            _ => return Err(self.status_error(resp, &format!("referrers of {digest}"))),
+        }
+        let body = resp
+            .read_limited(manifest::MAX_MANIFEST_BYTES)
+            .map_err(|e| Error::Unreachable(format!("{} reading referrers: {e}", self.registry)))?;
+        let index = manifest::Manifest::parse(&body, Some(manifest::OCI_INDEX)).map_err(|e| {
+            Error::InvalidManifest(format!("referrers of {digest} in {}: {e}", self.repository))
+        })?;
+        Ok(index.children().to_vec())
     }
 
     /// Streams a blob into `sink`, checking size and digest; fails before passing on a byte

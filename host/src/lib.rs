@@ -164,6 +164,8 @@ impl Default for Builder {
             push: None,
             insecure: Vec::new(),
             mount_from: Vec::new(),
+            platforms: Vec::new(),
+            referrers: true,
             allow_hosts: Vec::new(),
             cert_dir: None,
             certs_d: None,
@@ -181,6 +183,8 @@ pub struct Builder {
     push: Option<Credentials>,
     insecure: Vec<String>,
     mount_from: Vec<String>,
+    platforms: Vec<String>,
+    referrers: bool,
     allow_hosts: Vec<String>,
     cert_dir: Option<PathBuf>,
     certs_d: Option<Vec<PathBuf>>,
@@ -232,6 +236,21 @@ impl Builder {
     /// names and the hosts they point to.
     pub fn allow_host(mut self, host: &str) -> Self {
         self.allow_hosts.push(host.into());
+        self
+    }
+
+    /// Carry only this platform (`os/arch[/variant]`) of a multi-platform final image
+    /// (repeatable). One platform: the destination tag points at that platform's own
+    /// manifest, digest unchanged. Several: at a new index listing only them (new digest).
+    pub fn platform(mut self, platform: &str) -> Self {
+        self.platforms.push(platform.into());
+        self
+    }
+
+    /// Whether to carry signatures, attestations and SBOMs attached to the image (on by
+    /// default).
+    pub fn referrers(mut self, carry: bool) -> Self {
+        self.referrers = carry;
         self
     }
 
@@ -300,6 +319,8 @@ impl Imo {
             push_credentials: c(&self.settings.push),
             insecure_registries: self.settings.insecure.clone(),
             mount_from: self.settings.mount_from.clone(),
+            platforms: self.settings.platforms.clone(),
+            referrers: self.settings.referrers,
             progress: self.settings.progress,
         }
     }

@@ -56,6 +56,12 @@ struct Global {
     /// At push, mount blobs from this repository of the destination registry (repeatable)
     #[arg(long, global = true, value_name = "REPOSITORY")]
     mount_from: Vec<String>,
+    /// Carry only this platform (OS/ARCH[/VARIANT]) of a multi-platform image (repeatable)
+    #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Vec<String>,
+    /// Leave signatures, attestations and SBOMs behind
+    #[arg(long, global = true)]
+    no_referrers: bool,
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
@@ -158,6 +164,10 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     for r in &g.mount_from {
         b = b.mount_from(r);
     }
+    for p in &g.platform {
+        b = b.platform(p);
+    }
+    b = b.referrers(!g.no_referrers);
     for h in &g.allow_host {
         b = b.allow_host(h);
     }

@@ -248,12 +248,15 @@ pub fn skopeo(args: &[&str]) -> Output {
 }
 
 /// Pushes a layout into a registry with skopeo (`format` "v2s2" converts to Docker schema 2).
+/// Without a format the layout's digests are kept; otherwise skopeo may or may not compress
+/// layers depending on what its blob cache has seen, and runs would differ.
 pub fn seed(layout: &Layout, destination: &str, format: Option<&str>) {
     let src = format!("oci:{}:{}", layout.dir.path().display(), layout.tag);
     let dst = format!("docker://{destination}");
     let mut args = vec!["copy", "-q", "--dest-tls-verify=false"];
-    if let Some(f) = format {
-        args.extend(["--format", f]);
+    match format {
+        Some(f) => args.extend(["--format", f]),
+        None => args.push("--preserve-digests"),
     }
     args.extend([src.as_str(), dst.as_str()]);
     skopeo(&args);
@@ -377,4 +380,114 @@ pub fn archive_blobs(path: &Path) -> Vec<String> {
             Some(d)
         })
         .collect()
+}
+
+/// One platform of a multi-platform image: `os/arch[/variant]` and its layers.
+pub struct PlatformImage<'a> {
+    pub platform: &'a str,
+    pub layers: &'a [(&'a str, usize)],
+}
+
+/// A multi-platform image as an OCI layout: an index over one manifest per platform.
+/// Layers with the same seed and size are the same blob, shared between platforms.
+pub fn oci_index_layout(tag: &str, platforms: &[PlatformImage<'_>]) -> TempDir {
+    let dir = TempDir::new("index-layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha256(data);
+        std::fs::write(dir.join(&format!("blobs/sha256/{}", &d[7..])), data).unwrap();
+        (d, data.len())
+    };
+    let mut entries = Vec::new();
+    for p in platforms {
+        let parts: Vec<&str> = p.platform.split('/').collect();
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (seed, size) in p.layers {
+            let (d, n) = put(&layer(seed, *size));
+            diff_ids.push(d.clone());
+            descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": n}));
+        }
+        let mut config = serde_json::json!({"architecture": parts[1], "os": parts[0], "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+        let mut platform = serde_json::json!({"os": parts[0], "architecture": parts[1]});
+        if let Some(v) = parts.get(2) {
+            config["variant"] = (*v).into();
+            platform["variant"] = (*v).into();
+        }
+        let (cd, cn) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+            "layers": descs,
+        }))
+        .unwrap();
+        let (md, mn) = put(&manifest);
+        entries.push(serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn, "platform": platform}));
+    }
+    let image_index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries,
+    }))
+    .unwrap();
+    let (id, n) = put(&image_index);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": n,
+        "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    dir
+}
+
+/// A cosign-style signature artifact as an OCI layout: a manifest whose one layer is a
+/// simple-signing payload naming `subject`.
+pub fn signature_layout(subject: &str) -> TempDir {
+    let dir = TempDir::new("sig-layout");
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha256(data);
+        std::fs::write(dir.join(&format!("blobs/sha256/{}", &d[7..])), data).unwrap();
+        (d, data.len())
+    };
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {"identity": {"docker-reference": "app"}, "image": {"docker-manifest-digest": subject}, "type": "cosign container image signature"},
+        "optional": null
+    }))
+    .unwrap();
+    let (pd, pn) = put(&payload);
+    let config =
+        br#"{"architecture":"","os":"","rootfs":{"type":"layers","diff_ids":[]},"config":{}}"#;
+    let (cd, cn) = put(config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": pd, "size": pn,
+                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQD-not-a-real-signature"}}],
+    }))
+    .unwrap();
+    let (md, mn) = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": mn,
+        "annotations": {"org.opencontainers.image.ref.name": "sig"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    dir
+}
+
+/// Pushes a whole index (every platform) with skopeo; `format` "v2s2" makes a Docker
+/// manifest list.
+pub fn seed_all(dir: &TempDir, tag: &str, destination: &str, format: Option<&str>) {
+    let src = format!("oci:{}:{tag}", dir.path().display());
+    let dst = format!("docker://{destination}");
+    let mut args = vec![
+        "copy",
+        "-q",
+        "--all",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+    ];
+    if let Some(f) = format {
+        args.retain(|a| *a != "--preserve-digests");
+        args.extend(["--format", f]);
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo(&args);
 }
