@@ -55,7 +55,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// What an operation found and did; see the WIT `summary` record.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     pub manifest_digest: String,
     pub final_reference: String,
@@ -170,7 +170,8 @@ impl Default for Builder {
             cert_dir: None,
             certs_d: None,
             tls_verify: true,
-            progress: false,
+            learn_hosts: true,
+            reporter: None,
         }
     }
 }
@@ -189,7 +190,18 @@ pub struct Builder {
     cert_dir: Option<PathBuf>,
     certs_d: Option<Vec<PathBuf>>,
     tls_verify: bool,
-    progress: bool,
+    learn_hosts: bool,
+    reporter: Option<ReporterFn>,
+}
+
+/// The progress callback, opaque to `Debug`.
+#[derive(Clone)]
+struct ReporterFn(runtime::Reporter);
+
+impl std::fmt::Debug for ReporterFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<reporter>")
+    }
 }
 
 fn creds(user: &str, password: &str) -> Option<Credentials> {
@@ -275,9 +287,39 @@ impl Builder {
         self
     }
 
-    /// Let the component print progress lines to stderr.
-    pub fn progress(mut self, on: bool) -> Self {
-        self.progress = on;
+    /// Print the component's progress lines to stderr (`imo: …`), or nothing.
+    pub fn progress(self, on: bool) -> Self {
+        if on {
+            self.reporter(|line| eprintln!("imo: {line}"))
+        } else {
+            Self {
+                reporter: None,
+                ..self
+            }
+        }
+    }
+
+    /// Hand each human-readable progress line to `report`.
+    pub fn reporter(mut self, report: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.reporter = Some(ReporterFn(Arc::new(report)));
+        self
+    }
+
+    /// Write progress lines to `writer`, one per line (the Go library's
+    /// `WithReporterWriter`).
+    pub fn reporter_writer(self, writer: impl std::io::Write + Send + 'static) -> Self {
+        let writer = std::sync::Mutex::new(writer);
+        self.reporter(move |line| {
+            let mut w = writer.lock().expect("reporter lock");
+            // Progress is best effort: a full disk must not fail the operation.
+            let _ = writeln!(w, "{line}");
+        })
+    }
+
+    /// With `false`, the component reaches only the registries an operation names, not the
+    /// token realms and redirect targets they point to.
+    pub fn learn_hosts(mut self, learn: bool) -> Self {
+        self.learn_hosts = learn;
         self
     }
 
@@ -296,6 +338,7 @@ impl Builder {
 }
 
 /// Pulls, vets and pushes difference archives.
+#[derive(Clone)]
 pub struct Imo {
     runtime: Arc<Runtime>,
     settings: Builder,
@@ -321,7 +364,7 @@ impl Imo {
             mount_from: self.settings.mount_from.clone(),
             platforms: self.settings.platforms.clone(),
             referrers: self.settings.referrers,
-            progress: self.settings.progress,
+            progress: self.settings.reporter.is_some(),
         }
     }
 
@@ -342,6 +385,47 @@ impl Imo {
         Arc::new(Connector::new(settings))
     }
 
+    fn reporter(&self) -> Option<runtime::Reporter> {
+        self.settings.reporter.as_ref().map(|r| r.0.clone())
+    }
+
+    /// Runs the component's own command line (`imo.wasm ARGS…`) inside the same sandbox as
+    /// every operation: no files, no environment, and the network of `references` only.
+    /// For proving the sandbox; whether the command succeeded.
+    #[doc(hidden)]
+    pub async fn run_sandboxed_cli(
+        &self,
+        args: &[&str],
+        references: &[&str],
+    ) -> Result<bool, Error> {
+        let policy = self.policy(references)?;
+        let connector = self.connector(references);
+        let mut argv = vec!["imo"];
+        argv.extend_from_slice(args);
+        let mut store = self
+            .runtime
+            .store(policy, connector, self.reporter(), &argv);
+        self.runtime
+            .run_cli(&mut store)
+            .await
+            .map_err(runtime_error)
+    }
+
+    /// Starts pulling and returns the archive as a stream while it is produced, as the Go
+    /// library's `Pull` returns an `io.ReadCloser`. A failure surfaces as a read error; the
+    /// summary comes from [`PullStream::finish`].
+    pub fn pull(&self, base: &str, final_: &str) -> PullStream {
+        let (writer, reader) = tokio::io::duplex(1 << 20);
+        let imo = self.clone();
+        let (base, final_) = (base.to_owned(), final_.to_owned());
+        let task = tokio::spawn(async move { imo.pull_to_writer(&base, &final_, writer).await });
+        PullStream {
+            reader,
+            task: Some(task),
+            result: None,
+        }
+    }
+
     fn policy(&self, references: &[&str]) -> Result<Arc<NetworkPolicy>, Error> {
         NetworkPolicy::for_references(
             references.iter().copied(),
@@ -349,6 +433,13 @@ impl Imo {
             &self.settings.allow_hosts,
         )
         .map_err(Error::InvalidReference)
+        .map(|p| {
+            if self.settings.learn_hosts {
+                p
+            } else {
+                p.without_learning()
+            }
+        })
     }
 
     /// Writes the difference archive of `final_` over `base` (or `"scratch"`) to `out`.
@@ -366,7 +457,7 @@ impl Imo {
         let connector = self.connector(&[base, final_]);
         let mut store = self
             .runtime
-            .store(policy.clone(), connector, self.settings.progress);
+            .store(policy.clone(), connector, self.reporter(), &[]);
         let imo = self
             .runtime
             .instantiate(&mut store)
@@ -446,7 +537,7 @@ impl Imo {
         let connector = self.connector(&[destination]);
         let mut store = self
             .runtime
-            .store(policy.clone(), connector, self.settings.progress);
+            .store(policy.clone(), connector, self.reporter(), &[]);
         let imo = self
             .runtime
             .instantiate(&mut store)
@@ -495,4 +586,54 @@ fn partial_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "archive".into());
     path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+}
+
+/// An archive being pulled, readable as it is produced. See [`Imo::pull`].
+pub struct PullStream {
+    reader: tokio::io::DuplexStream,
+    task: Option<tokio::task::JoinHandle<Result<Summary, Error>>>,
+    result: Option<Result<Summary, Error>>,
+}
+
+impl PullStream {
+    /// Waits for the pull to end and returns its summary. Read the stream to its end first:
+    /// the component waits for the reader when the buffer is full.
+    pub async fn finish(mut self) -> Result<Summary, Error> {
+        if let Some(r) = self.result.take() {
+            return r;
+        }
+        let task = self
+            .task
+            .take()
+            .expect("the task is taken only here and at the end of reading");
+        task.await.map_err(runtime_error)?
+    }
+}
+
+impl AsyncRead for PullStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.reader).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            other => return other,
+        }
+        // The writer is gone: the archive ended, completely or not. Say which.
+        if self.result.is_none() {
+            let Some(task) = self.task.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let outcome = std::task::ready!(std::pin::Pin::new(task).poll(cx));
+            self.task = None;
+            self.result = Some(outcome.map_err(runtime_error).and_then(|r| r));
+        }
+        match &self.result {
+            Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e.clone()))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
 }

@@ -90,6 +90,9 @@ struct Global {
     /// Print no progress and no summary
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Print the summary as JSON (on stdout, or on stderr when stdout is the archive)
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 /// The registries each role talks to, for looking credentials up in auth files.
@@ -106,7 +109,9 @@ fn registry_of(reference: &str) -> Option<String> {
 }
 
 fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
-    let mut b = Imo::builder().progress(!g.quiet).tls_verify(g.tls_verify);
+    let mut b = Imo::builder()
+        .progress(!g.quiet && !g.json)
+        .tls_verify(g.tls_verify);
     let mut stdin_password: Option<String> = None;
     let mut split = |flag: &str, value: &str| -> Result<(String, String), Error> {
         let usage = || {
@@ -228,6 +233,7 @@ async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send 
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.global.quiet;
+    let archive_on_stdout = matches!(&cli.command, Command::Pull { output, .. } if output == "-");
     let (headline, summary) = match cli.command {
         Command::Component { output } => {
             return std::fs::write(&output, imo::COMPONENT)
@@ -292,7 +298,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             (format!("pushed {} to {destination}", s.final_reference), s)
         }
     };
-    if !quiet {
+    if cli.global.json {
+        let json = serde_json::to_string(&summary).expect("a summary serialises");
+        if archive_on_stdout {
+            eprintln!("{json}");
+        } else {
+            println!("{json}");
+        }
+    } else if !quiet {
         print_summary(&headline, &summary);
     }
     Ok(())

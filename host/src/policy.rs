@@ -59,6 +59,8 @@ pub struct NetworkPolicy {
     insecure: BTreeSet<Authority>,
     /// Requests refused so far, so the command can say which and why.
     pub denied: Mutex<Vec<Denied>>,
+    /// Whether hosts that allowed registries point to become allowed.
+    learn: bool,
 }
 
 impl NetworkPolicy {
@@ -94,8 +96,17 @@ impl NetworkPolicy {
         Ok(Arc::new(Self {
             allowed: Mutex::new(allowed),
             insecure,
+            learn: true,
             ..Self::default()
         }))
+    }
+
+    /// Stops learning hosts from responses: only the named registries stay reachable.
+    pub fn without_learning(mut self: Arc<Self>) -> Arc<Self> {
+        if let Some(p) = Arc::get_mut(&mut self) {
+            p.learn = false;
+        }
+        self
     }
 
     /// Decides one request. `scheme` is `http` or `https`; `authority` is `host[:port]`.
@@ -144,6 +155,9 @@ impl NetworkPolicy {
     /// Learns the hosts an allowed registry points to: the token realm in its
     /// `WWW-Authenticate` challenges and the target of its redirects.
     pub fn learn_from_response(&self, headers: &http::HeaderMap) {
+        if !self.learn {
+            return;
+        }
         let mut learned = Vec::new();
         for v in headers.get_all(http::header::WWW_AUTHENTICATE) {
             let Ok(v) = v.to_str() else { continue };
@@ -252,6 +266,18 @@ mod tests {
         p.learn_from_response(&h);
         assert!(p.check("https", "auth.example").is_ok());
         assert!(p.check("https", "cdn.example:8443").is_ok());
+        assert!(p.check("https", "cdn.example").is_err());
+    }
+
+    #[test]
+    fn learning_can_be_switched_off() {
+        let p = policy(&["r.example/b"], &[]).without_learning();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::LOCATION,
+            "https://cdn.example/blob".parse().unwrap(),
+        );
+        p.learn_from_response(&h);
         assert!(p.check("https", "cdn.example").is_err());
     }
 

@@ -51,20 +51,34 @@ impl Runtime {
         })
     }
 
-    /// A store for one operation: network limited by `policy`, stderr passed through only
-    /// when progress is wanted, and no files, environment, arguments or sockets.
+    /// A store for one operation: network limited by `policy`, the component's stderr
+    /// lines handed to `report` (if any), and no files, environment or sockets. `args` only
+    /// matter to the component's own command line.
     pub fn store(
         &self,
         policy: Arc<NetworkPolicy>,
         connector: Arc<Connector>,
-        stderr: bool,
+        report: Option<Reporter>,
+        args: &[&str],
     ) -> Store<State> {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        if stderr {
-            wasi.inherit_stderr();
+            .allow_ip_name_lookup(false)
+            .args(args);
+        if let Some(report) = report {
+            let (writer, reader) = tokio::io::duplex(64 * 1024);
+            wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
+                64 * 1024,
+                writer,
+            ));
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt as _;
+                let mut lines = tokio::io::BufReader::new(reader).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    report(line.strip_prefix("imo: ").unwrap_or(&line));
+                }
+            });
         }
         let state = State {
             wasi: wasi.build(),
@@ -73,6 +87,13 @@ impl Runtime {
             hooks: Hooks { policy, connector },
         };
         Store::new(&self.engine, state)
+    }
+
+    /// Runs the component's own command line (`wasi:cli/run`) in a store; whether it exited
+    /// successfully.
+    pub async fn run_cli(&self, store: &mut Store<State>) -> Result<bool> {
+        let imo = self.instantiate(store).await?;
+        Ok(imo.wasi_cli_run().call_run(store).await?.is_ok())
     }
 
     pub async fn instantiate(&self, store: &mut Store<State>) -> Result<bindings::Imo> {
@@ -125,6 +146,9 @@ fn load_component(engine: &Engine) -> Result<Component> {
     }
     Ok(component)
 }
+
+/// Receives the component's progress lines.
+pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct State {
     wasi: WasiCtx,

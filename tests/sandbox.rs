@@ -1,0 +1,168 @@
+//! The sandbox: the component reaches only what the command names, and the library API.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use support::*;
+
+fn lines() -> (
+    Arc<Mutex<Vec<String>>>,
+    impl Fn(&str) + Send + Sync + 'static,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (seen, move |l: &str| s.lock().unwrap().push(l.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_component_reads_no_file_it_was_not_handed() {
+    let (seen, report) = lines();
+    let imo = imo::Imo::builder().reporter(report).build().unwrap();
+    let beside = TempDir::new("beside");
+    let secret = beside.join("archive.tar");
+    std::fs::write(&secret, b"not for the component").unwrap();
+    let ok = imo
+        .run_sandboxed_cli(&["vet", secret.to_str().unwrap(), "127.0.0.1:1/x:v1"], &[])
+        .await
+        .unwrap();
+    assert!(!ok, "the component read a file the host never granted");
+    // Give the stderr relay a moment to deliver the last line.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let said = seen.lock().unwrap().join("\n");
+    assert!(
+        said.contains("archive I/O failed") && said.contains("archive.tar"),
+        "{said}"
+    );
+}
+
+/// A registry stand-in that sends clients to a token service on another port.
+fn registry_pointing_to(realm: &str) -> FixedServer {
+    FixedServer::start(format!(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_not_named_are_refused() {
+    let token = FixedServer::start(
+        "HTTP/1.1 500 No\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    );
+    let registry = registry_pointing_to(&format!("http://{}/token", token.addr));
+    let image = format!("{}/app:v1", registry.addr);
+
+    // Only the named registry: the realm it points to is refused, and never contacted.
+    let imo = imo::Imo::builder().learn_hosts(false).build().unwrap();
+    let err = imo
+        .pull_to_writer("scratch", &image, tokio::io::sink())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, imo::Error::Unreachable(_)), "{msg}");
+    assert!(
+        msg.contains(&format!("refused http://{}", token.addr)) && msg.contains("--allow-host"),
+        "{msg}"
+    );
+    assert_eq!(token.hits(), 0);
+    assert!(registry.hits() > 0);
+
+    // Named with allow_host, it is reached.
+    let imo = imo::Imo::builder()
+        .learn_hosts(false)
+        .allow_host(&token.addr)
+        .build()
+        .unwrap();
+    imo.pull_to_writer("scratch", &image, tokio::io::sink())
+        .await
+        .unwrap_err();
+    assert_eq!(token.hits(), 1);
+
+    // By default the realm an allowed registry names is learned and reached.
+    let imo = imo::Imo::builder().build().unwrap();
+    imo.pull_to_writer("scratch", &image, tokio::io::sink())
+        .await
+        .unwrap_err();
+    assert_eq!(token.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_streams_the_archive_and_reports_progress() {
+    let src = Registry::start();
+    let layout = oci_layout("v1", &[("lib-a", 200_000), ("lib-b", 100_000)]);
+    seed(&layout, &src.image("app:v1"), None);
+    let log = Arc::new(Mutex::new(Vec::<u8>::new()));
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let imo = imo::Imo::builder()
+        .reporter_writer(Shared(log.clone()))
+        .build()
+        .unwrap();
+
+    let mut stream = imo.pull("scratch", &src.image("app:v1"));
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut bytes)
+        .await
+        .unwrap();
+    let summary = stream.finish().await.unwrap();
+    assert_eq!(bytes.len() as u64, summary.archive_bytes);
+    assert_eq!(summary.blobs_in_archive, 3);
+
+    let work = TempDir::new("work");
+    let file = work.join("a.tar");
+    imo.pull_to_file("scratch", &src.image("app:v1"), &file)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        bytes,
+        "streamed and file archives are identical"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let log = String::from_utf8(log.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("copying"), "{log}");
+
+    // A failure shows up as a read error, and as the result.
+    let mut stream = imo.pull("scratch", &src.image("missing:v1"));
+    let err = tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("MANIFEST_UNKNOWN"), "{err}");
+    assert!(matches!(
+        stream.finish().await,
+        Err(imo::Error::NotFound(_))
+    ));
+}
+
+#[test]
+fn json_summaries_for_scripts() {
+    let src = Registry::start();
+    seed(
+        &oci_layout("v1", &[("json", 50_000)]),
+        &src.image("app:v1"),
+        None,
+    );
+    let work = TempDir::new("work");
+    let out = imo_ok(&[
+        "pull",
+        "--json",
+        "scratch",
+        &src.image("app:v1"),
+        "-o",
+        work.join("a.tar").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["blobs_in_archive"], 2);
+    assert_eq!(v["base_reference"], "scratch");
+    assert!(
+        out.stderr.is_empty(),
+        "--json prints no progress: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
