@@ -12,6 +12,7 @@ pub mod plan;
 pub mod platform;
 pub mod reference;
 pub mod registry;
+pub mod store;
 pub mod tar;
 
 #[cfg(target_arch = "wasm32")]

@@ -8,6 +8,7 @@ use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::Reference;
 use crate::registry::{Access, Client, Credentials, Transport};
+use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{Read, Write};
@@ -63,27 +64,19 @@ fn short(d: &Digest) -> &str {
     &d.as_str()[..19]
 }
 
-fn parse_ref(what: &str, s: &str) -> Result<Reference> {
-    Reference::parse(s).map_err(|e| Error::InvalidReference(format!("{what}: {e}")))
-}
-
 /// Fetches a top-level manifest and, for indexes, every child.
-fn fetch_all(client: &Client<'_>, key: &str) -> Result<Vec<Fetched>> {
+fn fetch_all(client: &dyn Source, key: &str) -> Result<Vec<Fetched>> {
     let (top, bytes) = client.manifest(key)?;
     fetch_tree(client, top, bytes)
 }
 
-fn invalid_manifest(client: &Client<'_>, d: &Digest, e: String) -> Error {
-    Error::InvalidManifest(format!(
-        "manifest {d} in {}/{} {e}",
-        client.registry(),
-        client.repository()
-    ))
+fn invalid_manifest(client: &dyn Source, d: &Digest, e: String) -> Error {
+    Error::InvalidManifest(format!("manifest {d} in {} {e}", client.describe()))
 }
 
 /// Fetches every manifest under `top` (nested indexes included), verifying each against
 /// the descriptor that names it. Top first, then breadth first; each manifest once.
-fn fetch_tree(client: &Client<'_>, top: Descriptor, bytes: Vec<u8>) -> Result<Vec<Fetched>> {
+fn fetch_tree(client: &dyn Source, top: Descriptor, bytes: Vec<u8>) -> Result<Vec<Fetched>> {
     let mut out = Vec::new();
     let mut seen = BTreeSet::from([top.digest.clone()]);
     let mut queue = VecDeque::from([(top, bytes)]);
@@ -126,7 +119,7 @@ fn fetch_tree(client: &Client<'_>, top: Descriptor, bytes: Vec<u8>) -> Result<Ve
 
 /// Narrows the final image to the platforms asked for (see [`platform::Selection`]).
 fn choose_platforms(
-    client: &Client<'_>,
+    client: &dyn Source,
     top: Descriptor,
     bytes: Vec<u8>,
     specs: &[PlatformSpec],
@@ -141,15 +134,8 @@ fn choose_platforms(
         report.line("the final image has one platform; --platform leaves it whole");
         return Ok((top, bytes));
     }
-    let selection =
-        platform::select(&bytes, &top.media_type, parsed.children(), specs).map_err(|e| {
-            Error::NotFound(format!(
-                "{}/{} {}: {e}",
-                client.registry(),
-                client.repository(),
-                top.digest
-            ))
-        })?;
+    let selection = platform::select(&bytes, &top.media_type, parsed.children(), specs)
+        .map_err(|e| Error::NotFound(format!("{} {}: {e}", client.describe(), top.digest)))?;
     match selection {
         Selection::One(child) => {
             report.line(&format!(
@@ -186,7 +172,7 @@ fn choose_platforms(
 /// `sha256-<hex>.sig|.att|.sbom` tags, the OCI 1.1 referrers tag schema (`sha256-<hex>`),
 /// and the referrers API where the registry has it.
 fn find_attached(
-    client: &Client<'_>,
+    client: &dyn Source,
     manifests: &[Fetched],
     report: &dyn Reporter,
 ) -> Result<Vec<(Option<String>, Vec<Fetched>)>> {
@@ -260,32 +246,26 @@ pub fn pull(
     final_ref: &str,
     out: &mut dyn Write,
 ) -> Result<Summary> {
-    let fin = parse_ref("final image", final_ref)?;
+    let fin = parse_location("final image", final_ref)?;
     let base = if base_ref == layout::SCRATCH {
         None
     } else {
-        Some(parse_ref("base image", base_ref)?)
+        Some(parse_location("base image", base_ref)?)
     };
-
-    let final_client = Client::connect(
-        transport,
-        &fin,
-        options.final_credentials.clone(),
-        Access::pull(),
-        &options.insecure_registries,
-    )?;
+    let final_client = open_source(transport, &fin, options.final_credentials.clone(), options)?;
+    let final_client = final_client.as_ref();
     let specs = options
         .platforms
         .iter()
         .map(|p| PlatformSpec::parse(p).map_err(Error::InvalidReference))
         .collect::<Result<Vec<_>>>()?;
-    let (top, bytes) = final_client.manifest(&fin.manifest_key())?;
-    let (top, bytes) = choose_platforms(&final_client, top, bytes, &specs, report)?;
-    let mut manifests = fetch_tree(&final_client, top, bytes)?;
+    let (top, bytes) = final_client.manifest(&manifest_key(&fin))?;
+    let (top, bytes) = choose_platforms(final_client, top, bytes, &specs, report)?;
+    let mut manifests = fetch_tree(final_client, top, bytes)?;
     let top = manifests[0].descriptor.clone();
     let mut attached = Vec::new();
     if options.referrers {
-        for (tag, tree) in find_attached(&final_client, &manifests, report)? {
+        for (tag, tree) in find_attached(final_client, &manifests, report)? {
             attached.push(layout::Attached {
                 tag,
                 manifest: tree[0].descriptor.digest.clone(),
@@ -294,7 +274,8 @@ pub fn pull(
         }
     }
     report.line(&format!(
-        "final {fin}: {} ({} manifest(s))",
+        "final {}: {} ({} manifest(s))",
+        display_location(&fin, final_ref),
         top.digest,
         manifests.len()
     ));
@@ -302,14 +283,8 @@ pub fn pull(
     let mut base_blobs = BTreeSet::new();
     let mut base_digest = None;
     if let Some(base) = &base {
-        let client = Client::connect(
-            transport,
-            base,
-            options.base_credentials.clone(),
-            Access::pull(),
-            &options.insecure_registries,
-        )?;
-        let base_manifests = fetch_all(&client, &base.manifest_key())?;
+        let client = open_source(transport, base, options.base_credentials.clone(), options)?;
+        let base_manifests = fetch_all(client.as_ref(), &manifest_key(base))?;
         base_digest = Some(base_manifests[0].descriptor.digest.clone());
         base_blobs.extend(
             base_manifests
@@ -318,7 +293,8 @@ pub fn pull(
                 .map(|d| d.digest.clone()),
         );
         report.line(&format!(
-            "base {base}: {} ({} blob(s))",
+            "base {}: {} ({} blob(s))",
+            display_location(base, base_ref),
             base_manifests[0].descriptor.digest,
             base_blobs.len()
         ));
@@ -327,10 +303,11 @@ pub fn pull(
     let plan = plan::diff(&manifests, &base_blobs);
     let meta = Metadata {
         imo_archive_version: layout::FORMAT_VERSION,
-        final_reference: fin.to_string(),
-        base_reference: base
-            .as_ref()
-            .map_or_else(|| layout::SCRATCH.to_owned(), Reference::to_string),
+        final_reference: display_location(&fin, final_ref),
+        base_reference: base.as_ref().map_or_else(
+            || layout::SCRATCH.to_owned(),
+            |b| display_location(b, base_ref),
+        ),
         base_digest,
         manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
         blobs: plan.include.clone(),
@@ -347,11 +324,8 @@ pub fn pull(
         &serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
     )
     .map_err(io)?;
-    w.file(
-        layout::INDEX_FILE,
-        &layout::index_json(&meta, fin.tag.as_deref()),
-    )
-    .map_err(io)?;
+    w.file(layout::INDEX_FILE, &layout::index_json(&meta, fin.tag()))
+        .map_err(io)?;
     for m in &manifests {
         w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes)
             .map_err(io)?;
@@ -410,7 +384,10 @@ enum Found {
 
 /// Repositories of the destination registry that blobs may be mounted from: those the user
 /// names, and the base image's repository path (where a mirror usually keeps the base).
-fn mount_sources(dest: &Reference, meta: &Metadata, options: &Options) -> Vec<String> {
+fn mount_sources(dest: &Location, meta: &Metadata, options: &Options) -> Vec<String> {
+    let Location::Registry(dest) = dest else {
+        return vec![];
+    };
     let base_repo = Reference::parse(&meta.base_reference)
         .ok()
         .map(|r| r.repository);
@@ -424,7 +401,11 @@ fn mount_sources(dest: &Reference, meta: &Metadata, options: &Options) -> Vec<St
 }
 
 /// Finds each blob with `HEAD` requests only: nothing is written while surveying.
-fn survey(client: &Client<'_>, blobs: &[Descriptor], sources: &[String]) -> Result<Vec<Found>> {
+fn survey(
+    client: &dyn Destination,
+    blobs: &[Descriptor],
+    sources: &[String],
+) -> Result<Vec<Found>> {
     let mut found = Vec::with_capacity(blobs.len());
     'blobs: for d in blobs {
         if client.has_blob(&d.digest)? {
@@ -444,7 +425,7 @@ fn survey(client: &Client<'_>, blobs: &[Descriptor], sources: &[String]) -> Resu
 
 /// Fails with every omitted blob the destination cannot provide.
 fn vet_omitted(
-    client: &Client<'_>,
+    client: &dyn Destination,
     meta: &Metadata,
     sources: &[String],
     report: &dyn Reporter,
@@ -459,9 +440,8 @@ fn vet_omitted(
         .collect();
     let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
     report.line(&format!(
-        "vet {}/{}: {} of {} omitted blob(s) present{}",
-        client.registry(),
-        client.repository(),
+        "vet {}: {} of {} omitted blob(s) present{}",
+        client.describe(),
         meta.omitted.len() - missing.len(),
         meta.omitted.len(),
         if mountable > 0 {
@@ -485,44 +465,101 @@ pub fn push_vet(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    let dest = parse_ref("destination", destination)?;
+    let dest = parse_location("destination", destination)?;
     let archive = open_archive(archive)?;
     let sources = mount_sources(&dest, &archive.meta, options);
-    let access = Access {
-        push: false,
-        also_pull: sources.clone(),
-    };
-    let client = Client::connect(
-        transport,
-        &dest,
-        options.push_credentials.clone(),
-        access,
-        &options.insecure_registries,
-    )?;
-    vet_omitted(&client, &archive.meta, &sources, report)?;
+    let client = open_destination(transport, &dest, options, false, &sources)?;
+    vet_omitted(client.as_ref(), &archive.meta, &sources, report)?;
     Ok(summary_of(&archive))
 }
 
-/// The tag (or digest) the top-level manifest is pushed under.
-fn destination_key(dest: &Reference, meta: &Metadata) -> Result<String> {
+/// The tag (or digest) the top-level manifest is pushed under: the destination's, else
+/// the final image's tag, else `latest`.
+fn destination_key(dest: &Location, meta: &Metadata) -> Result<String> {
     let top = &meta.manifests[0].digest;
-    if let Some(d) = &dest.digest {
+    if let Location::Registry(r) = dest
+        && let Some(d) = &r.digest
+    {
         if d != top {
             return Err(Error::InvalidReference(format!(
-                "destination {dest} pins digest {d}, but the archive's image is {top}"
+                "destination {r} pins digest {d}, but the archive's image is {top}"
             )));
         }
-        if dest.tag.is_none() {
+        if r.tag.is_none() {
             return Ok(d.to_string());
         }
     }
-    if let Some(t) = &dest.tag {
-        return Ok(t.clone());
+    if let Some(t) = dest.tag() {
+        return Ok(t.to_owned());
     }
-    let from_final = Reference::parse(&meta.final_reference)
+    let from_final = Location::parse(&meta.final_reference)
         .ok()
-        .and_then(|r| r.tag);
+        .and_then(|l| l.tag().map(str::to_owned));
     Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
+}
+
+fn parse_location(what: &str, s: &str) -> Result<Location> {
+    Location::parse(s).map_err(|e| Error::InvalidReference(format!("{what}: {e}")))
+}
+
+/// How a location is recorded and shown: a registry reference normalised, a layout as given.
+fn display_location(l: &Location, given: &str) -> String {
+    match l {
+        Location::Registry(r) => r.to_string(),
+        Location::Layout { .. } => given.to_owned(),
+    }
+}
+
+/// The manifest to read first: a registry reference's digest or tag; a layout's tag, or
+/// its only image.
+fn manifest_key(l: &Location) -> String {
+    match l {
+        Location::Registry(r) => r.manifest_key(),
+        Location::Layout { tag, .. } => tag.clone().unwrap_or_default(),
+    }
+}
+
+fn open_source<'t>(
+    transport: &'t dyn Transport,
+    l: &Location,
+    credentials: Option<Credentials>,
+    options: &Options,
+) -> Result<Box<dyn Source + 't>> {
+    Ok(match l {
+        Location::Registry(r) => Box::new(Client::connect(
+            transport,
+            r,
+            credentials,
+            Access::pull(),
+            &options.insecure_registries,
+        )?),
+        Location::Layout { dir, .. } => Box::new(Layout::new(dir)),
+    })
+}
+
+fn open_destination<'t>(
+    transport: &'t dyn Transport,
+    l: &Location,
+    options: &Options,
+    push: bool,
+    mount_sources: &[String],
+) -> Result<Box<dyn Destination + 't>> {
+    Ok(match l {
+        Location::Registry(r) => {
+            let access = Access {
+                push,
+                also_pull: mount_sources.to_vec(),
+            };
+            Box::new(Client::connect(
+                transport,
+                r,
+                options.push_credentials.clone(),
+                access,
+                &options.insecure_registries,
+            )?)
+        }
+        Location::Layout { dir, .. } => Box::new(Layout::new(dir)),
+    })
 }
 
 /// Vets, uploads what the destination lacks, then puts the manifests, top-level last.
@@ -533,19 +570,14 @@ pub fn push(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    let dest = parse_ref("destination", destination)?;
+    let dest = parse_location("destination", destination)?;
     let mut archive = open_archive(archive)?;
     let key = destination_key(&dest, &archive.meta)?;
     let sources = mount_sources(&dest, &archive.meta, options);
-    let client = Client::connect(
-        transport,
-        &dest,
-        options.push_credentials.clone(),
-        Access::push(sources.clone()),
-        &options.insecure_registries,
-    )?;
-    let omitted = vet_omitted(&client, &archive.meta, &sources, report)?;
-    let carried = survey(&client, &archive.meta.blobs, &sources)?;
+    let client = open_destination(transport, &dest, options, true, &sources)?;
+    let client = client.as_ref();
+    let omitted = vet_omitted(client, &archive.meta, &sources, report)?;
+    let carried = survey(client, &archive.meta.blobs, &sources)?;
 
     // Everything is known to be available: only now does anything change at the destination.
     let mut summary = summary_of(&archive);

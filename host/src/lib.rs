@@ -404,7 +404,8 @@ impl Imo {
         argv.extend_from_slice(args);
         let mut store = self
             .runtime
-            .store(policy, connector, self.reporter(), &argv);
+            .store(policy, connector, self.reporter(), &argv, &[])
+            .map_err(runtime_error)?;
         self.runtime
             .run_cli(&mut store)
             .await
@@ -453,11 +454,18 @@ impl Imo {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        let (base, final_, grants) = {
+            let (b, g1) = layout_grant(base, false)?;
+            let (f, g2) = layout_grant(final_, false)?;
+            (b, f, g1.into_iter().chain(g2).collect::<Vec<_>>())
+        };
+        let (base, final_) = (base.as_str(), final_.as_str());
         let policy = self.policy(&[base, final_])?;
         let connector = self.connector(&[base, final_]);
         let mut store = self
             .runtime
-            .store(policy.clone(), connector, self.reporter(), &[]);
+            .store(policy.clone(), connector, self.reporter(), &[], &grants)
+            .map_err(runtime_error)?;
         let imo = self
             .runtime
             .instantiate(&mut store)
@@ -533,11 +541,15 @@ impl Imo {
     where
         R: AsyncRead + Send + Unpin + 'static,
     {
+        let (destination, grants) = layout_grant(destination, push)?;
+        let destination = destination.as_str();
+        let grants: Vec<_> = grants.into_iter().collect();
         let policy = self.policy(&[destination])?;
         let connector = self.connector(&[destination]);
         let mut store = self
             .runtime
-            .store(policy.clone(), connector, self.reporter(), &[]);
+            .store(policy.clone(), connector, self.reporter(), &[], &grants)
+            .map_err(runtime_error)?;
         let imo = self
             .runtime
             .instantiate(&mut store)
@@ -558,6 +570,33 @@ impl Imo {
         let _ = store.data_mut().table.delete(own);
         finish(result, &policy)
     }
+}
+
+/// A local OCI layout directory the component may use, at the same path as on the host.
+#[doc(hidden)]
+pub struct LayoutGrant {
+    pub dir: PathBuf,
+    pub writable: bool,
+}
+
+/// For an `oci:DIR[:TAG]` reference, the directory to grant (created first if it is to be
+/// written) and the reference rewritten with its absolute path; other references pass as
+/// they are.
+fn layout_grant(reference: &str, writable: bool) -> Result<(String, Option<LayoutGrant>), Error> {
+    let Ok(imo_guest::store::Location::Layout { dir, tag }) =
+        imo_guest::store::Location::parse(reference)
+    else {
+        return Ok((reference.to_owned(), None));
+    };
+    if writable {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(format!("{dir}: {e}")))?;
+    }
+    let abs = std::fs::canonicalize(&dir).map_err(|e| Error::Io(format!("{dir}: {e}")))?;
+    let rewritten = match tag {
+        Some(t) => format!("oci:{}:{t}", abs.display()),
+        None => format!("oci:{}", abs.display()),
+    };
+    Ok((rewritten, Some(LayoutGrant { dir: abs, writable })))
 }
 
 /// Turns the component's answer into the host's, adding what the policy refused.

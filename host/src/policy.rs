@@ -72,7 +72,7 @@ impl NetworkPolicy {
     ) -> Result<Arc<Self>, String> {
         let mut allowed = BTreeSet::new();
         for r in references {
-            if r == "scratch" {
+            if r == "scratch" || r.starts_with("oci:") {
                 continue;
             }
             let r = Reference::parse(r)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use wasmtime::Result;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
@@ -60,12 +60,21 @@ impl Runtime {
         connector: Arc<Connector>,
         report: Option<Reporter>,
         args: &[&str],
-    ) -> Store<State> {
+        layouts: &[crate::LayoutGrant],
+    ) -> Result<Store<State>> {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .args(args);
+        for g in layouts {
+            let perms = if g.writable {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            wasi.preopened_dir(&g.dir, g.dir.to_string_lossy(), perms)?;
+        }
         if let Some(report) = report {
             let (writer, reader) = tokio::io::duplex(64 * 1024);
             wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
@@ -86,7 +95,7 @@ impl Runtime {
             table: ResourceTable::new(),
             hooks: Hooks { policy, connector },
         };
-        Store::new(&self.engine, state)
+        Ok(Store::new(&self.engine, state))
     }
 
     /// Runs the component's own command line (`wasi:cli/run`) in a store; whether it exited

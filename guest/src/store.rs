@@ -1,0 +1,455 @@
+//! Where images come from and go to: a registry repository, or a local OCI image layout
+//! (`oci:DIR[:TAG]`, as skopeo writes it). Operations see only these two traits.
+
+use crate::digest::{Digest, Verifier};
+use crate::error::{Error, Result};
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::reference::Reference;
+use crate::registry::{BodyWriter, Client};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Reads images.
+pub trait Source {
+    /// For messages: `registry/repository` or `oci:DIR`.
+    fn describe(&self) -> String;
+    fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)>;
+    fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>>;
+    fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>>;
+    /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
+    fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
+}
+
+/// Receives images.
+pub trait Destination {
+    fn describe(&self) -> String;
+    fn has_blob(&self, digest: &Digest) -> Result<bool>;
+    /// Whether another repository of the same store holds the blob (for mounts).
+    fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
+    fn mount(&self, digest: &Digest, from: &str) -> Result<bool>;
+    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()>;
+    fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()>;
+}
+
+/// A parsed location: a registry reference or a layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Registry(Reference),
+    Layout { dir: String, tag: Option<String> },
+}
+
+impl Location {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let Some(rest) = s.strip_prefix("oci:") else {
+            return Reference::parse(s).map(Location::Registry);
+        };
+        // `oci:DIR:TAG`: the tag follows the last ':' unless that part holds a '/'.
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') && !d.is_empty() => (d, Some(t)),
+            _ => (rest, None),
+        };
+        if dir.is_empty() {
+            return Err(format!("{s:?} names no directory (oci:DIR[:TAG])"));
+        }
+        if tag.is_some_and(str::is_empty) {
+            return Err(format!("{s:?} has an empty tag after ':'"));
+        }
+        Ok(Location::Layout {
+            dir: dir.into(),
+            tag: tag.map(Into::into),
+        })
+    }
+
+    /// The tag written, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Location::Registry(r) => r.tag.as_deref(),
+            Location::Layout { tag, .. } => tag.as_deref(),
+        }
+    }
+}
+
+impl Source for Client<'_> {
+    fn describe(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository())
+    }
+    fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
+        Client::manifest(self, key)
+    }
+    fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        Client::manifest_if_exists(self, key)
+    }
+    fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
+        Client::referrers(self, digest)
+    }
+    fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        Client::blob(self, d, sink)
+    }
+}
+
+impl Destination for Client<'_> {
+    fn describe(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository())
+    }
+    fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Client::has_blob(self, digest)
+    }
+    fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        Client::has_blob_in(self, repository, digest)
+    }
+    fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
+        Client::mount(self, digest, from)
+    }
+    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
+        Client::upload(self, d, source)
+    }
+    fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
+        Client::put_manifest(self, key, d, bytes)
+    }
+}
+
+/// An OCI image layout directory.
+pub struct Layout {
+    dir: PathBuf,
+}
+
+const INDEX: &str = "index.json";
+
+impl Layout {
+    pub fn new(dir: &str) -> Self {
+        Self {
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.dir.join("blobs/sha256").join(d.hex())
+    }
+
+    fn io(&self, what: &Path, e: std::io::Error) -> Error {
+        Error::Io(format!("{}: {e}", what.display()))
+    }
+
+    fn read_index(&self) -> Result<Option<serde_json::Value>> {
+        let path = self.dir.join(INDEX);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| Error::InvalidManifest(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io(&path, e)),
+        }
+    }
+
+    fn entries(&self) -> Result<Vec<Descriptor>> {
+        let Some(index) = self.read_index()? else {
+            return Err(Error::NotFound(format!(
+                "oci:{} has no {INDEX}: it is not an OCI image layout",
+                self.dir.display()
+            )));
+        };
+        let m = Manifest::parse(
+            &serde_json::to_vec(&index).expect("re-serialising JSON"),
+            Some(manifest::OCI_INDEX),
+        )
+        .map_err(|e| Error::InvalidManifest(format!("{}/{INDEX} {e}", self.dir.display())))?;
+        Ok(m.children().to_vec())
+    }
+
+    /// The index entry a tag names: its `org.opencontainers.image.ref.name`, or the only
+    /// entry when no tag is given.
+    fn find(&self, tag: Option<&str>) -> Result<Option<Descriptor>> {
+        let entries = self.entries()?;
+        Ok(match tag {
+            Some(t) => entries.into_iter().find(|d| {
+                d.annotations
+                    .get(crate::layout::REF_NAME)
+                    .map(String::as_str)
+                    == Some(t)
+            }),
+            None if entries.len() == 1 => entries.into_iter().next(),
+            None => {
+                return Err(Error::InvalidReference(format!(
+                    "oci:{} holds {} images; name one as oci:DIR:TAG",
+                    self.dir.display(),
+                    entries.len()
+                )));
+            }
+        })
+    }
+
+    fn read_manifest(&self, d: &Descriptor) -> Result<Vec<u8>> {
+        if d.size > manifest::MAX_MANIFEST_BYTES {
+            return Err(Error::InvalidManifest(format!(
+                "manifest {} is larger than 4 MiB",
+                d.digest
+            )));
+        }
+        let path = self.blob_path(&d.digest);
+        let bytes = std::fs::read(&path).map_err(|e| self.io(&path, e))?;
+        let mut v = Verifier::new(&d.digest, d.size);
+        v.update(&bytes)
+            .and_then(|()| v.finish())
+            .map_err(|m| Error::DigestMismatch(format!("{}: {m}", path.display())))?;
+        Ok(bytes)
+    }
+
+    /// Writes `bytes` as a blob through a temporary file, so a blob file is always whole.
+    fn write_blob(
+        &self,
+        d: &Digest,
+        fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
+        let dir = self.dir.join("blobs/sha256");
+        std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
+        let tmp = dir.join(format!(".{}.partial", d.hex()));
+        let mut file = std::fs::File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
+        let result = fill(&mut file).and_then(|()| file.sync_all().map_err(|e| self.io(&tmp, e)));
+        drop(file);
+        match result {
+            Ok(()) => std::fs::rename(&tmp, self.blob_path(d)).map_err(|e| self.io(&tmp, e)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.partial"));
+        std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))
+    }
+}
+
+impl Source for Layout {
+    fn describe(&self) -> String {
+        format!("oci:{}", self.dir.display())
+    }
+
+    fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
+        self.manifest_if_exists(key)?.ok_or_else(|| {
+            Error::NotFound(format!("oci:{} has no image {key}", self.dir.display()))
+        })
+    }
+
+    fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
+        let d = if key.starts_with("sha256:") {
+            let digest = Digest::parse(key).map_err(Error::InvalidReference)?;
+            let path = self.blob_path(&digest);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                return Ok(None);
+            };
+            let bytes = std::fs::read(&path).map_err(|e| self.io(&path, e))?;
+            let media_type = manifest::declared_media_type(&bytes)
+                .unwrap_or_else(|| manifest::OCI_MANIFEST.into());
+            Descriptor {
+                media_type,
+                digest,
+                size: meta.len(),
+                platform: None,
+                annotations: Default::default(),
+            }
+        } else {
+            let tag = (!key.is_empty()).then_some(key);
+            match self.find(tag)? {
+                Some(d) => d,
+                None => return Ok(None),
+            }
+        };
+        let bytes = self.read_manifest(&d)?;
+        Ok(Some((
+            Descriptor {
+                annotations: Default::default(),
+                platform: None,
+                ..d
+            },
+            bytes,
+        )))
+    }
+
+    fn referrers(&self, _: &Digest) -> Result<Vec<Descriptor>> {
+        // Referrers in a layout travel as tagged entries, found by tag.
+        Ok(vec![])
+    }
+
+    fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        let path = self.blob_path(&d.digest);
+        let mut file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
+        let mut verifier = Verifier::new(&d.digest, d.size);
+        let mismatch = |m| Error::DigestMismatch(format!("{}: {m}", path.display()));
+        let mut buf = vec![0u8; 1 << 20];
+        let last = loop {
+            let n = file.read(&mut buf).map_err(|e| self.io(&path, e))?;
+            if n == 0 {
+                return verifier.finish().map_err(mismatch);
+            }
+            verifier.update(&buf[..n]).map_err(mismatch)?;
+            if verifier.remaining() == 0 {
+                break n;
+            }
+            sink(&buf[..n])?;
+        };
+        if file.read(&mut [0u8; 1]).map_err(|e| self.io(&path, e))? > 0 {
+            return Err(mismatch(crate::digest::Mismatch::TooLong {
+                expected: d.size,
+            }));
+        }
+        verifier.finish().map_err(mismatch)?;
+        sink(&buf[..last])
+    }
+}
+
+impl Destination for Layout {
+    fn describe(&self) -> String {
+        format!("oci:{}", self.dir.display())
+    }
+
+    fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.blob_path(digest).is_file())
+    }
+
+    fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn mount(&self, _: &Digest, _: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
+        // The source verifies what it writes and fails before the last byte otherwise.
+        self.write_blob(&d.digest, &mut |w| source(w))
+    }
+
+    fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
+        self.write_blob(&d.digest, &mut |w| {
+            w.write_all(bytes).map_err(|e| Error::Io(e.to_string()))
+        })?;
+        if key.starts_with("sha256:") {
+            return Ok(());
+        }
+        // Tag it: replace any entry of the same name in index.json, keep the rest.
+        let mut index = self
+            .read_index()?
+            .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": []}));
+        let list = index["manifests"].as_array_mut().ok_or_else(|| {
+            Error::InvalidManifest(format!(
+                "{}/{INDEX} has no manifests list",
+                self.dir.display()
+            ))
+        })?;
+        list.retain(|e| e["annotations"][crate::layout::REF_NAME] != key);
+        let mut entry = serde_json::to_value(Descriptor {
+            platform: None,
+            annotations: Default::default(),
+            ..d.clone()
+        })
+        .expect("descriptors serialise");
+        entry["annotations"] = serde_json::json!({ crate::layout::REF_NAME: key });
+        list.push(entry);
+        self.write_file("oci-layout", crate::layout::LAYOUT_CONTENT)?;
+        self.write_file(INDEX, &serde_json::to_vec(&index).expect("JSON serialises"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("oci:/a/b:v1").unwrap(),
+            Location::Layout {
+                dir: "/a/b".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            Location::parse("oci:rel/dir").unwrap(),
+            Location::Layout {
+                dir: "rel/dir".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            Location::parse("oci:/x:y/z").unwrap(),
+            Location::Layout {
+                dir: "/x:y/z".into(),
+                tag: None
+            }
+        );
+        assert!(Location::parse("oci:").is_err());
+        assert!(Location::parse("oci:/a:").is_err());
+        assert!(matches!(
+            Location::parse("r.io/a:v1").unwrap(),
+            Location::Registry(_)
+        ));
+    }
+
+    #[test]
+    fn a_layout_round_trips_a_tagged_manifest_and_its_blob() {
+        let dir = std::env::temp_dir().join(format!("imo-layout-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let layout = Layout::new(dir.to_str().unwrap());
+        let blob = b"layer bytes".to_vec();
+        let bd = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: Digest::of(&blob),
+            size: blob.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        assert!(!layout.has_blob(&bd.digest).unwrap());
+        layout
+            .upload(&bd, &mut |w| {
+                w.write_all(&blob).map_err(|e| Error::Io(e.to_string()))
+            })
+            .unwrap();
+        assert!(layout.has_blob(&bd.digest).unwrap());
+        let m = crate::manifest::tests::image_json(
+            Some(manifest::OCI_MANIFEST),
+            &bd.digest,
+            &[(&bd.digest, bd.size)],
+        );
+        let md = Descriptor {
+            media_type: manifest::OCI_MANIFEST.into(),
+            digest: Digest::of(&m),
+            size: m.len() as u64,
+            ..bd.clone()
+        };
+        layout.put_manifest("v1", &md, &m).unwrap();
+        layout.put_manifest("v1", &md, &m).unwrap();
+        let (got, bytes) = Source::manifest(&layout, "v1").unwrap();
+        assert_eq!((got.digest, bytes), (md.digest, m));
+        assert_eq!(
+            layout.entries().unwrap().len(),
+            1,
+            "re-tagging replaces the entry"
+        );
+        let mut out = Vec::new();
+        layout
+            .blob(&bd, &mut |c| {
+                out.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(out, blob);
+        // A failed upload leaves no blob file behind.
+        let other = Descriptor {
+            digest: Digest::of(b"other"),
+            ..bd
+        };
+        assert!(
+            layout
+                .upload(&other, &mut |_| Err(Error::DigestMismatch("no".into())))
+                .is_err()
+        );
+        assert!(!layout.has_blob(&other.digest).unwrap());
+        assert!(Source::manifest_if_exists(&layout, "v2").unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
