@@ -57,6 +57,54 @@ impl<F: Fn(&str)> Reporter for F {
     }
 }
 
+/// Progress lines for one blob: `VERB sha256:<12 hex> (N bytes)` at the start,
+/// `VERB sha256:<12 hex>: D of N bytes` every [`PROGRESS_STEP`], `DONE sha256:<12 hex>` at the
+/// end. Plain text for the wasmtime CLI; the imo host turns them into progress bars.
+pub struct Progress<'a> {
+    report: &'a dyn Reporter,
+    verbs: (&'static str, &'static str),
+    id: String,
+    total: u64,
+    done: u64,
+    next: u64,
+}
+
+pub const PROGRESS_STEP: u64 = 32 << 20;
+
+impl<'a> Progress<'a> {
+    pub fn start(
+        report: &'a dyn Reporter,
+        verbs: (&'static str, &'static str),
+        d: &Descriptor,
+    ) -> Self {
+        let id = short(&d.digest).to_owned();
+        report.line(&format!("{} {id} ({} bytes)", verbs.0, d.size));
+        Progress {
+            report,
+            verbs,
+            id,
+            total: d.size,
+            done: 0,
+            next: PROGRESS_STEP,
+        }
+    }
+
+    pub fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        if self.done >= self.next && self.done < self.total {
+            self.report.line(&format!(
+                "{} {}: {} of {} bytes",
+                self.verbs.0, self.id, self.done, self.total
+            ));
+            self.next = self.done + PROGRESS_STEP;
+        }
+    }
+
+    pub fn end(self) {
+        self.report.line(&format!("{} {}", self.verbs.1, self.id));
+    }
+}
+
 /// The most manifests one image may have (an index and its children, nested).
 const MAX_MANIFESTS: usize = 1024;
 
@@ -331,11 +379,15 @@ pub fn pull(
             .map_err(io)?;
     }
     for d in &plan.include {
-        report.line(&format!("copying {} ({} bytes)", short(&d.digest), d.size));
+        let mut progress = Progress::start(report, ("copying", "copied"), d);
         w.header(&layout::blob_path(&d.digest), d.size)
             .map_err(io)?;
-        final_client.blob(d, &mut |chunk| w.data(chunk).map_err(io))?;
+        final_client.blob(d, &mut |chunk| {
+            progress.advance(chunk.len());
+            w.data(chunk).map_err(io)
+        })?;
         w.end_entry(d.size).map_err(io)?;
+        progress.end();
     }
     w.finish().map_err(io)?;
 
@@ -617,9 +669,11 @@ pub fn push(
             short(&d.digest),
             d.size
         ));
+        let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
         client.upload(&d, &mut |w| {
-            upload_from_archive(&mut archive, &d, &mut buf, w)
+            upload_from_archive(&mut archive, &d, &mut buf, &mut progress, w)
         })?;
+        progress.end();
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
     }
@@ -656,6 +710,7 @@ fn upload_from_archive<R: Read>(
     archive: &mut Opened<R>,
     d: &Descriptor,
     buf: &mut [u8],
+    progress: &mut Progress<'_>,
     w: &mut dyn Write,
 ) -> Result<()> {
     let mut verifier = Verifier::new(&d.digest, d.size);
@@ -672,8 +727,10 @@ fn upload_from_archive<R: Read>(
         verifier.update(&buf[..n]).map_err(mismatch)?;
         if verifier.remaining() == 0 {
             verifier.finish().map_err(mismatch)?;
+            progress.advance(n);
             return send(w, &buf[..n]);
         }
+        progress.advance(n);
         send(w, &buf[..n])?;
     }
 }

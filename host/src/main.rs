@@ -1,5 +1,7 @@
 //! The `imo` command.
 
+mod progress;
+
 use clap::{Args, Parser, Subcommand};
 use imo::{Error, Imo, Summary};
 use std::path::PathBuf;
@@ -109,9 +111,16 @@ fn registry_of(reference: &str) -> Option<String> {
 }
 
 fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
-    let mut b = Imo::builder()
-        .progress(!g.quiet && !g.json)
-        .tls_verify(g.tls_verify);
+    let mut b = Imo::builder().tls_verify(g.tls_verify);
+    if !g.quiet && !g.json {
+        // Bars on a terminal; the component's own lines where output is logged.
+        b = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            let bars = std::sync::Arc::new(progress::Bars::new());
+            b.reporter(move |line| bars.line(line))
+        } else {
+            b.progress(true)
+        };
+    }
     let mut stdin_password: Option<String> = None;
     let mut split = |flag: &str, value: &str| -> Result<(String, String), Error> {
         let usage = || {
