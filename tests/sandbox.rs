@@ -45,7 +45,7 @@ fn registry_pointing_to(realm: &str) -> FixedServer {
 #[tokio::test(flavor = "multi_thread")]
 async fn hosts_not_named_are_refused() {
     let token = FixedServer::start(
-        "HTTP/1.1 500 No\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
     );
     let registry = registry_pointing_to(&format!("http://{}/token", token.addr));
     let image = format!("{}/app:v1", registry.addr);

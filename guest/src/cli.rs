@@ -24,6 +24,7 @@ options:
   --dest-creds USER:PASSWORD  credentials for the destination registry
   --platform OS/ARCH[/VARIANT] carry only this platform of an index (repeatable)
   --no-referrers              leave signatures, attestations and SBOMs behind
+  --retries N                 retries of a failed request or cut download (default 4)
   -q, --quiet                 print no progress
   -h, --help                  print this help";
 
@@ -66,6 +67,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut options = Options {
         progress: true,
         referrers: true,
+        max_retries: crate::registry::Retry::default().attempts,
         ..Options::default()
     };
     let mut positional = Vec::new();
@@ -96,6 +98,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--mount-from" => options.mount_from.push(value(flag)?),
             "--platform" => options.platforms.push(value(flag)?),
             "--no-referrers" => options.referrers = false,
+            "--retries" => {
+                let v = value(flag)?;
+                options.max_retries = v
+                    .parse()
+                    .map_err(|_| format!("--retries wants a number, not {v:?}"))?;
+            }
             "--creds" => all_creds = Some(credentials(flag, &value(flag)?)?),
             "--base-creds" => options.base_credentials = Some(credentials(flag, &value(flag)?)?),
             "--final-creds" => options.final_credentials = Some(credentials(flag, &value(flag)?)?),

@@ -222,6 +222,7 @@ impl From<wit::Options> for Options {
             mount_from: o.mount_from,
             platforms: o.platforms,
             referrers: o.referrers,
+            max_retries: o.max_retries,
             progress: o.progress,
         }
     }
@@ -321,6 +322,14 @@ struct WasiHttp;
 impl Transport for WasiHttp {
     fn now(&self) -> u64 {
         wasip2::clocks::wall_clock::now().seconds
+    }
+
+    fn sleep_ms(&self, ms: u64) {
+        wasip2::clocks::monotonic_clock::subscribe_duration(ms.saturating_mul(1_000_000)).block();
+    }
+
+    fn random(&self) -> u64 {
+        wasip2::random::random::get_random_u64()
     }
 
     fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response, Error> {

@@ -7,7 +7,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::Reference;
-use crate::registry::{Access, Client, Credentials, Transport};
+use crate::registry::{Access, Client, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
 use std::collections::{BTreeSet, VecDeque};
@@ -26,6 +26,9 @@ pub struct Options {
     pub platforms: Vec<String>,
     /// Carry signatures, attestations and other referrers of the image.
     pub referrers: bool,
+    /// Retries of a failed request (connection errors, 429, 5xx), and resumes of a cut
+    /// download; 0 for none.
+    pub max_retries: u32,
     pub progress: bool,
 }
 
@@ -47,15 +50,7 @@ pub struct Summary {
 }
 
 /// Where progress lines go; stderr in the component.
-pub trait Reporter {
-    fn line(&self, text: &str);
-}
-
-impl<F: Fn(&str)> Reporter for F {
-    fn line(&self, text: &str) {
-        self(text)
-    }
-}
+pub use crate::registry::Reporter;
 
 /// Progress lines for one blob: `VERB sha256:<12 hex> (N bytes)` at the start,
 /// `VERB sha256:<12 hex>: D of N bytes` every [`PROGRESS_STEP`], `DONE sha256:<12 hex>` at the
@@ -300,7 +295,13 @@ pub fn pull(
     } else {
         Some(parse_location("base image", base_ref)?)
     };
-    let final_client = open_source(transport, &fin, options.final_credentials.clone(), options)?;
+    let final_client = open_source(
+        transport,
+        &fin,
+        options.final_credentials.clone(),
+        options,
+        report,
+    )?;
     let final_client = final_client.as_ref();
     let specs = options
         .platforms
@@ -331,7 +332,13 @@ pub fn pull(
     let mut base_blobs = BTreeSet::new();
     let mut base_digest = None;
     if let Some(base) = &base {
-        let client = open_source(transport, base, options.base_credentials.clone(), options)?;
+        let client = open_source(
+            transport,
+            base,
+            options.base_credentials.clone(),
+            options,
+            report,
+        )?;
         let base_manifests = fetch_all(client.as_ref(), &manifest_key(base))?;
         base_digest = Some(base_manifests[0].descriptor.digest.clone());
         base_blobs.extend(
@@ -520,7 +527,7 @@ pub fn push_vet(
     let dest = parse_location("destination", destination)?;
     let archive = open_archive(archive)?;
     let sources = mount_sources(&dest, &archive.meta, options);
-    let client = open_destination(transport, &dest, options, false, &sources)?;
+    let client = open_destination(transport, &dest, options, false, &sources, report)?;
     vet_omitted(client.as_ref(), &archive.meta, &sources, report)?;
     Ok(summary_of(&archive))
 }
@@ -571,11 +578,22 @@ fn manifest_key(l: &Location) -> String {
     }
 }
 
+fn net<'t>(options: &Options, report: &'t dyn Reporter) -> Net<'t> {
+    Net {
+        retry: Retry {
+            attempts: options.max_retries,
+            ..Retry::default()
+        },
+        report,
+    }
+}
+
 fn open_source<'t>(
     transport: &'t dyn Transport,
     l: &Location,
     credentials: Option<Credentials>,
     options: &Options,
+    report: &'t dyn Reporter,
 ) -> Result<Box<dyn Source + 't>> {
     Ok(match l {
         Location::Registry(r) => Box::new(Client::connect(
@@ -584,6 +602,7 @@ fn open_source<'t>(
             credentials,
             Access::pull(),
             &options.insecure_registries,
+            net(options, report),
         )?),
         Location::Layout { dir, .. } => Box::new(Layout::new(dir)),
     })
@@ -595,6 +614,7 @@ fn open_destination<'t>(
     options: &Options,
     push: bool,
     mount_sources: &[String],
+    report: &'t dyn Reporter,
 ) -> Result<Box<dyn Destination + 't>> {
     Ok(match l {
         Location::Registry(r) => {
@@ -608,6 +628,7 @@ fn open_destination<'t>(
                 options.push_credentials.clone(),
                 access,
                 &options.insecure_registries,
+                net(options, report),
             )?)
         }
         Location::Layout { dir, .. } => Box::new(Layout::new(dir)),
@@ -626,7 +647,7 @@ pub fn push(
     let mut archive = open_archive(archive)?;
     let key = destination_key(&dest, &archive.meta)?;
     let sources = mount_sources(&dest, &archive.meta, options);
-    let client = open_destination(transport, &dest, options, true, &sources)?;
+    let client = open_destination(transport, &dest, options, true, &sources, report)?;
     let client = client.as_ref();
     let omitted = vet_omitted(client, &archive.meta, &sources, report)?;
     let carried = survey(client, &archive.meta.blobs, &sources)?;

@@ -127,12 +127,79 @@ impl Response {
 /// Writes a request body; an error from it aborts the request so nothing is committed.
 pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 
+/// Where progress and retry notices go; stderr in the component.
+pub trait Reporter {
+    fn line(&self, text: &str);
+}
+
+impl<F: Fn(&str)> Reporter for F {
+    fn line(&self, text: &str) {
+        self(text)
+    }
+}
+
+/// How hard to try when the network or the registry fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt; 0 for none.
+    pub attempts: u32,
+    /// The first delay; each retry doubles it, plus up to as much again of jitter.
+    pub base_delay_ms: u64,
+    /// No retry starts once this much time has gone into waiting.
+    pub max_wait_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 4,
+            base_delay_ms: 200,
+            max_wait_ms: 60_000,
+        }
+    }
+}
+
+impl Retry {
+    /// The delay before retry `n` (1-based): exponential, with jitter from `random`.
+    pub fn delay_ms(&self, n: u32, random: u64) -> u64 {
+        let base = self.base_delay_ms.saturating_mul(1 << (n - 1).min(16));
+        base + if base == 0 { 0 } else { random % base }
+    }
+}
+
+/// The statuses worth another try: the registry is overloaded or briefly broken.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from registries and ignored).
+pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
+    value?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.saturating_mul(1000))
+}
+
+/// How a client behaves on the network.
+#[derive(Clone, Copy)]
+pub struct Net<'t> {
+    pub retry: Retry,
+    pub report: &'t dyn Reporter,
+}
+
 /// Moves one HTTP exchange. Connection-level failures are `Error::Unreachable`.
 pub trait Transport {
     fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
 
     /// Seconds since the Unix epoch, for token lifetimes.
     fn now(&self) -> u64;
+
+    /// Waits, between retries.
+    fn sleep_ms(&self, ms: u64);
+
+    /// A random number, for retry jitter.
+    fn random(&self) -> u64;
 }
 
 /// Credentials for one registry.
@@ -213,6 +280,7 @@ pub struct Client<'t> {
     credentials: Option<Credentials>,
     access: Access,
     auth: RefCell<AuthState>,
+    net: Net<'t>,
 }
 
 /// How many redirects a blob request may follow.
@@ -231,6 +299,7 @@ impl<'t> Client<'t> {
         credentials: Option<Credentials>,
         access: Access,
         insecure: &[String],
+        net: Net<'t>,
     ) -> Result<Self> {
         let host = reference.api_host().to_owned();
         let plain_allowed = is_loopback_host(&host)
@@ -249,8 +318,11 @@ impl<'t> Client<'t> {
             credentials,
             access,
             auth: RefCell::new(AuthState::Anonymous),
+            net,
         };
-        let first = client.ping();
+        // Where plain HTTP may follow, a failed HTTPS probe is an answer, not a fault to
+        // retry.
+        let first = client.ping(!plain_allowed);
         let ping = match first {
             Err(Error::Unreachable(https_err)) if plain_allowed => {
                 client.origin.scheme = Scheme::Http;
@@ -260,7 +332,7 @@ impl<'t> Client<'t> {
                         client.registry
                     ))
                 };
-                match client.ping() {
+                match client.ping(true) {
                     // Only a registry API answer proves plain HTTP is what it speaks; a
                     // TLS server's complaint means the HTTPS failure is the real one.
                     Ok(r) if matches!(r.status, 200..=299 | 401) => r,
@@ -304,16 +376,55 @@ impl<'t> Client<'t> {
         &self.registry
     }
 
-    fn ping(&self) -> Result<Response> {
+    fn ping(&self, retry: bool) -> Result<Response> {
         let url = self.url("/v2/");
-        self.transport.send(
-            &Request {
-                method: Method::Get,
-                url,
-                headers: vec![],
-            },
-            None,
-        )
+        let request = Request {
+            method: Method::Get,
+            url,
+            headers: vec![],
+        };
+        if !retry {
+            return self.transport.send(&request, None);
+        }
+        self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))
+    }
+
+    /// Runs one exchange, again after a delay while it fails with a connection error or a
+    /// retryable status, within the retry budget. Every retry is reported.
+    fn with_retries(
+        &self,
+        request: &Request,
+        replayable: bool,
+        exchange: &mut dyn FnMut(u32) -> Result<Response>,
+    ) -> Result<Response> {
+        let mut waited = 0;
+        let mut attempt = 0;
+        loop {
+            let result = exchange(attempt);
+            let (why, after) = match &result {
+                Err(Error::Unreachable(e)) => (e.clone(), None),
+                Ok(r) if retryable_status(r.status) => (
+                    format!("HTTP {}", r.status),
+                    retry_after_ms(r.header("retry-after")),
+                ),
+                _ => return result,
+            };
+            attempt += 1;
+            let retry = self.net.retry;
+            let delay = after.unwrap_or_else(|| retry.delay_ms(attempt, self.transport.random()));
+            if !replayable || attempt > retry.attempts || waited + delay > retry.max_wait_ms {
+                return result;
+            }
+            self.net.report.line(&format!(
+                "retrying {} {} in {delay} ms after {why} (retry {attempt} of {})",
+                request.method.as_str(),
+                request.url,
+                retry.attempts
+            ));
+            drop(result);
+            self.transport.sleep_ms(delay);
+            waited += delay;
+        }
     }
 
     fn url(&self, path: &str) -> Url {
@@ -393,14 +504,14 @@ impl<'t> Client<'t> {
                 w.write_all(form.as_bytes())
                     .map_err(|e| Error::Unreachable(format!("sending a token request: {e}")))
             };
-            self.transport.send(
-                &Request {
-                    method: Method::Post,
-                    url: realm_url,
-                    headers,
-                },
-                Some(&mut write),
-            )?
+            let request = Request {
+                method: Method::Post,
+                url: realm_url,
+                headers,
+            };
+            self.with_retries(&request, true, &mut |_| {
+                self.transport.send(&request, Some(&mut write))
+            })?
         } else {
             let mut url = realm_url;
             for scope in &scopes {
@@ -416,14 +527,12 @@ impl<'t> Client<'t> {
                     auth::basic(&c.username, &c.password),
                 ));
             }
-            self.transport.send(
-                &Request {
-                    method: Method::Get,
-                    url,
-                    headers,
-                },
-                None,
-            )?
+            let request = Request {
+                method: Method::Get,
+                url,
+                headers,
+            };
+            self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))?
         };
         if resp.status == 401 || resp.status == 403 {
             return Err(Error::Unauthorized(format!(
@@ -486,6 +595,32 @@ impl<'t> Client<'t> {
     /// Sends a request with this registry's authorization. A 401 to a bearer token gets one
     /// new token and one retry, if the body can be written again (`replayable`).
     fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: Vec<(String, String)>,
+        mut body: Option<BodyWriter<'_>>,
+        replayable: bool,
+    ) -> Result<Response> {
+        let request = Request {
+            method,
+            url,
+            headers,
+        };
+        self.with_retries(&request, replayable, &mut |_| {
+            let b = body.as_mut().map(|w| &mut **w as BodyWriter<'_>);
+            self.send_authorized(
+                method,
+                request.url.clone(),
+                request.headers.clone(),
+                b,
+                replayable,
+            )
+        })
+    }
+
+    /// One exchange with a 401 answered by a new token, once.
+    fn send_authorized(
         &self,
         method: Method,
         url: Url,
@@ -678,10 +813,7 @@ impl<'t> Client<'t> {
     pub fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let what = format!("blob {}", d.digest);
         let url = self.repo_url(&format!("blobs/{}", d.digest));
-        let mut resp = self.send(Method::Get, url, vec![], None, true)?;
-        if resp.status != 200 {
-            return Err(self.status_error(resp, &what));
-        }
+        let mut resp = self.blob_from(&url, &what, 0)?;
         let mut verifier = Verifier::new(&d.digest, d.size);
         let mut buf = vec![0u8; 1 << 20];
         let mismatch = |m| {
@@ -690,12 +822,35 @@ impl<'t> Client<'t> {
                 self.registry, self.repository
             ))
         };
-        let read_err =
-            |e| Error::Unreachable(format!("{} while reading {what}: {e}", self.registry));
+        let mut resumed = 0;
         let last = loop {
-            let n = resp.body.read(&mut buf).map_err(read_err)?;
+            let n = match resp.body.read(&mut buf) {
+                Ok(n) if n > 0 || verifier.remaining() == 0 => n,
+                cut => {
+                    // A cut download resumes where it stopped; the hash carries on.
+                    let why = match cut {
+                        Ok(_) => "the body ended early".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let at = d.size - verifier.remaining();
+                    resumed += 1;
+                    if resumed > self.net.retry.attempts {
+                        return Err(Error::Unreachable(format!(
+                            "{} while reading {what} at byte {at}: {why} (gave up after {} resumes)",
+                            self.registry, self.net.retry.attempts
+                        )));
+                    }
+                    self.net
+                        .report
+                        .line(&format!("resuming {what} at byte {at} after: {why}"));
+                    self.transport
+                        .sleep_ms(self.net.retry.delay_ms(resumed, self.transport.random()));
+                    resp = self.blob_from(&url, &what, at)?;
+                    continue;
+                }
+            };
             if n == 0 {
-                // Ended early, or an empty blob.
+                // An empty blob.
                 return verifier.finish().map_err(mismatch);
             }
             verifier.update(&buf[..n]).map_err(mismatch)?;
@@ -707,13 +862,55 @@ impl<'t> Client<'t> {
         // The last chunk is passed on only once the whole blob is verified, so a corrupt
         // blob never reaches the sink complete.
         let mut extra = [0u8; 1];
-        if resp.body.read(&mut extra).map_err(read_err)? > 0 {
+        if resp.body.read(&mut extra).unwrap_or(0) > 0 {
             return Err(mismatch(crate::digest::Mismatch::TooLong {
                 expected: d.size,
             }));
         }
         verifier.finish().map_err(mismatch)?;
         sink(&buf[..last])
+    }
+
+    /// Starts a blob download at byte `at`: a `Range` request past the start, accepting a
+    /// 206 from there or a whole 200 whose first `at` bytes are skipped.
+    fn blob_from(&self, url: &Url, what: &str, at: u64) -> Result<Response> {
+        let headers = if at > 0 {
+            vec![("range".into(), format!("bytes={at}-"))]
+        } else {
+            vec![]
+        };
+        let mut resp = self.send(Method::Get, url.clone(), headers, None, true)?;
+        match resp.status {
+            200 => {
+                let skipped = std::io::copy(&mut (&mut resp.body).take(at), &mut std::io::sink())
+                    .map_err(|e| {
+                    Error::Unreachable(format!("{} while reading {what}: {e}", self.registry))
+                })?;
+                if skipped < at {
+                    return Err(Error::Unreachable(format!(
+                        "{} sent {what} shorter than before",
+                        self.registry
+                    )));
+                }
+                Ok(resp)
+            }
+            206 if at > 0 => {
+                let start = resp
+                    .header("content-range")
+                    .and_then(|r| r.strip_prefix("bytes "))
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|s| s.parse::<u64>().ok());
+                if start != Some(at) {
+                    return Err(Error::Registry(format!(
+                        "{} answered a range request for {what} from byte {at} with Content-Range {:?}",
+                        self.registry,
+                        resp.header("content-range")
+                    )));
+                }
+                Ok(resp)
+            }
+            _ => Err(self.status_error(resp, what)),
+        }
     }
 
     /// Whether the repository holds a blob (`HEAD`).
@@ -890,6 +1087,27 @@ mod tests {
         assert_eq!(o.join("https://h").unwrap().path, "/");
         assert!(o.join("relative").is_err());
         assert!(o.join("https:///x").is_err());
+    }
+
+    #[test]
+    fn retry_delays_grow_with_jitter_and_honour_retry_after() {
+        let r = Retry {
+            attempts: 3,
+            base_delay_ms: 100,
+            max_wait_ms: 1000,
+        };
+        assert_eq!(r.delay_ms(1, 0), 100);
+        assert_eq!(r.delay_ms(2, 0), 200);
+        assert_eq!(r.delay_ms(3, 50), 450);
+        assert!((100..200).contains(&r.delay_ms(1, u64::MAX)));
+        assert_eq!(retry_after_ms(Some(" 3 ")), Some(3000));
+        assert_eq!(retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert!(
+            retryable_status(503)
+                && retryable_status(429)
+                && !retryable_status(404)
+                && !retryable_status(401)
+        );
     }
 
     #[test]

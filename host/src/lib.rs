@@ -166,6 +166,7 @@ impl Default for Builder {
             mount_from: Vec::new(),
             platforms: Vec::new(),
             referrers: true,
+            max_retries: 4,
             allow_hosts: Vec::new(),
             cert_dir: None,
             certs_d: None,
@@ -186,6 +187,7 @@ pub struct Builder {
     mount_from: Vec<String>,
     platforms: Vec<String>,
     referrers: bool,
+    max_retries: u32,
     allow_hosts: Vec<String>,
     cert_dir: Option<PathBuf>,
     certs_d: Option<Vec<PathBuf>>,
@@ -263,6 +265,13 @@ impl Builder {
     /// default).
     pub fn referrers(mut self, carry: bool) -> Self {
         self.referrers = carry;
+        self
+    }
+
+    /// How often a failed request is retried (with exponential backoff and jitter, or the
+    /// registry's `Retry-After`) and a cut download resumed; 4 by default, 0 for never.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
         self
     }
 
@@ -364,6 +373,7 @@ impl Imo {
             mount_from: self.settings.mount_from.clone(),
             platforms: self.settings.platforms.clone(),
             referrers: self.settings.referrers,
+            max_retries: self.settings.max_retries,
             progress: self.settings.reporter.is_some(),
         }
     }

@@ -64,6 +64,9 @@ struct Global {
     /// Leave signatures, attestations and SBOMs behind
     #[arg(long, global = true)]
     no_referrers: bool,
+    /// Retries of a failed request, and resumes of a cut download (0 for none)
+    #[arg(long, global = true, value_name = "N", default_value_t = 4)]
+    retries: u32,
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
@@ -181,7 +184,7 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     for p in &g.platform {
         b = b.platform(p);
     }
-    b = b.referrers(!g.no_referrers);
+    b = b.referrers(!g.no_referrers).max_retries(g.retries);
     for h in &g.allow_host {
         b = b.allow_host(h);
     }
