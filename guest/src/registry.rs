@@ -336,7 +336,14 @@ impl<'t> Client<'t> {
                     // Only a registry API answer proves plain HTTP is what it speaks; a
                     // TLS server's complaint means the HTTPS failure is the real one.
                     Ok(r) if matches!(r.status, 200..=299 | 401) => r,
-                    Ok(r) => return Err(both(format!("HTTP {}", r.status))),
+                    Ok(mut r) => {
+                        let body = r.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+                        return Err(both(format!(
+                            "HTTP {} {}",
+                            r.status,
+                            registry_detail(&body)
+                        )));
+                    }
                     Err(Error::Unreachable(http_err)) => return Err(both(http_err)),
                     Err(other) => return Err(other),
                 }

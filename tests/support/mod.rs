@@ -7,6 +7,9 @@
     reason = "each test file uses a different part of the support code"
 )]
 
+pub mod proxy;
+pub mod token;
+
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,313 @@
+//! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a real registry. Each rule
+//! gives the next N matching requests a fault; everything else passes through untouched.
+//! One request per connection (imo's transport opens one per request).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status (and `Retry-After` seconds, if given) instead of forwarding.
+    Status(u16, Option<u64>),
+    /// Close the connection without answering.
+    Reset,
+    /// Forward, but pass on only this many bytes of the response body, then close.
+    CutResponseAfter(usize),
+    /// Forward only this many bytes of the request body, then close both sides.
+    CutRequestAfter(usize),
+    /// Wait, then forward.
+    Delay(Duration),
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub method: &'static str,
+    /// A substring of the request path (`/v2/` alone matches only the ping when `exact`).
+    pub path: &'static str,
+    pub exact: bool,
+    /// How many matching requests get the fault.
+    pub times: usize,
+    pub fault: Fault,
+}
+
+impl Rule {
+    pub fn new(method: &'static str, path: &'static str, times: usize, fault: Fault) -> Self {
+        Rule {
+            method,
+            path,
+            exact: false,
+            times,
+            fault,
+        }
+    }
+
+    pub fn ping(times: usize, fault: Fault) -> Self {
+        Rule {
+            method: "GET",
+            path: "/v2/",
+            exact: true,
+            times,
+            fault,
+        }
+    }
+
+    fn matches(&self, method: &str, path: &str) -> bool {
+        self.method == method
+            && if self.exact {
+                path == self.path
+            } else {
+                path.contains(self.path)
+            }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    rules: Vec<Rule>,
+    /// (method, path, fault injected) of every request seen.
+    seen: Vec<(String, String, bool)>,
+}
+
+pub struct Proxy {
+    pub addr: String,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str, rules: Vec<Rule>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(Mutex::new(State {
+            rules,
+            seen: vec![],
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (st, sp, up) = (state.clone(), stop.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if sp.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, up) = (st.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, &up, &st);
+                });
+            }
+        });
+        Proxy { addr, state, stop }
+    }
+
+    /// How many requests got a fault.
+    pub fn faults(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.2)
+            .count()
+    }
+
+    /// How many requests matched `method` and a path containing `path`.
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|s| s.0 == method && s.1.contains(path))
+            .count()
+    }
+
+    /// `127.0.0.1:PORT/REPO:TAG` through the proxy.
+    pub fn image(&self, repo_and_tag: &str) -> String {
+        format!("{}/{repo_and_tag}", self.addr)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+/// Reads an HTTP head (through the blank line), returning it and what was read past it.
+fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            return Ok(head);
+        }
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// The head with `Connection: close`, so each side ends the exchange by closing.
+fn closing(head: &str) -> String {
+    let mut out: Vec<&str> = head
+        .trim_end()
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    out.push("Connection: close");
+    format!("{}\r\n\r\n", out.join("\r\n"))
+}
+
+fn is_chunked(head: &str) -> bool {
+    head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("transfer-encoding")
+                && v.to_ascii_lowercase().contains("chunked")
+        })
+    })
+}
+
+/// Forwards a chunked body through its last chunk, or until `limit` data bytes went out.
+/// Returns the data bytes forwarded.
+fn copy_chunked(
+    from: &mut BufReader<TcpStream>,
+    to: &mut TcpStream,
+    limit: usize,
+) -> std::io::Result<usize> {
+    let mut sent = 0;
+    loop {
+        let mut line = String::new();
+        from.read_line(&mut line)?;
+        let size =
+            usize::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        if size == 0 {
+            to.write_all(line.as_bytes())?;
+            let mut end = String::new();
+            from.read_line(&mut end)?;
+            to.write_all(end.as_bytes())?;
+            return Ok(sent);
+        }
+        let mut data = vec![0u8; size + 2];
+        from.read_exact(&mut data)?;
+        if sent + size >= limit {
+            let keep = limit - sent;
+            to.write_all(format!("{size:x}\r\n").as_bytes())?;
+            to.write_all(&data[..keep])?;
+            return Ok(limit);
+        }
+        to.write_all(line.as_bytes())?;
+        to.write_all(&data)?;
+        sent += size;
+    }
+}
+
+fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // imo tries HTTPS first on loopback; a TLS hello gets the plain-HTTP server's answer:
+    // the connection closes.
+    let mut first = [0u8; 1];
+    if client.peek(&mut first)? == 1 && first[0] == 0x16 {
+        return Ok(());
+    }
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    let head = read_head(&mut reader)?;
+    let mut parts = head.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_owned(),
+        parts.next().unwrap_or("").to_owned(),
+    );
+    let fault = {
+        let mut st = state.lock().unwrap();
+        let fault = st
+            .rules
+            .iter_mut()
+            .find(|r| r.times > 0 && r.matches(&method, &path))
+            .map(|r| {
+                r.times -= 1;
+                r.fault.clone()
+            });
+        st.seen.push((method, path, fault.is_some()));
+        fault
+    };
+    let body_len = content_length(&head);
+    let mut request_limit = body_len;
+    let mut response_limit = usize::MAX;
+    let mut fault_cut = None;
+    match fault {
+        Some(Fault::Status(code, retry_after)) => {
+            std::io::copy(
+                &mut (&mut reader).take(body_len as u64),
+                &mut std::io::sink(),
+            )?;
+            let extra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            let body = format!(
+                "{{\"errors\":[{{\"code\":\"INJECTED\",\"message\":\"fault {code} injected by the test proxy\"}}]}}"
+            );
+            write!(
+                client,
+                "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Reset) => return Ok(()),
+        Some(Fault::Delay(d)) => std::thread::sleep(d),
+        Some(Fault::CutResponseAfter(n)) => response_limit = n,
+        Some(Fault::CutRequestAfter(n)) => {
+            request_limit = n.min(body_len);
+            fault_cut = Some(n);
+        }
+        None => {}
+    }
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(closing(&head).as_bytes())?;
+    if is_chunked(&head) {
+        // A streamed body of unknown length: forward chunk by chunk, up to the limit.
+        let sent = copy_chunked(
+            &mut reader,
+            &mut up,
+            match fault_cut {
+                Some(n) => n,
+                None => usize::MAX,
+            },
+        )?;
+        if fault_cut.is_some_and(|n| sent >= n) {
+            let _ = up.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
+    } else {
+        std::io::copy(&mut (&mut reader).take(request_limit as u64), &mut up)?;
+    }
+    if request_limit < body_len {
+        // Both sides see the upload end early.
+        let _ = up.shutdown(std::net::Shutdown::Both);
+        return Ok(());
+    }
+    let mut up_reader = BufReader::new(up);
+    let response_head = read_head(&mut up_reader)?;
+    client.write_all(response_head.as_bytes())?;
+    std::io::copy(
+        &mut (&mut up_reader).take(response_limit as u64),
+        &mut client,
+    )?;
+    Ok(())
+}
