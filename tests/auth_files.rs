@@ -120,7 +120,47 @@ fn auth_files_supply_credentials_for_the_named_registry() {
     );
     assert!(!archive.exists());
 
-    // An explicit flag wins over the file; and the file's entry for another registry is unused.
+    // Only the named registry's entry is read: another registry's entry, unreadable on
+    // purpose, does not stop the pull, so it was never looked at, let alone handed on.
+    std::fs::remove_file(home.join(".docker/config.json")).unwrap();
+    let other = serde_json::json!({"auths": {
+        "127.0.0.1:1": {"auth": "!!not base64 leak-secret!!"},
+        reg.addr.clone(): {"auth": b64("alice:wonder:land")},
+    }});
+    std::fs::write(&auth, other.to_string()).unwrap();
+    let out = imo_env(
+        &pull,
+        &[
+            home_env,
+            xdg,
+            ("REGISTRY_AUTH_FILE", auth.to_str().unwrap()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("leak-secret"));
+    std::fs::remove_file(&archive).unwrap();
+    let out = imo_env(
+        &[
+            "pull",
+            "scratch",
+            "127.0.0.1:1/app:v1",
+            "-o",
+            archive.to_str().unwrap(),
+        ],
+        &[
+            home_env,
+            xdg,
+            ("REGISTRY_AUTH_FILE", auth.to_str().unwrap()),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not base64") && !err.contains("leak-secret"),
+        "{err}"
+    );
+
+    // An explicit flag wins over the file.
     let out = imo_env(
         &[
             "pull",
