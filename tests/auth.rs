@@ -559,8 +559,8 @@ fn token_flow_pull_only_account_cannot_push() {
         &t.dst.image("app:v2"),
     ]);
     assert!(
-        err.contains("not authorized") || err.contains("denied"),
-        "{err}"
+        err.contains("not authorized") && err.contains("the account may not push to app"),
+        "the error says what is missing: {err}"
     );
     assert!(
         err.contains(&t.dst.addr),

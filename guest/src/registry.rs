@@ -697,20 +697,35 @@ impl<'t> Client<'t> {
     /// Turns an unexpected status into an error carrying the registry's diagnostics.
     fn status_error(&self, mut resp: Response, what: &str) -> Error {
         let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
-        let detail = registry_detail(&body);
+        let detail = match registry_detail(&body) {
+            d if d.is_empty() => String::new(),
+            d => format!(" {d}"),
+        };
         let at = format!("{} {what} in {}", self.registry, self.repository);
+        let insufficient_scope = resp
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("insufficient_scope"));
         match resp.status {
+            401 if insufficient_scope => Error::Unauthorized(format!(
+                "{at}: 401{detail}; the account may not {} {}",
+                if self.access.push {
+                    "push to"
+                } else {
+                    "pull from"
+                },
+                self.repository
+            )),
             401 => Error::Unauthorized(format!(
-                "{at}: 401 {detail}; {}",
+                "{at}: 401{detail}; {}",
                 if self.credentials.is_some() {
                     "the credentials were refused"
                 } else {
                     "credentials are needed"
                 }
             )),
-            403 => Error::Unauthorized(format!("{at}: 403 denied {detail}")),
-            404 => Error::NotFound(format!("{at}: {detail}")),
-            s => Error::Registry(format!("{at}: HTTP {s} {detail}")),
+            403 => Error::Unauthorized(format!("{at}: 403 denied{detail}")),
+            404 => Error::NotFound(format!("{at}:{detail}")),
+            s => Error::Registry(format!("{at}: HTTP {s}{detail}")),
         }
     }
 
