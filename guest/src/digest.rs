@@ -152,6 +152,38 @@ impl Verifier {
     }
 }
 
+/// Copies the bytes `read` yields to `sink`, verifying them against `expected` and `size`.
+/// The last chunk reaches the sink only once the whole has matched, so a wrong blob never
+/// arrives complete (an upload is aborted, an archive entry left short). `read` returns 0 at
+/// the end; one more read must find nothing, or the blob is longer than declared.
+pub fn copy_verified<E>(
+    expected: &Digest,
+    size: u64,
+    buf: &mut [u8],
+    read: &mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
+    sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    mismatch: &dyn Fn(Mismatch) -> E,
+) -> Result<(), E> {
+    let mut verifier = Verifier::new(expected, size);
+    let last = loop {
+        let n = read(buf)?;
+        if n == 0 {
+            // Ended early, or an empty blob.
+            return verifier.finish().map_err(mismatch);
+        }
+        verifier.update(&buf[..n]).map_err(mismatch)?;
+        if verifier.remaining() == 0 {
+            break n;
+        }
+        sink(&buf[..n])?;
+    };
+    if read(&mut [0u8; 1])? > 0 {
+        return Err(mismatch(Mismatch::TooLong { expected: size }));
+    }
+    verifier.finish().map_err(mismatch)?;
+    sink(&buf[..last])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,6 +218,42 @@ mod tests {
         assert_eq!(v.remaining(), 6);
         v.update(b" world").unwrap();
         v.finish().unwrap();
+    }
+
+    #[test]
+    fn copy_verified_holds_back_the_last_chunk_of_a_wrong_blob() {
+        let copy = |data: &[u8], size: u64| {
+            let mut src = data;
+            let mut out = Vec::new();
+            let r = copy_verified(
+                &Digest::of(b"hello world"),
+                size,
+                &mut [0u8; 4],
+                &mut |b: &mut [u8]| std::io::Read::read(&mut src, b).map_err(|e| e.to_string()),
+                &mut |c: &[u8]| {
+                    out.extend_from_slice(c);
+                    Ok(())
+                },
+                &|m| m.to_string(),
+            );
+            (r, out)
+        };
+        assert_eq!(copy(b"hello world", 11), (Ok(()), b"hello world".to_vec()));
+        let (r, out) = copy(b"hello worlD", 11);
+        assert!(r.unwrap_err().contains("hashes to"));
+        assert_eq!(out, b"hello wo", "the last chunk is withheld");
+        assert!(
+            copy(b"hello world!", 11)
+                .0
+                .unwrap_err()
+                .contains("more than")
+        );
+        assert!(
+            copy(b"hello", 11)
+                .0
+                .unwrap_err()
+                .contains("5 bytes where 11")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The three operations, over a transport and an archive stream.
 
-use crate::digest::{Digest, Verifier};
+use crate::digest::{Digest, copy_verified};
 use crate::error::{Error, Result};
 use crate::layout::{self, Metadata, Opened};
 use crate::manifest::{self, Descriptor, Manifest};
@@ -734,24 +734,16 @@ fn upload_from_archive<R: Read>(
     progress: &mut Progress<'_>,
     w: &mut dyn Write,
 ) -> Result<()> {
-    let mut verifier = Verifier::new(&d.digest, d.size);
-    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
-    let send = |w: &mut dyn Write, chunk: &[u8]| {
-        w.write_all(chunk)
-            .map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)))
-    };
-    loop {
-        let n = archive.read(buf).map_err(Error::InvalidArchive)?;
-        if n == 0 {
-            return verifier.finish().map_err(mismatch);
-        }
-        verifier.update(&buf[..n]).map_err(mismatch)?;
-        if verifier.remaining() == 0 {
-            verifier.finish().map_err(mismatch)?;
-            progress.advance(n);
-            return send(w, &buf[..n]);
-        }
-        progress.advance(n);
-        send(w, &buf[..n])?;
-    }
+    copy_verified(
+        &d.digest,
+        d.size,
+        buf,
+        &mut |b| archive.read(b).map_err(Error::InvalidArchive),
+        &mut |chunk| {
+            progress.advance(chunk.len());
+            w.write_all(chunk)
+                .map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)))
+        },
+        &|m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest)),
+    )
 }

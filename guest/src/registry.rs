@@ -5,7 +5,7 @@
 //! implements the transport with wasi-http; nothing here touches I/O directly.
 
 use crate::auth::{self, Challenge};
-use crate::digest::{Digest, Verifier};
+use crate::digest::{Digest, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor};
 use crate::reference::{Reference, is_loopback_host};
@@ -836,61 +836,49 @@ impl<'t> Client<'t> {
         let what = format!("blob {}", d.digest);
         let url = self.repo_url(&format!("blobs/{}", d.digest));
         let mut resp = self.blob_from(&url, &what, 0)?;
-        let mut verifier = Verifier::new(&d.digest, d.size);
-        let mut buf = vec![0u8; 1 << 20];
-        let mismatch = |m| {
-            Error::DigestMismatch(format!(
-                "{} served {what} of {}: {m}",
-                self.registry, self.repository
-            ))
-        };
+        let mut at = 0;
         let mut resumed = 0;
-        let last = loop {
-            let n = match resp.body.read(&mut buf) {
-                Ok(n) if n > 0 || verifier.remaining() == 0 => n,
-                cut => {
-                    // A cut download resumes where it stopped; the hash carries on.
-                    let why = match cut {
-                        Ok(_) => "the body ended early".to_owned(),
-                        Err(e) => e.to_string(),
-                    };
-                    let at = d.size - verifier.remaining();
-                    resumed += 1;
-                    if resumed > self.net.retry.attempts {
-                        return Err(Error::Unreachable(format!(
-                            "{} while reading {what} at byte {at}: {why} (gave up after {} resumes)",
-                            self.registry, self.net.retry.attempts
-                        )));
+        // A cut download resumes where it stopped, and the hash carries on over the seam.
+        let mut read = |buf: &mut [u8]| -> Result<usize> {
+            loop {
+                let why = match resp.body.read(buf) {
+                    Ok(n) if n > 0 || at >= d.size => {
+                        at += n as u64;
+                        return Ok(n);
                     }
-                    self.net
-                        .report
-                        .line(&format!("resuming {what} at byte {at} after: {why}"));
-                    self.transport
-                        .sleep_ms(self.net.retry.delay_ms(resumed, self.transport.random()));
-                    resp = self.blob_from(&url, &what, at)?;
-                    continue;
+                    // Past the end, nothing more is owed.
+                    Err(_) if at >= d.size => return Ok(0),
+                    Ok(_) => "the body ended early".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                resumed += 1;
+                if resumed > self.net.retry.attempts {
+                    return Err(Error::Unreachable(format!(
+                        "{} while reading {what} at byte {at}: {why} (gave up after {} resumes)",
+                        self.registry, self.net.retry.attempts
+                    )));
                 }
-            };
-            if n == 0 {
-                // An empty blob.
-                return verifier.finish().map_err(mismatch);
+                self.net
+                    .report
+                    .line(&format!("resuming {what} at byte {at} after: {why}"));
+                self.transport
+                    .sleep_ms(self.net.retry.delay_ms(resumed, self.transport.random()));
+                resp = self.blob_from(&url, &what, at)?;
             }
-            verifier.update(&buf[..n]).map_err(mismatch)?;
-            if verifier.remaining() == 0 {
-                break n;
-            }
-            sink(&buf[..n])?;
         };
-        // The last chunk is passed on only once the whole blob is verified, so a corrupt
-        // blob never reaches the sink complete.
-        let mut extra = [0u8; 1];
-        if resp.body.read(&mut extra).unwrap_or(0) > 0 {
-            return Err(mismatch(crate::digest::Mismatch::TooLong {
-                expected: d.size,
-            }));
-        }
-        verifier.finish().map_err(mismatch)?;
-        sink(&buf[..last])
+        copy_verified(
+            &d.digest,
+            d.size,
+            &mut vec![0u8; 1 << 20],
+            &mut read,
+            sink,
+            &|m| {
+                Error::DigestMismatch(format!(
+                    "{} served {what} of {}: {m}",
+                    self.registry, self.repository
+                ))
+            },
+        )
     }
 
     /// Starts a blob download at byte `at`: a `Range` request past the start, accepting a

@@ -1,7 +1,7 @@
 //! Where images come from and go to: a registry repository, or a local OCI image layout
 //! (`oci:DIR[:TAG]`, as skopeo writes it). Operations see only these two traits.
 
-use crate::digest::{Digest, Verifier};
+use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::Reference;
@@ -277,27 +277,14 @@ impl Source for Layout {
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let path = self.blob_path(&d.digest);
         let mut file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
-        let mut verifier = Verifier::new(&d.digest, d.size);
-        let mismatch = |m| Error::DigestMismatch(format!("{}: {m}", path.display()));
-        let mut buf = vec![0u8; 1 << 20];
-        let last = loop {
-            let n = file.read(&mut buf).map_err(|e| self.io(&path, e))?;
-            if n == 0 {
-                return verifier.finish().map_err(mismatch);
-            }
-            verifier.update(&buf[..n]).map_err(mismatch)?;
-            if verifier.remaining() == 0 {
-                break n;
-            }
-            sink(&buf[..n])?;
-        };
-        if file.read(&mut [0u8; 1]).map_err(|e| self.io(&path, e))? > 0 {
-            return Err(mismatch(crate::digest::Mismatch::TooLong {
-                expected: d.size,
-            }));
-        }
-        verifier.finish().map_err(mismatch)?;
-        sink(&buf[..last])
+        copy_verified(
+            &d.digest,
+            d.size,
+            &mut vec![0u8; 1 << 20],
+            &mut |b| file.read(b).map_err(|e| self.io(&path, e)),
+            sink,
+            &|m| Error::DigestMismatch(format!("{}: {m}", path.display())),
+        )
     }
 }
 

@@ -233,6 +233,16 @@ fn print_summary(headline: &str, s: &Summary) {
     }
 }
 
+/// The `Imo` for vet and push: credentials looked up for the destination only.
+fn for_destination(g: &Global, destination: &str) -> Result<Imo, Error> {
+    let roles = Roles {
+        base: None,
+        final_: None,
+        dest: Some(destination),
+    };
+    builder(g, roles)?.build()
+}
+
 async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
     if path == "-" {
         return Ok(Box::new(tokio::io::stdin()));
@@ -274,15 +284,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
         } => {
-            let imo = builder(
-                &cli.global,
-                Roles {
-                    base: None,
-                    final_: None,
-                    dest: Some(&destination),
-                },
-            )?
-            .build()?;
+            let imo = for_destination(&cli.global, &destination)?;
             let s = imo
                 .push_vet(open_archive(&archive).await?, &destination)
                 .await?;
@@ -295,15 +297,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
         } => {
-            let imo = builder(
-                &cli.global,
-                Roles {
-                    base: None,
-                    final_: None,
-                    dest: Some(&destination),
-                },
-            )?
-            .build()?;
+            let imo = for_destination(&cli.global, &destination)?;
             let s = imo
                 .push(open_archive(&archive).await?, &destination)
                 .await?;
