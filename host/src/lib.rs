@@ -23,6 +23,7 @@
 pub mod credentials;
 pub mod policy;
 mod runtime;
+mod streams;
 pub mod tls;
 
 use policy::NetworkPolicy;
@@ -33,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 use tls::{Connector, TlsSettings};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime::component::Resource;
-use wasmtime_wasi::p2::pipe::{AsyncReadStream, AsyncWriteStream};
+use wasmtime_wasi::p2::pipe::AsyncWriteStream;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 
 pub use runtime::COMPONENT;
@@ -565,7 +566,7 @@ impl Imo {
             .instantiate(&mut store)
             .await
             .map_err(runtime_error)?;
-        let stream: DynInputStream = Box::new(AsyncReadStream::new(archive));
+        let stream: DynInputStream = Box::new(streams::ReadAhead::new(archive));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let borrowed = Resource::new_borrow(own.rep());
         let options = self.options();

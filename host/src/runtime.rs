@@ -211,6 +211,12 @@ impl WasiHttpHooks for Hooks {
         ErrorCode::InternalError(Some(format!("cannot connect: {err}")))
     }
 
+    // A few chunks of request body in flight, so the guest hashes the next megabyte of an
+    // upload while the host sends the last ones (the default is one).
+    fn p2_outgoing_body_buffer_chunks(&mut self) -> usize {
+        4
+    }
+
     fn send_request(
         &mut self,
         request: http::Request<wasmtime_wasi_http::WasiBody>,
