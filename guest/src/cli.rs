@@ -8,13 +8,26 @@ pub const USAGE: &str = "\
 usage: imo <command> [options]
 
 commands:
-  pull BASE FINAL -o FILE|-   write the archive of FINAL's blobs that BASE lacks
-                              (BASE may be `scratch`: carry every blob)
+  pull BASE FINAL... -o FILE|-
+                              write the archive of the FINAL images' blobs that BASE
+                              lacks (BASE may be `scratch`: carry every blob)
+  pull --base BASE|--have INVENTORY ... FINAL... -o FILE|-
+                              the same against several bases and inventories: every
+                              argument is then a final image
+  inventory SOURCE... [--archive FILE]... -o FILE|-
+                              write what SOURCE repositories (all tags, or the tag
+                              named) and shipped archives hold, for pull --have
   vet ARCHIVE|- DESTINATION   check that DESTINATION holds every blob ARCHIVE leaves out
-  push ARCHIVE|- DESTINATION  upload what DESTINATION lacks, then tag the image there
+  push ARCHIVE|- DESTINATION  upload what DESTINATION lacks, then tag the image there;
+                              for an archive of several images DESTINATION is a
+                              prefix REGISTRY[/PATH] each image's repository goes under
 
 options:
-  -o, --output FILE|-         where pull writes the archive (`-` for stdout)
+  -o, --output FILE|-         where pull and inventory write (`-` for stdout)
+  --base REF                  pull: a base image (repeatable)
+  --have FILE                 pull: an inventory of what the site holds (repeatable)
+  --archive FILE              inventory: an archive already shipped (repeatable)
+  --map FINAL=DESTINATION     vet, push: where one image of the archive goes (repeatable)
   --insecure HOST[:PORT]      reach this registry over plain HTTP (repeatable)
   --mount-from REPOSITORY     at push, mount blobs from this repository of the
                               destination registry (repeatable)
@@ -31,8 +44,15 @@ options:
 #[derive(Debug, PartialEq, Eq)]
 pub enum Operation {
     Pull {
-        base: String,
-        final_ref: String,
+        bases: Vec<String>,
+        /// Inventory files.
+        haves: Vec<String>,
+        finals: Vec<String>,
+        output: String,
+    },
+    Inventory {
+        sources: Vec<String>,
+        archives: Vec<String>,
         output: String,
     },
     Vet {
@@ -72,6 +92,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     };
     let mut positional = Vec::new();
     let mut output = None;
+    let (mut bases, mut haves, mut archives) = (Vec::new(), Vec::new(), Vec::new());
     let mut all_creds = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -98,6 +119,17 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--mount-from" => options.mount_from.push(value(flag)?),
             "--platform" => options.platforms.push(value(flag)?),
             "--no-referrers" => options.referrers = false,
+            "--base" => bases.push(value(flag)?),
+            "--have" => haves.push(value(flag)?),
+            "--archive" => archives.push(value(flag)?),
+            "--map" => {
+                let v = value(flag)?;
+                let (from, to) = v
+                    .split_once('=')
+                    .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+                    .ok_or_else(|| format!("--map wants FINAL=DESTINATION, not {v:?}"))?;
+                options.destination_map.push((from.into(), to.into()));
+            }
             "--retries" => {
                 let v = value(flag)?;
                 options.max_retries = v
@@ -124,13 +156,40 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
     }
     let has_output = output.is_some();
+    let pulls_against_flags = !bases.is_empty() || !haves.is_empty();
     let operation = match positional.as_slice() {
         [] => return Err(USAGE.into()),
-        [cmd, base, fin] if cmd == "pull" => Operation::Pull {
-            base: base.clone(),
-            final_ref: fin.clone(),
-            output: output.ok_or("pull needs -o FILE (or -o - for stdout)")?,
-        },
+        [cmd, finals @ ..] if cmd == "pull" && pulls_against_flags && !finals.is_empty() => {
+            Operation::Pull {
+                bases,
+                haves,
+                finals: finals.to_vec(),
+                output: output.ok_or("pull needs -o FILE (or -o - for stdout)")?,
+            }
+        }
+        [cmd, base, finals @ ..] if cmd == "pull" && !pulls_against_flags && !finals.is_empty() => {
+            Operation::Pull {
+                bases: vec![base.clone()],
+                haves,
+                finals: finals.to_vec(),
+                output: output.ok_or("pull needs -o FILE (or -o - for stdout)")?,
+            }
+        }
+        [cmd, ..] if cmd == "pull" => {
+            return Err(format!(
+                "pull takes BASE FINAL..., or --base/--have and FINAL...\n\n{USAGE}"
+            ));
+        }
+        [cmd, sources @ ..] if cmd == "inventory" => {
+            if sources.is_empty() && archives.is_empty() {
+                return Err("inventory needs a SOURCE repository or an --archive".into());
+            }
+            Operation::Inventory {
+                sources: sources.to_vec(),
+                archives: std::mem::take(&mut archives),
+                output: output.ok_or("inventory needs -o FILE (or -o - for stdout)")?,
+            }
+        }
         [cmd, archive, dest] if cmd == "vet" => Operation::Vet {
             archive: archive.clone(),
             destination: dest.clone(),
@@ -144,8 +203,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         [cmd, ..] => return Err(format!("unknown command {cmd:?}\n\n{USAGE}")),
     };
-    if has_output && !matches!(operation, Operation::Pull { .. }) {
-        return Err("-o applies only to pull".into());
+    if has_output
+        && !matches!(
+            operation,
+            Operation::Pull { .. } | Operation::Inventory { .. }
+        )
+    {
+        return Err("-o applies only to pull and inventory".into());
+    }
+    if !archives.is_empty() {
+        return Err("--archive applies only to inventory".into());
     }
     Ok(Command { operation, options })
 }
@@ -167,8 +234,9 @@ mod tests {
         assert_eq!(
             c.operation,
             Operation::Pull {
-                base: "a".into(),
-                final_ref: "b".into(),
+                bases: vec!["a".into()],
+                haves: vec![],
+                finals: vec!["b".into()],
                 output: "out.tar".into()
             }
         );
@@ -176,6 +244,45 @@ mod tests {
         assert!(!c.options.progress);
         assert_eq!(c.options.base_credentials.unwrap().username, "u");
         assert_eq!(c.options.push_credentials.unwrap().username, "d");
+    }
+
+    #[test]
+    fn bundles_bases_inventories_and_maps() {
+        assert_eq!(
+            parse(&args("pull scratch a b -o x")).unwrap().operation,
+            Operation::Pull {
+                bases: vec!["scratch".into()],
+                haves: vec![],
+                finals: vec!["a".into(), "b".into()],
+                output: "x".into()
+            }
+        );
+        assert_eq!(
+            parse(&args("pull --base b1 --have i.json --base b2 f1 f2 -o -"))
+                .unwrap()
+                .operation,
+            Operation::Pull {
+                bases: vec!["b1".into(), "b2".into()],
+                haves: vec!["i.json".into()],
+                finals: vec!["f1".into(), "f2".into()],
+                output: "-".into()
+            }
+        );
+        assert_eq!(
+            parse(&args("inventory r/a r/b --archive x.tar -o inv.json"))
+                .unwrap()
+                .operation,
+            Operation::Inventory {
+                sources: vec!["r/a".into(), "r/b".into()],
+                archives: vec!["x.tar".into()],
+                output: "inv.json".into()
+            }
+        );
+        let c = parse(&args("push a.tar r:5000 --map q.io/a:v2=r:5000/x/a:v2")).unwrap();
+        assert_eq!(
+            c.options.destination_map,
+            vec![("q.io/a:v2".to_owned(), "r:5000/x/a:v2".to_owned())]
+        );
     }
 
     #[test]
@@ -198,10 +305,15 @@ mod tests {
         for (line, expected) in [
             ("", "usage"),
             ("pull a b", "needs -o"),
-            ("pull a", "two arguments"),
+            ("pull a", "BASE FINAL..."),
+            ("pull --have i.json -o x", "BASE FINAL..."),
+            ("inventory -o x", "needs a SOURCE"),
+            ("inventory r/a", "needs -o"),
+            ("push a r --map nope", "FINAL=DESTINATION"),
+            ("push a r --archive x", "only to inventory"),
             ("frob a b", "unknown command"),
             ("vet a b --bogus", "unknown option --bogus"),
-            ("vet a b -o x", "only to pull"),
+            ("vet a b -o x", "only to pull and inventory"),
             ("pull a b -o", "needs a value"),
             ("pull a b -o x --creds nopass", "USER:PASSWORD"),
         ] {

@@ -2,6 +2,7 @@
 
 use crate::cli::{self, Operation};
 use crate::error::Error;
+use crate::inventory::{self, Inventory};
 use crate::ops::{self, Options, Summary};
 use crate::registry::{BodyWriter, Credentials, Method, Request, Response, Scheme, Transport};
 use std::io::{self, Read, Write};
@@ -44,6 +45,62 @@ impl wit::Guest for Component {
         )
         .map(Into::into)
         .map_err(Into::into)
+    }
+
+    fn pull_bundle(
+        request: wit::Bundle,
+        archive: &OutputStream,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        let request = ops::PullRequest {
+            bases: request.bases,
+            inventories: request
+                .inventories
+                .into_iter()
+                .map(|(name, json)| (name, json.into_bytes()))
+                .collect(),
+            finals: request.finals,
+        };
+        ops::pull_bundle(
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &request,
+            &mut StreamWriter(archive),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn inventory(sources: Vec<String>, options: wit::Options) -> Result<String, wit::Error> {
+        let options = Options::from(options);
+        let inventory = ops::inventory(&WasiHttp, &options, &reporter(&options), &sources, vec![])?;
+        Ok(json_text(&inventory))
+    }
+
+    fn inventory_add_archive(
+        into: String,
+        name: String,
+        archive: &InputStream,
+        options: wit::Options,
+    ) -> Result<String, wit::Error> {
+        let options = Options::from(options);
+        let mut builder = inventory::Builder::default();
+        if !into.is_empty() {
+            let so_far =
+                Inventory::parse("so far", into.as_bytes()).map_err(Error::InvalidArchive)?;
+            builder.merge(&so_far);
+        }
+        let added = ops::inventory(
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &[],
+            vec![(name, &mut StreamReader(archive) as &mut dyn Read)],
+        )?;
+        builder.merge(&added);
+        Ok(json_text(&builder.build()))
     }
 
     fn push_vet(
@@ -111,42 +168,59 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
             return Ok(());
         }
         Operation::Pull {
-            base,
-            final_ref,
-            output,
-        } if output == "-" => {
-            let stdout = wasip2::cli::stdout::get_stdout();
-            ops::pull(
-                &WasiHttp,
-                &options,
-                &report,
-                &base,
-                &final_ref,
-                &mut StreamWriter(&stdout),
-            )?
-        }
-        Operation::Pull {
-            base,
-            final_ref,
+            bases,
+            haves,
+            finals,
             output,
         } => {
-            // Written under a temporary name and renamed only once complete and verified,
-            // so a failed pull never leaves a file that looks like an archive.
-            let partial = format!("{output}.partial");
-            let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
-            let result = ops::pull(&WasiHttp, &options, &report, &base, &final_ref, &mut file)
-                .and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
-            drop(file);
-            match result {
-                Ok(s) => {
-                    std::fs::rename(&partial, &output).map_err(|e| io(&output, e))?;
-                    s
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(e);
-                }
+            let inventories = haves
+                .iter()
+                .map(|h| {
+                    std::fs::read(h)
+                        .map(|b| (h.clone(), b))
+                        .map_err(|e| io(h, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = ops::PullRequest {
+                bases,
+                inventories,
+                finals,
+            };
+            write_output(&output, &mut |out| {
+                ops::pull_bundle(&WasiHttp, &options, &report, &request, out)
+            })?
+        }
+        Operation::Inventory {
+            sources,
+            archives,
+            output,
+        } => {
+            let mut files = archives
+                .iter()
+                .map(|a| {
+                    std::fs::File::open(a)
+                        .map(|f| (a.clone(), f))
+                        .map_err(|e| io(a, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let readers = files
+                .iter_mut()
+                .map(|(name, f)| (name.clone(), f as &mut dyn Read))
+                .collect();
+            let inventory = ops::inventory(&WasiHttp, &options, &report, &sources, readers)?;
+            write_output(&output, &mut |out| {
+                out.write_all(&inventory.to_json())
+                    .map_err(|e| io(&output, e))
+            })?;
+            if options.progress {
+                eprintln!(
+                    "inventory: {} blob(s) and {} manifest(s) from {}",
+                    inventory.blobs.len(),
+                    inventory.manifests.len(),
+                    inventory.sources.join(", ")
+                );
             }
+            return Ok(());
         }
         Operation::Vet {
             archive,
@@ -180,6 +254,38 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn json_text(inventory: &Inventory) -> String {
+    String::from_utf8(inventory.to_json()).expect("JSON is UTF-8")
+}
+
+/// Writes to stdout (`-`), or to a file under a temporary name renamed only once complete,
+/// so a failed run never leaves a file that looks whole.
+fn write_output<T>(
+    output: &str,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
+    if output == "-" {
+        let stdout = wasip2::cli::stdout::get_stdout();
+        return write(&mut StreamWriter(&stdout));
+    }
+    let partial = format!("{output}.partial");
+    let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
+    let result =
+        write(&mut file).and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
+    drop(file);
+    match result {
+        Ok(s) => {
+            std::fs::rename(&partial, output).map_err(|e| io(output, e))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
 }
 
 fn with_input<T>(
@@ -224,6 +330,7 @@ impl From<wit::Options> for Options {
             referrers: o.referrers,
             max_retries: o.max_retries,
             progress: o.progress,
+            destination_map: o.destination_map,
         }
     }
 }
@@ -233,6 +340,7 @@ impl From<Summary> for wit::Summary {
         wit::Summary {
             manifest_digest: s.manifest_digest,
             final_reference: s.final_reference,
+            images: s.images,
             base_reference: s.base_reference,
             blobs_in_archive: s.blobs_in_archive,
             bytes_in_archive: s.bytes_in_archive,

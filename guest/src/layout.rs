@@ -21,9 +21,10 @@ pub const LAYOUT_FILE: &str = "oci-layout";
 pub const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub const METADATA_FILE: &str = "imo.json";
 pub const INDEX_FILE: &str = "index.json";
-pub const FORMAT_VERSION: u32 = 1;
+/// The format `imo pull` writes. Version 1 (one image, one base) is still read.
+pub const FORMAT_VERSION: u32 = 2;
 
-/// Annotation keys set on the `index.json` entry.
+/// Annotation keys set on the `index.json` entries.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANNOTATION_FINAL: &str = "io.imo.final.reference";
 pub const ANNOTATION_BASE: &str = "io.imo.base.reference";
@@ -37,22 +38,47 @@ pub const SCRATCH: &str = "scratch";
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
     pub imo_archive_version: u32,
-    /// The final image's reference as the user gave it, normalised.
-    pub final_reference: String,
-    /// The base image's reference, or `scratch`.
-    pub base_reference: String,
-    /// The digest the base reference resolved to at pull time.
-    pub base_digest: Option<Digest>,
-    /// Manifests in archive order, the top-level one first.
+    /// The images carried, in the order they were named; at least one.
+    pub images: Vec<Image>,
+    /// The base images the difference was taken against; none for `scratch`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<Base>,
+    /// The sources of the inventories the difference was taken against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventories: Vec<String>,
+    /// Manifests in archive order, each once: every image's top-level manifest followed by
+    /// its children, then what is attached to it.
     pub manifests: Vec<Descriptor>,
     /// Blobs the archive carries, in archive order.
     pub blobs: Vec<Descriptor>,
     /// Blobs the manifests reference that the archive leaves out.
     pub omitted: Vec<Descriptor>,
+    /// For omitted blobs an inventory placed: the repositories of the site's registry that
+    /// hold them, where push may mount them from.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held_in: BTreeMap<Digest, Vec<String>>,
+}
+
+/// One image of an archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Image {
+    /// The final image's reference as the user gave it, normalised.
+    pub reference: String,
+    /// Its top-level manifest.
+    pub manifest: Digest,
     /// Signatures, attestations and other artifacts that travel with the image: each the
     /// root of a tree among `manifests`, pushed after the image under its tag (or digest).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attached: Vec<Attached>,
+}
+
+/// A base image, and the digest its reference resolved to at pull time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Base {
+    pub reference: String,
+    pub digest: Option<Digest>,
 }
 
 /// An artifact that travels with the image.
@@ -64,29 +90,142 @@ pub struct Attached {
     pub manifest: Digest,
 }
 
+/// Version 1 of `imo.json`: one image against one base.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetadataV1 {
+    #[allow(dead_code, reason = "checked before this is parsed")]
+    imo_archive_version: u32,
+    final_reference: String,
+    base_reference: String,
+    base_digest: Option<Digest>,
+    manifests: Vec<Descriptor>,
+    blobs: Vec<Descriptor>,
+    omitted: Vec<Descriptor>,
+    #[serde(default)]
+    attached: Vec<Attached>,
+}
+
+impl From<MetadataV1> for Metadata {
+    fn from(v1: MetadataV1) -> Self {
+        let bases = if v1.base_reference == SCRATCH {
+            vec![]
+        } else {
+            vec![Base {
+                reference: v1.base_reference,
+                digest: v1.base_digest,
+            }]
+        };
+        Metadata {
+            imo_archive_version: 1,
+            images: v1
+                .manifests
+                .first()
+                .map(|top| Image {
+                    reference: v1.final_reference,
+                    manifest: top.digest.clone(),
+                    attached: v1.attached,
+                })
+                .into_iter()
+                .collect(),
+            bases,
+            inventories: vec![],
+            manifests: v1.manifests,
+            blobs: v1.blobs,
+            omitted: v1.omitted,
+            held_in: BTreeMap::new(),
+        }
+    }
+}
+
+impl Metadata {
+    /// Parses `imo.json` of either version.
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            imo_archive_version: u32,
+        }
+        let malformed = |e: serde_json::Error| format!("{METADATA_FILE} is malformed: {e}");
+        let version = serde_json::from_slice::<Version>(bytes).map_err(malformed)?;
+        match version.imo_archive_version {
+            1 => serde_json::from_slice::<MetadataV1>(bytes)
+                .map(Into::into)
+                .map_err(malformed),
+            FORMAT_VERSION => serde_json::from_slice(bytes).map_err(malformed),
+            v => Err(format!(
+                "the archive has format version {v}, this imo reads versions 1 and {FORMAT_VERSION}"
+            )),
+        }
+    }
+
+    /// The base references, or `scratch`, for messages and summaries.
+    pub fn base_description(&self) -> String {
+        let mut parts: Vec<String> = self.bases.iter().map(|b| b.reference.clone()).collect();
+        parts.extend(self.inventories.iter().map(|i| format!("inventory {i}")));
+        if parts.is_empty() {
+            SCRATCH.to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+
+    /// The descriptor of image `i`'s top-level manifest.
+    pub fn top(&self, image: &Image) -> &Descriptor {
+        self.manifests
+            .iter()
+            .find(|d| d.digest == image.manifest)
+            .expect("checked when the archive was opened")
+    }
+}
+
 pub fn blob_path(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
 }
 
-/// The `index.json` of an archive whose top-level manifest is `top`.
-pub fn index_json(meta: &Metadata, tag: Option<&str>) -> Vec<u8> {
-    let mut top = meta.manifests[0].clone();
-    top.platform = None;
-    if let Some(tag) = tag {
-        top.annotations.insert(REF_NAME.into(), tag.into());
-    }
-    top.annotations
-        .insert(ANNOTATION_FINAL.into(), meta.final_reference.clone());
-    top.annotations
-        .insert(ANNOTATION_BASE.into(), meta.base_reference.clone());
-    if let Some(d) = &meta.base_digest {
-        top.annotations
-            .insert(ANNOTATION_BASE_DIGEST.into(), d.to_string());
-    }
+/// The tag of a reference (`r.io/app:v2` gives `v2`), or of an `oci:DIR:TAG` location.
+fn tag_of(reference: &str) -> Option<String> {
+    crate::store::Location::parse(reference)
+        .ok()
+        .and_then(|l| l.tag().map(str::to_owned))
+}
+
+/// The `index.json` of an archive: one entry per image, annotated with its reference and
+/// bases. `ref.name` is the image's tag, as skopeo and other OCI tools look images up by it,
+/// unless two images share a tag.
+pub fn index_json(meta: &Metadata) -> Vec<u8> {
+    let tags: Vec<Option<String>> = meta.images.iter().map(|i| tag_of(&i.reference)).collect();
+    let unique = |t: &String| tags.iter().flatten().filter(|x| *x == t).count() == 1;
+    let entries: Vec<Descriptor> = meta
+        .images
+        .iter()
+        .zip(&tags)
+        .map(|(image, tag)| {
+            let mut top = meta.top(image).clone();
+            top.platform = None;
+            if let Some(tag) = tag.as_ref().filter(|t| unique(t)) {
+                top.annotations.insert(REF_NAME.into(), tag.clone());
+            }
+            top.annotations
+                .insert(ANNOTATION_FINAL.into(), image.reference.clone());
+            top.annotations
+                .insert(ANNOTATION_BASE.into(), meta.base_description());
+            if let [
+                Base {
+                    digest: Some(d), ..
+                },
+            ] = meta.bases.as_slice()
+            {
+                top.annotations
+                    .insert(ANNOTATION_BASE_DIGEST.into(), d.to_string());
+            }
+            top
+        })
+        .collect();
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": manifest::OCI_INDEX,
-        "manifests": [top],
+        "manifests": entries,
     });
     serde_json::to_vec(&index).expect("serialising JSON values cannot fail")
 }
@@ -127,22 +266,17 @@ pub fn open<R: Read>(input: R) -> Result<Opened<R>, String> {
         ));
     }
     let meta = expect(&mut tar, METADATA_FILE, manifest::MAX_MANIFEST_BYTES)?;
-    let meta: Metadata =
-        serde_json::from_slice(&meta).map_err(|e| format!("{METADATA_FILE} is malformed: {e}"))?;
-    if meta.imo_archive_version != FORMAT_VERSION {
-        return Err(format!(
-            "the archive has format version {}, this imo reads version {FORMAT_VERSION}",
-            meta.imo_archive_version
-        ));
+    let meta = Metadata::parse(&meta)?;
+    if meta.images.is_empty() {
+        return Err(format!("{METADATA_FILE} lists no image"));
     }
-    let Some(top) = meta.manifests.first() else {
-        return Err(format!("{METADATA_FILE} lists no manifest"));
-    };
     let index = expect(&mut tar, INDEX_FILE, manifest::MAX_MANIFEST_BYTES)?;
     let index = Manifest::parse(&index, None).map_err(|e| format!("{INDEX_FILE} {e}"))?;
-    if index.children().len() != 1 || index.children()[0].digest != top.digest {
+    let pointed: Vec<&Digest> = index.children().iter().map(|d| &d.digest).collect();
+    let named: Vec<&Digest> = meta.images.iter().map(|i| &i.manifest).collect();
+    if pointed != named {
         return Err(format!(
-            "{INDEX_FILE} does not point at the manifest {METADATA_FILE} names first"
+            "{INDEX_FILE} does not point at the images {METADATA_FILE} names"
         ));
     }
 
@@ -210,12 +344,20 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
             }
         }
     }
-    for a in &meta.attached {
-        if !listed.contains(&a.manifest) {
+    for image in &meta.images {
+        if !listed.contains(&image.manifest) {
             return Err(format!(
-                "{METADATA_FILE} attaches manifest {} that the archive does not carry",
-                a.manifest
+                "{METADATA_FILE} names image {} with manifest {}, which the archive does not carry",
+                image.reference, image.manifest
             ));
+        }
+        for a in &image.attached {
+            if !listed.contains(&a.manifest) {
+                return Err(format!(
+                    "{METADATA_FILE} attaches manifest {} that the archive does not carry",
+                    a.manifest
+                ));
+            }
         }
     }
     let referenced = crate::plan::referenced(manifests);
@@ -315,10 +457,17 @@ mod tests {
         };
         let md = desc(manifest::OCI_MANIFEST, &Digest::of(&m), m.len());
         let meta = Metadata {
-            imo_archive_version: 1,
-            final_reference: "r.io/app:v2".into(),
-            base_reference: "r.io/app:v1".into(),
-            base_digest: None,
+            imo_archive_version: FORMAT_VERSION,
+            images: vec![Image {
+                reference: "r.io/app:v2".into(),
+                manifest: md.digest.clone(),
+                attached: vec![],
+            }],
+            bases: vec![Base {
+                reference: "r.io/app:v1".into(),
+                digest: None,
+            }],
+            inventories: vec![],
             manifests: vec![md.clone()],
             blobs: vec![
                 desc(
@@ -329,13 +478,13 @@ mod tests {
                 desc("application/vnd.oci.image.layer.v1.tar+gzip", &d2, 9),
             ],
             omitted: vec![desc("application/vnd.oci.image.layer.v1.tar+gzip", &d1, 9)],
-            attached: vec![],
+            held_in: BTreeMap::new(),
         };
         let mut w = tar::Writer::new(Vec::new());
         w.file(LAYOUT_FILE, LAYOUT_CONTENT).unwrap();
         w.file(METADATA_FILE, &serde_json::to_vec(&meta).unwrap())
             .unwrap();
-        w.file(INDEX_FILE, &index_json(&meta, Some("v2"))).unwrap();
+        w.file(INDEX_FILE, &index_json(&meta)).unwrap();
         w.file(&blob_path(&md.digest), &m).unwrap();
         w.file(&blob_path(&cd), &config).unwrap();
         w.file(&blob_path(&d2), &l2).unwrap();
@@ -367,6 +516,52 @@ mod tests {
                 .map(|d| d.digest.clone())
                 .collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn version_1_metadata_is_read_as_one_image_over_one_base() {
+        let (_, meta) = sample();
+        let v1 = serde_json::json!({
+            "imoArchiveVersion": 1,
+            "finalReference": "r.io/app:v2",
+            "baseReference": "r.io/app:v1",
+            "baseDigest": null,
+            "manifests": meta.manifests,
+            "blobs": meta.blobs,
+            "omitted": meta.omitted,
+        });
+        let read = Metadata::parse(&serde_json::to_vec(&v1).unwrap()).unwrap();
+        assert_eq!(read.images, meta.images);
+        assert_eq!(read.bases, meta.bases);
+        assert_eq!(read.base_description(), "r.io/app:v1");
+        let scratch = serde_json::json!({
+            "imoArchiveVersion": 1, "finalReference": "r.io/app:v2", "baseReference": "scratch",
+            "baseDigest": null, "manifests": meta.manifests, "blobs": [], "omitted": [],
+        });
+        let read = Metadata::parse(&serde_json::to_vec(&scratch).unwrap()).unwrap();
+        assert!(read.bases.is_empty());
+        assert_eq!(read.base_description(), SCRATCH);
+        let e = Metadata::parse(br#"{"imoArchiveVersion":3}"#).unwrap_err();
+        assert!(e.contains("format version 3"), "{e}");
+    }
+
+    #[test]
+    fn index_json_names_each_image_and_tags_only_unique_ones() {
+        let (_, mut meta) = sample();
+        let first = meta.images[0].clone();
+        meta.images.push(Image {
+            reference: "r.io/db:v2".into(),
+            ..first
+        });
+        let index: serde_json::Value = serde_json::from_slice(&index_json(&meta)).unwrap();
+        let entries = index["manifests"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(entries.iter().all(|e| e["annotations"][REF_NAME].is_null()));
+        assert_eq!(entries[1]["annotations"][ANNOTATION_FINAL], "r.io/db:v2");
+        meta.images[1].reference = "r.io/db:v3".into();
+        let index: serde_json::Value = serde_json::from_slice(&index_json(&meta)).unwrap();
+        assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "v2");
+        assert_eq!(index["manifests"][1]["annotations"][REF_NAME], "v3");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod cli;
 pub mod digest;
 pub mod error;
+pub mod inventory;
 pub mod layout;
 pub mod manifest;
 pub mod ops;

@@ -2,6 +2,7 @@
 
 use crate::digest::{Digest, copy_verified};
 use crate::error::{Error, Result};
+use crate::inventory::{self, Inventory};
 use crate::layout::{self, Metadata, Opened};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
@@ -10,7 +11,7 @@ use crate::reference::Reference;
 use crate::registry::{Access, Client, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{Read, Write};
 
 /// Settings shared by every operation (the WIT `options`).
@@ -30,6 +31,9 @@ pub struct Options {
     /// download; 0 for none.
     pub max_retries: u32,
     pub progress: bool,
+    /// At push and vet: final image reference to destination, overriding the destination
+    /// argument for that image.
+    pub destination_map: Vec<(String, String)>,
 }
 
 /// What an operation did (the WIT `summary`).
@@ -37,6 +41,8 @@ pub struct Options {
 pub struct Summary {
     pub manifest_digest: String,
     pub final_reference: String,
+    /// Every image's reference, the first being `final_reference`.
+    pub images: Vec<String>,
     pub base_reference: String,
     pub blobs_in_archive: u32,
     pub bytes_in_archive: u64,
@@ -280,7 +286,19 @@ fn children_first<'a>(
     out.push(m);
 }
 
-/// Writes the difference archive of `final_ref` over `base_ref` to `out`.
+/// What a pull carries, and what it may leave out.
+#[derive(Clone, Debug, Default)]
+pub struct PullRequest {
+    /// Base images (references or `oci:` layouts): a blob any of them holds is left out.
+    /// `scratch` stands for none.
+    pub bases: Vec<String>,
+    /// Inventories of the site, each a name for messages and the JSON document.
+    pub inventories: Vec<(String, Vec<u8>)>,
+    /// The final images, at least one; blobs they share are carried once.
+    pub finals: Vec<String>,
+}
+
+/// Writes the difference archive of `final_ref` over `base_ref` (or `scratch`) to `out`.
 pub fn pull(
     transport: &dyn Transport,
     options: &Options,
@@ -289,49 +307,122 @@ pub fn pull(
     final_ref: &str,
     out: &mut dyn Write,
 ) -> Result<Summary> {
-    let fin = parse_location("final image", final_ref)?;
-    let base = if base_ref == layout::SCRATCH {
-        None
-    } else {
-        Some(parse_location("base image", base_ref)?)
+    let request = PullRequest {
+        bases: vec![base_ref.to_owned()],
+        inventories: vec![],
+        finals: vec![final_ref.to_owned()],
     };
-    let final_client = open_source(
-        transport,
-        &fin,
-        options.final_credentials.clone(),
-        options,
-        report,
-    )?;
-    let final_client = final_client.as_ref();
+    pull_bundle(transport, options, report, &request, out)
+}
+
+/// One final image as fetched for a pull.
+struct Final {
+    image: layout::Image,
+    /// Index into the clients, for fetching its blobs.
+    client: usize,
+}
+
+/// Writes one archive holding every final image of `request`, leaving out the blobs that any
+/// base or inventory holds.
+pub fn pull_bundle(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    out: &mut dyn Write,
+) -> Result<Summary> {
+    if request.finals.is_empty() {
+        return Err(Error::InvalidReference(
+            "name at least one final image to pull".into(),
+        ));
+    }
+    // Everything is parsed before the first request, so a typo costs no traffic.
+    let finals = request
+        .finals
+        .iter()
+        .map(|f| Ok((parse_location("final image", f)?, f.as_str())))
+        .collect::<Result<Vec<_>>>()?;
+    let bases = request
+        .bases
+        .iter()
+        .filter(|b| *b != layout::SCRATCH)
+        .map(|b| Ok((parse_location("base image", b)?, b.as_str())))
+        .collect::<Result<Vec<_>>>()?;
+    let inventories = request
+        .inventories
+        .iter()
+        .map(|(name, bytes)| Inventory::parse(name, bytes).map_err(Error::InvalidArchive))
+        .collect::<Result<Vec<_>>>()?;
     let specs = options
         .platforms
         .iter()
         .map(|p| PlatformSpec::parse(p).map_err(Error::InvalidReference))
         .collect::<Result<Vec<_>>>()?;
-    let (top, bytes) = final_client.manifest(&manifest_key(&fin))?;
-    let (top, bytes) = choose_platforms(final_client, top, bytes, &specs, report)?;
-    let mut manifests = fetch_tree(final_client, top, bytes)?;
-    let top = manifests[0].descriptor.clone();
-    let mut attached = Vec::new();
-    if options.referrers {
-        for (tag, tree) in find_attached(final_client, &manifests, report)? {
-            attached.push(layout::Attached {
-                tag,
-                manifest: tree[0].descriptor.digest.clone(),
-            });
-            manifests.extend(tree);
-        }
-    }
-    report.line(&format!(
-        "final {}: {} ({} manifest(s))",
-        display_location(&fin, final_ref),
-        top.digest,
-        manifests.len()
-    ));
 
-    let mut base_blobs = BTreeSet::new();
-    let mut base_digest = None;
-    if let Some(base) = &base {
+    let mut clients: Vec<Box<dyn Source + '_>> = Vec::new();
+    let mut manifests: Vec<Fetched> = Vec::new();
+    let mut images: Vec<Final> = Vec::new();
+    for (fin, given) in &finals {
+        let client = open_source(
+            transport,
+            fin,
+            options.final_credentials.clone(),
+            options,
+            report,
+        )?;
+        let (top, bytes) = client.manifest(&manifest_key(fin))?;
+        let (top, bytes) = choose_platforms(client.as_ref(), top, bytes, &specs, report)?;
+        let mut tree = fetch_tree(client.as_ref(), top, bytes)?;
+        let reference = display_location(fin, given);
+        if images.iter().any(|i| i.image.reference == reference) {
+            return Err(Error::InvalidReference(format!(
+                "{reference} is named twice"
+            )));
+        }
+        let mut image = layout::Image {
+            reference,
+            manifest: tree[0].descriptor.digest.clone(),
+            attached: vec![],
+        };
+        if options.referrers {
+            for (tag, attached) in find_attached(client.as_ref(), &tree, report)? {
+                image.attached.push(layout::Attached {
+                    tag,
+                    manifest: attached[0].descriptor.digest.clone(),
+                });
+                tree.extend(attached);
+            }
+        }
+        report.line(&format!(
+            "final {}: {} ({} manifest(s))",
+            image.reference,
+            image.manifest,
+            tree.len()
+        ));
+        // A manifest two images share (a platform image in two indexes, say) is carried once.
+        for m in tree {
+            if !manifests
+                .iter()
+                .any(|x| x.descriptor.digest == m.descriptor.digest)
+            {
+                manifests.push(m);
+            }
+        }
+        images.push(Final {
+            image,
+            client: clients.len(),
+        });
+        clients.push(client);
+    }
+    if manifests.len() > MAX_MANIFESTS {
+        return Err(Error::InvalidManifest(format!(
+            "the images have more than {MAX_MANIFESTS} manifests together"
+        )));
+    }
+
+    let mut held: BTreeSet<Digest> = BTreeSet::new();
+    let mut recorded_bases = Vec::new();
+    for (base, given) in &bases {
         let client = open_source(
             transport,
             base,
@@ -340,35 +431,66 @@ pub fn pull(
             report,
         )?;
         let base_manifests = fetch_all(client.as_ref(), &manifest_key(base))?;
-        base_digest = Some(base_manifests[0].descriptor.digest.clone());
-        base_blobs.extend(
-            base_manifests
-                .iter()
-                .flat_map(|m| m.manifest.blobs())
-                .map(|d| d.digest.clone()),
-        );
+        let blobs: BTreeSet<Digest> = base_manifests
+            .iter()
+            .flat_map(|m| m.manifest.blobs())
+            .map(|d| d.digest.clone())
+            .collect();
         report.line(&format!(
             "base {}: {} ({} blob(s))",
-            display_location(base, base_ref),
+            display_location(base, given),
             base_manifests[0].descriptor.digest,
-            base_blobs.len()
+            blobs.len()
         ));
+        held.extend(blobs);
+        recorded_bases.push(layout::Base {
+            reference: display_location(base, given),
+            digest: Some(base_manifests[0].descriptor.digest.clone()),
+        });
+    }
+    let mut held_in: BTreeMap<Digest, BTreeSet<String>> = BTreeMap::new();
+    for (inventory, (name, _)) in inventories.iter().zip(&request.inventories) {
+        report.line(&format!(
+            "inventory {name}: {} blob(s) from {}",
+            inventory.blobs.len(),
+            inventory.sources.join(", ")
+        ));
+        for (digest, repositories) in inventory.holdings() {
+            held.insert(digest.clone());
+            held_in
+                .entry(digest.clone())
+                .or_default()
+                .extend(repositories.iter().cloned());
+        }
     }
 
-    let plan = plan::diff(&manifests, &base_blobs);
+    let plan = plan::diff(&manifests, &held);
     let meta = Metadata {
         imo_archive_version: layout::FORMAT_VERSION,
-        final_reference: display_location(&fin, final_ref),
-        base_reference: base.as_ref().map_or_else(
-            || layout::SCRATCH.to_owned(),
-            |b| display_location(b, base_ref),
-        ),
-        base_digest,
+        images: images.iter().map(|i| i.image.clone()).collect(),
+        bases: recorded_bases,
+        inventories: request.inventories.iter().map(|(n, _)| n.clone()).collect(),
         manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
         blobs: plan.include.clone(),
         omitted: plan.omit.clone(),
-        attached,
+        held_in: plan
+            .omit
+            .iter()
+            .filter_map(|d| {
+                let repos = held_in.get(&d.digest).filter(|r| !r.is_empty())?;
+                Some((d.digest.clone(), repos.iter().cloned().collect()))
+            })
+            .collect(),
     };
+    // Each carried blob comes from the first image that references it.
+    let mut source_of: BTreeMap<Digest, usize> = BTreeMap::new();
+    for i in &images {
+        for m in image_tree(&manifests, &i.image) {
+            for b in m.manifest.blobs() {
+                source_of.entry(b.digest.clone()).or_insert(i.client);
+            }
+        }
+    }
 
     let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
     let mut w = tar::Writer::new(out);
@@ -379,17 +501,18 @@ pub fn pull(
         &serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
     )
     .map_err(io)?;
-    w.file(layout::INDEX_FILE, &layout::index_json(&meta, fin.tag()))
+    w.file(layout::INDEX_FILE, &layout::index_json(&meta))
         .map_err(io)?;
     for m in &manifests {
         w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes)
             .map_err(io)?;
     }
     for d in &plan.include {
+        let client = &clients[source_of[&d.digest]];
         let mut progress = Progress::start(report, ("copying", "copied"), d);
         w.header(&layout::blob_path(&d.digest), d.size)
             .map_err(io)?;
-        final_client.blob(d, &mut |chunk| {
+        client.blob(d, &mut |chunk| {
             progress.advance(chunk.len());
             w.data(chunk).map_err(io)
         })?;
@@ -398,36 +521,116 @@ pub fn pull(
     }
     w.finish().map_err(io)?;
 
-    let summary = Summary {
-        manifest_digest: top.digest.to_string(),
-        final_reference: meta.final_reference.clone(),
-        base_reference: meta.base_reference,
-        blobs_in_archive: plan.include.len() as u32,
-        bytes_in_archive: plan.include.iter().map(|d| d.size).sum(),
-        blobs_omitted: plan.omit.len() as u32,
-        bytes_omitted: plan.omit.iter().map(|d| d.size).sum(),
-        archive_bytes: w.written,
-        ..Summary::default()
-    };
+    let mut summary = summary_of_meta(&meta);
+    summary.archive_bytes = w.written;
     Ok(summary)
+}
+
+/// The manifests of one image: its tree and what is attached to it, each once.
+fn image_tree<'a>(all: &'a [Fetched], image: &layout::Image) -> Vec<&'a Fetched> {
+    let mut out = Vec::new();
+    let mut done = BTreeSet::new();
+    children_first(&image.manifest, all, &mut out, &mut done);
+    for a in &image.attached {
+        children_first(&a.manifest, all, &mut out, &mut done);
+    }
+    out
+}
+
+/// Every blob one image references, each once.
+fn image_blobs(all: &[Fetched], image: &layout::Image) -> BTreeSet<Digest> {
+    image_tree(all, image)
+        .into_iter()
+        .flat_map(|m| m.manifest.blobs())
+        .map(|d| d.digest.clone())
+        .collect()
+}
+
+/// Builds an inventory of what `references` hold (a repository without a tag stands for all
+/// its tags) and what `archives` carried or took as present.
+pub fn inventory(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    references: &[String],
+    archives: Vec<(String, &mut dyn Read)>,
+) -> Result<Inventory> {
+    let mut builder = inventory::Builder::default();
+    for given in references {
+        let location = parse_location("inventory source", given)?;
+        let client = open_source(
+            transport,
+            &location,
+            options.push_credentials.clone(),
+            options,
+            report,
+        )?;
+        let (repository, keys) = match &location {
+            Location::Registry(r) => {
+                let keys = match (&r.tag, &r.digest) {
+                    (_, Some(d)) => vec![d.to_string()],
+                    (Some(t), None) => vec![t.clone()],
+                    (None, None) => client.tags()?,
+                };
+                (Some(r.repository.clone()), keys)
+            }
+            Location::Layout { tag: Some(t), .. } => (None, vec![t.clone()]),
+            Location::Layout { tag: None, .. } => (None, client.tags()?),
+        };
+        builder.source(client.describe());
+        for key in &keys {
+            let tree = fetch_all(client.as_ref(), key)?;
+            let tag = (!key.starts_with("sha256:")).then_some(key.as_str());
+            builder.image(&tree, repository.as_deref(), tag);
+        }
+        report.line(&format!(
+            "inventory of {}: {} tag(s)",
+            client.describe(),
+            keys.len()
+        ));
+    }
+    for (name, input) in archives {
+        let archive = open_archive(input).map_err(|e| match e {
+            Error::InvalidArchive(m) => Error::InvalidArchive(format!("{name}: {m}")),
+            other => other,
+        })?;
+        builder.source(format!("archive {name}"));
+        let fetched: Vec<Fetched> = archive.manifests.clone();
+        builder.image(&fetched, None, None);
+        for d in archive.meta.blobs.iter().chain(&archive.meta.omitted) {
+            builder.blob(d, None);
+        }
+        report.line(&format!(
+            "inventory of archive {name}: {} image(s)",
+            archive.meta.images.len()
+        ));
+    }
+    Ok(builder.build())
 }
 
 fn open_archive<R: Read>(input: R) -> Result<Opened<R>> {
     layout::open(input).map_err(Error::InvalidArchive)
 }
 
-fn summary_of<R: Read>(archive: &Opened<R>) -> Summary {
-    let m = &archive.meta;
+fn summary_of_meta(m: &Metadata) -> Summary {
+    let first = &m.images[0];
     Summary {
-        manifest_digest: m.manifests[0].digest.to_string(),
-        final_reference: m.final_reference.clone(),
-        base_reference: m.base_reference.clone(),
+        manifest_digest: first.manifest.to_string(),
+        final_reference: first.reference.clone(),
+        images: m.images.iter().map(|i| i.reference.clone()).collect(),
+        base_reference: m.base_description(),
         blobs_in_archive: m.blobs.len() as u32,
         bytes_in_archive: m.blobs.iter().map(|d| d.size).sum(),
         blobs_omitted: m.omitted.len() as u32,
         bytes_omitted: m.omitted.iter().map(|d| d.size).sum(),
-        archive_bytes: archive.offset(),
         ..Summary::default()
+    }
+}
+
+fn summary_of<R: Read>(archive: &Opened<R>) -> Summary {
+    Summary {
+        archive_bytes: archive.offset(),
+        ..summary_of_meta(&archive.meta)
     }
 }
 
@@ -441,29 +644,162 @@ enum Found {
     Nowhere,
 }
 
-/// Repositories of the destination registry that blobs may be mounted from: those the user
-/// names, and the base image's repository path (where a mirror usually keeps the base).
-fn mount_sources(dest: &Location, meta: &Metadata, options: &Options) -> Vec<String> {
-    let Location::Registry(dest) = dest else {
-        return vec![];
+/// Where one image of the archive goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub location: Location,
+    /// The tag (or digest) its top-level manifest is put under.
+    pub key: String,
+}
+
+/// Where each image of an archive goes: an explicit `map` entry (final reference to
+/// destination) first; else, for a single image, `destination` itself; else `destination`
+/// as a prefix (`registry[/path]`) under which each image keeps its repository path and
+/// tag. Several images must all go to one registry, where blobs are uploaded once and
+/// mounted into the other repositories.
+pub fn targets(
+    meta: &Metadata,
+    destination: &str,
+    map: &[(String, String)],
+) -> Result<Vec<Target>> {
+    let normal = |s: &str| Location::parse(s).map(|l| display_location(&l, s));
+    let mut used = vec![false; map.len()];
+    let mut out = Vec::new();
+    for image in &meta.images {
+        let top = &image.manifest;
+        let mapped = map.iter().enumerate().find(|(_, (from, _))| {
+            normal(from).is_ok_and(|f| f == image.reference) || *from == image.reference
+        });
+        let location = if let Some((i, (_, to))) = mapped {
+            used[i] = true;
+            parse_location("destination", to)?
+        } else if meta.images.len() == 1 {
+            parse_location("destination", destination)?
+        } else {
+            under_prefix(destination, &image.reference)?
+        };
+        let key = destination_key(&location, &image.reference, top)?;
+        out.push(Target { location, key });
+    }
+    if let Some(((from, _), _)) = map.iter().zip(&used).find(|(_, u)| !**u) {
+        return Err(Error::InvalidReference(format!(
+            "--map names {from}, which is not an image of this archive ({})",
+            meta.images
+                .iter()
+                .map(|i| i.reference.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if out.len() > 1 {
+        let registries: BTreeSet<Option<&str>> = out
+            .iter()
+            .map(|t| match &t.location {
+                Location::Registry(r) => Some(r.registry.as_str()),
+                Location::Layout { .. } => None,
+            })
+            .collect();
+        if registries.len() != 1 || registries.contains(&None) {
+            return Err(Error::InvalidReference(
+                "the images of a bundle must all go to one registry; push them to a prefix \
+                 there, or push the archive once per registry with --map"
+                    .into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `prefix` (`registry[:port][/path]`) joined with the repository path and tag of `reference`.
+fn under_prefix(prefix: &str, reference: &str) -> Result<Location> {
+    let Ok(Location::Registry(image)) = Location::parse(reference) else {
+        return Err(Error::InvalidReference(format!(
+            "image {reference} has no repository path to keep under {prefix}; give its \
+             destination with --map {reference}=DESTINATION"
+        )));
     };
-    let base_repo = Reference::parse(&meta.base_reference)
-        .ok()
-        .map(|r| r.repository);
+    if prefix.starts_with("oci:") {
+        return Err(Error::InvalidReference(format!(
+            "the archive holds several images and {prefix} is one layout; push them to a \
+             registry prefix, or give each its own destination with --map"
+        )));
+    }
+    if prefix.contains('/')
+        && Reference::parse(prefix).is_ok_and(|r| r.tag.is_some() || r.digest.is_some())
+    {
+        return Err(Error::InvalidReference(format!(
+            "destination prefix {prefix:?} takes no tag or digest: each image keeps its own"
+        )));
+    }
+    // Parsed as a reference with one more path component, so that the registry is checked
+    // and recognised exactly as in any other reference.
+    let probe = Reference::parse(&format!("{}/x", prefix.trim_end_matches('/')))
+        .map_err(|e| Error::InvalidReference(format!("destination prefix: {e}")))?;
+    if !prefix.contains('/') && probe.registry == crate::reference::DOCKER_HUB {
+        return Err(Error::InvalidReference(format!(
+            "destination prefix {prefix:?} names no registry: give it as HOST[:PORT][/PATH]"
+        )));
+    }
+    let path = probe
+        .repository
+        .strip_suffix('x')
+        .unwrap_or_default()
+        .to_owned();
+    Ok(Location::Registry(Reference {
+        registry: probe.registry,
+        repository: format!("{path}{}", image.repository),
+        tag: image.tag,
+        digest: image.digest,
+    }))
+}
+
+/// Repositories of the destination registry that blobs may be mounted from: those the user
+/// names, the base images' repository paths (where a mirror usually keeps them, as they are
+/// or under the same prefix as the images), and the other images' destinations.
+fn mount_sources(targets: &[Target], meta: &Metadata, options: &Options) -> Vec<String> {
+    let mut candidates: Vec<String> = options.mount_from.clone();
+    let prefixes: BTreeSet<String> = targets
+        .iter()
+        .zip(&meta.images)
+        .filter_map(|(t, image)| {
+            let Location::Registry(dest) = &t.location else {
+                return None;
+            };
+            let source = Reference::parse(&image.reference).ok()?;
+            dest.repository
+                .strip_suffix(&source.repository)
+                .map(str::to_owned)
+        })
+        .collect();
+    for base in &meta.bases {
+        if let Ok(r) = Reference::parse(&base.reference) {
+            for p in &prefixes {
+                candidates.push(format!("{p}{}", r.repository));
+            }
+            candidates.push(r.repository);
+        }
+    }
+    for t in targets {
+        if let Location::Registry(r) = &t.location {
+            candidates.push(r.repository.clone());
+        }
+    }
     let mut sources: Vec<String> = Vec::new();
-    for repo in options.mount_from.iter().cloned().chain(base_repo) {
-        if repo != dest.repository && !sources.contains(&repo) {
-            sources.push(repo);
+    for c in candidates {
+        if !c.is_empty() && !sources.contains(&c) {
+            sources.push(c);
         }
     }
     sources
 }
 
-/// Finds each blob with `HEAD` requests only: nothing is written while surveying.
+/// Finds each blob with `HEAD` requests only: nothing is written while surveying. Where an
+/// inventory placed a blob, its repositories are tried first.
 fn survey(
     client: &dyn Destination,
-    blobs: &[Descriptor],
+    blobs: &[&Descriptor],
     sources: &[String],
+    held_in: &BTreeMap<Digest, Vec<String>>,
 ) -> Result<Vec<Found>> {
     let mut found = Vec::with_capacity(blobs.len());
     'blobs: for d in blobs {
@@ -471,7 +807,12 @@ fn survey(
             found.push(Found::Here);
             continue;
         }
-        for repo in sources {
+        let placed = held_in.get(&d.digest).into_iter().flatten();
+        let mut tried = BTreeSet::new();
+        for repo in placed.chain(sources) {
+            if repo == client.repository() || !tried.insert(repo) {
+                continue;
+            }
             if client.has_blob_in(repo, &d.digest)? {
                 found.push(Found::In(repo.clone()));
                 continue 'blobs;
@@ -482,41 +823,102 @@ fn survey(
     Ok(found)
 }
 
-/// Fails with every omitted blob the destination cannot provide.
-fn vet_omitted(
-    client: &dyn Destination,
-    meta: &Metadata,
-    sources: &[String],
-    report: &dyn Reporter,
-) -> Result<Vec<Found>> {
-    let found = survey(client, &meta.omitted, sources)?;
-    let missing: Vec<String> = meta
-        .omitted
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| **f == Found::Nowhere)
-        .map(|(d, _)| d.digest.to_string())
-        .collect();
-    let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
-    report.line(&format!(
-        "vet {}: {} of {} omitted blob(s) present{}",
-        client.describe(),
-        meta.omitted.len() - missing.len(),
-        meta.omitted.len(),
-        if mountable > 0 {
-            format!(" ({mountable} by mounting from another repository)")
-        } else {
-            String::new()
+/// One image's destination, connected, with what it needs.
+struct Connected<'t> {
+    client: Box<dyn Destination + 't>,
+    target: Target,
+    /// Omitted and carried blobs this image references, with where each was found.
+    omitted: Vec<(Descriptor, Found)>,
+    carried: Vec<(Descriptor, Found)>,
+}
+
+/// Connects to every image's destination and finds each blob the image needs there; fails
+/// with every omitted blob that no repository of the destination can provide.
+fn connect_and_vet<'t, R: Read>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    archive: &Opened<R>,
+    destination: &str,
+    push: bool,
+) -> Result<Vec<Connected<'t>>> {
+    let meta = &archive.meta;
+    let targets = targets(meta, destination, &options.destination_map)?;
+    let sources = mount_sources(&targets, meta, options);
+    let mut also_pull: Vec<String> = sources.clone();
+    for repos in meta.held_in.values() {
+        for r in repos {
+            if !also_pull.contains(r) {
+                also_pull.push(r.clone());
+            }
         }
-    ));
+    }
+    let mut connected = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for (image, target) in meta.images.iter().zip(targets) {
+        let client = open_destination(
+            transport,
+            &target.location,
+            options,
+            push,
+            &also_pull,
+            report,
+        )?;
+        let needs = image_blobs(&archive.manifests, image);
+        let omitted: Vec<&Descriptor> = meta
+            .omitted
+            .iter()
+            .filter(|d| needs.contains(&d.digest))
+            .collect();
+        let carried: Vec<&Descriptor> = meta
+            .blobs
+            .iter()
+            .filter(|d| needs.contains(&d.digest))
+            .collect();
+        let found = survey(client.as_ref(), &omitted, &sources, &meta.held_in)?;
+        let absent: Vec<&Descriptor> = omitted
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| **f == Found::Nowhere)
+            .map(|(d, _)| *d)
+            .collect();
+        let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
+        report.line(&format!(
+            "vet {}: {} of {} omitted blob(s) present{}",
+            client.describe(),
+            omitted.len() - absent.len(),
+            omitted.len(),
+            if mountable > 0 {
+                format!(" ({mountable} by mounting from another repository)")
+            } else {
+                String::new()
+            }
+        ));
+        for d in absent {
+            if !missing.contains(&d.digest.to_string()) {
+                missing.push(d.digest.to_string());
+            }
+        }
+        let carried_found = if push {
+            survey(client.as_ref(), &carried, &sources, &BTreeMap::new())?
+        } else {
+            vec![]
+        };
+        connected.push(Connected {
+            client,
+            target,
+            omitted: omitted.into_iter().cloned().zip(found).collect(),
+            carried: carried.into_iter().cloned().zip(carried_found).collect(),
+        });
+    }
     if missing.is_empty() {
-        Ok(found)
+        Ok(connected)
     } else {
         Err(Error::MissingBlobs(missing))
     }
 }
 
-/// Checks that `destination` holds (or can mount) every blob the archive leaves out.
+/// Checks that the destination holds (or can mount) every blob the archive leaves out.
 pub fn push_vet(
     transport: &dyn Transport,
     options: &Options,
@@ -524,18 +926,30 @@ pub fn push_vet(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    let dest = parse_location("destination", destination)?;
+    // The destination is checked first: a typo costs no reading.
+    parse_destination(destination, options)?;
     let archive = open_archive(archive)?;
-    let sources = mount_sources(&dest, &archive.meta, options);
-    let client = open_destination(transport, &dest, options, false, &sources, report)?;
-    vet_omitted(client.as_ref(), &archive.meta, &sources, report)?;
+    connect_and_vet(transport, options, report, &archive, destination, false)?;
     Ok(summary_of(&archive))
 }
 
-/// The tag (or digest) the top-level manifest is pushed under: the destination's, else
+/// A destination argument is checked before the archive is read: a reference, a layout, or
+/// (for bundles) a prefix, which parses as a reference too once a path is added.
+fn parse_destination(destination: &str, options: &Options) -> Result<()> {
+    if Location::parse(destination).is_err() {
+        Reference::parse(&format!("{}/x", destination.trim_end_matches('/')))
+            .map_err(|e| Error::InvalidReference(format!("destination: {e}")))?;
+    }
+    for (from, to) in &options.destination_map {
+        parse_location("--map image", from)?;
+        parse_location("--map destination", to)?;
+    }
+    Ok(())
+}
+
+/// The tag (or digest) an image's top-level manifest is pushed under: the destination's, else
 /// the final image's tag, else `latest`.
-fn destination_key(dest: &Location, meta: &Metadata) -> Result<String> {
-    let top = &meta.manifests[0].digest;
+fn destination_key(dest: &Location, reference: &str, top: &Digest) -> Result<String> {
     if let Location::Registry(r) = dest
         && let Some(d) = &r.digest
     {
@@ -551,7 +965,7 @@ fn destination_key(dest: &Location, meta: &Metadata) -> Result<String> {
     if let Some(t) = dest.tag() {
         return Ok(t.to_owned());
     }
-    let from_final = Location::parse(&meta.final_reference)
+    let from_final = Location::parse(reference)
         .ok()
         .and_then(|l| l.tag().map(str::to_owned));
     Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
@@ -620,7 +1034,11 @@ fn open_destination<'t>(
         Location::Registry(r) => {
             let access = Access {
                 push,
-                also_pull: mount_sources.to_vec(),
+                also_pull: mount_sources
+                    .iter()
+                    .filter(|s| **s != r.repository)
+                    .cloned()
+                    .collect(),
             };
             Box::new(Client::connect(
                 transport,
@@ -643,48 +1061,49 @@ pub fn push(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    let dest = parse_location("destination", destination)?;
+    parse_destination(destination, options)?;
     let mut archive = open_archive(archive)?;
-    let key = destination_key(&dest, &archive.meta)?;
-    let sources = mount_sources(&dest, &archive.meta, options);
-    let client = open_destination(transport, &dest, options, true, &sources, report)?;
-    let client = client.as_ref();
-    let omitted = vet_omitted(client, &archive.meta, &sources, report)?;
-    let carried = survey(client, &archive.meta.blobs, &sources)?;
+    let targets = connect_and_vet(transport, options, report, &archive, destination, true)?;
 
     // Everything is known to be available: only now does anything change at the destination.
     let mut summary = summary_of(&archive);
-    summary.blobs_skipped = carried.iter().filter(|f| **f == Found::Here).count() as u32;
-    let mut present = BTreeSet::new();
-    let all = archive
-        .meta
-        .omitted
-        .iter()
-        .zip(&omitted)
-        .chain(archive.meta.blobs.iter().zip(&carried));
-    for (d, found) in all {
-        match found {
-            Found::Here => {
-                present.insert(d.digest.clone());
-            }
-            Found::In(repo) => {
-                if client.mount(&d.digest, repo)? {
-                    report.line(&format!("mounted {} from {repo}", short(&d.digest)));
-                    summary.blobs_mounted += 1;
-                    present.insert(d.digest.clone());
-                } else if archive.meta.omitted.contains(d) {
-                    return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
+    // Per image, the blobs it still lacks; the first image lacking a carried blob receives
+    // its upload, the others mount it from there.
+    let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
+    let mut skipped = BTreeSet::new();
+    for (t, c) in targets.iter().enumerate() {
+        for (d, found) in c.omitted.iter().chain(&c.carried) {
+            match found {
+                Found::Here => {
+                    if c.carried.iter().any(|(x, _)| x == d) {
+                        skipped.insert(d.digest.clone());
+                    }
+                }
+                Found::In(repo) => {
+                    if c.client.mount(&d.digest, repo)? {
+                        report.line(&format!("mounted {} from {repo}", short(&d.digest)));
+                        summary.blobs_mounted += 1;
+                    } else if c.omitted.iter().any(|(x, _)| x == d) {
+                        return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
+                    } else {
+                        lacking[t].insert(d.digest.clone());
+                    }
+                }
+                Found::Nowhere => {
+                    lacking[t].insert(d.digest.clone());
                 }
             }
-            Found::Nowhere => {}
         }
     }
+    summary.blobs_skipped = skipped.len() as u32;
 
     let mut buf = vec![0u8; 1 << 20];
     while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
-        if present.contains(&d.digest) {
+        let mut needing = (0..targets.len()).filter(|t| lacking[*t].contains(&d.digest));
+        let Some(first) = needing.next() else {
             continue;
-        }
+        };
+        let client = targets[first].client.as_ref();
         report.line(&format!(
             "uploading {} ({} bytes)",
             short(&d.digest),
@@ -697,29 +1116,50 @@ pub fn push(
         progress.end();
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
+        for other in needing {
+            let into = targets[other].client.as_ref();
+            if !into.mount(&d.digest, client.repository())? {
+                return Err(Error::Registry(format!(
+                    "{} would not mount blob {} from {} into {}; push the images one at a \
+                     time (--map) instead",
+                    into.describe(),
+                    d.digest,
+                    client.repository(),
+                    into.repository()
+                )));
+            }
+            summary.blobs_mounted += 1;
+        }
     }
 
-    // The image first, children before the indexes that name them and the top-level
-    // manifest last under the tag; then what is attached to it, each under its own tag.
-    let mut roots = vec![(archive.manifests[0].descriptor.digest.clone(), key)];
-    for a in &archive.meta.attached {
-        roots.push((
-            a.manifest.clone(),
-            a.tag.clone().unwrap_or_else(|| a.manifest.to_string()),
-        ));
-    }
-    let mut done = BTreeSet::new();
-    for (root, root_key) in roots {
-        let mut order = Vec::new();
-        children_first(&root, &archive.manifests, &mut order, &mut done);
-        for m in order {
-            let key = if m.descriptor.digest == root {
-                root_key.as_str()
-            } else {
-                m.descriptor.digest.as_str()
-            };
-            client.put_manifest(key, &m.descriptor, &m.bytes)?;
+    // Per image: children before the indexes that name them and the top-level manifest last
+    // under its tag; then what is attached to it, each under its own tag.
+    for (image, c) in archive.meta.images.iter().zip(&targets) {
+        let mut roots = vec![(image.manifest.clone(), c.target.key.clone())];
+        for a in &image.attached {
+            roots.push((
+                a.manifest.clone(),
+                a.tag.clone().unwrap_or_else(|| a.manifest.to_string()),
+            ));
         }
+        let mut done = BTreeSet::new();
+        for (root, root_key) in roots {
+            let mut order = Vec::new();
+            children_first(&root, &archive.manifests, &mut order, &mut done);
+            for m in order {
+                let key = if m.descriptor.digest == root {
+                    root_key.as_str()
+                } else {
+                    m.descriptor.digest.as_str()
+                };
+                c.client.put_manifest(key, &m.descriptor, &m.bytes)?;
+            }
+        }
+        report.line(&format!(
+            "pushed {} as {}",
+            image.reference,
+            c.client.describe()
+        ));
     }
     summary.archive_bytes = archive.offset();
     Ok(summary)
@@ -746,4 +1186,97 @@ fn upload_from_archive<R: Read>(
         },
         &|m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest)),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(references: &[&str]) -> Metadata {
+        Metadata {
+            imo_archive_version: layout::FORMAT_VERSION,
+            images: references
+                .iter()
+                .enumerate()
+                .map(|(i, r)| layout::Image {
+                    reference: (*r).into(),
+                    manifest: Digest::of(&[i as u8]),
+                    attached: vec![],
+                })
+                .collect(),
+            bases: vec![],
+            inventories: vec![],
+            manifests: vec![],
+            blobs: vec![],
+            omitted: vec![],
+            held_in: BTreeMap::new(),
+        }
+    }
+
+    fn shown(ts: &[Target]) -> Vec<String> {
+        ts.iter()
+            .map(|t| match &t.location {
+                Location::Registry(r) => format!("{}/{} {}", r.registry, r.repository, t.key),
+                Location::Layout { dir, .. } => format!("oci:{dir} {}", t.key),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_image_goes_where_the_destination_says() {
+        let m = bundle(&["quay.io/org/app:v2"]);
+        let t = targets(&m, "mirror:5000/apps/app", &[]).unwrap();
+        assert_eq!(shown(&t), ["mirror:5000/apps/app v2"]);
+        let t = targets(&m, "mirror:5000/apps/app:stable", &[]).unwrap();
+        assert_eq!(shown(&t), ["mirror:5000/apps/app stable"]);
+        let t = targets(&m, "oci:/srv/layout", &[]).unwrap();
+        assert_eq!(shown(&t), ["oci:/srv/layout v2"]);
+    }
+
+    #[test]
+    fn a_bundle_keeps_each_repository_path_under_the_prefix() {
+        let m = bundle(&["quay.io/org/app:v2", "docker.io/library/db:16"]);
+        let t = targets(&m, "mirror:5000/site", &[]).unwrap();
+        assert_eq!(
+            shown(&t),
+            [
+                "mirror:5000/site/org/app v2",
+                "mirror:5000/site/library/db 16"
+            ]
+        );
+        let t = targets(&m, "mirror:5000", &[]).unwrap();
+        assert_eq!(
+            shown(&t),
+            ["mirror:5000/org/app v2", "mirror:5000/library/db 16"]
+        );
+        // An explicit mapping wins, and may name the image as the user wrote it.
+        let map = vec![("db:16".to_owned(), "mirror:5000/databases/pg:16".to_owned())];
+        let t = targets(&m, "mirror:5000/site", &map).unwrap();
+        assert_eq!(
+            shown(&t),
+            ["mirror:5000/site/org/app v2", "mirror:5000/databases/pg 16"]
+        );
+    }
+
+    #[test]
+    fn bundle_destinations_that_cannot_work_are_refused() {
+        let m = bundle(&["quay.io/org/app:v2", "quay.io/org/db:v2"]);
+        let err = |dest: &str, map: &[(&str, &str)]| {
+            let map: Vec<(String, String)> = map
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect();
+            targets(&m, dest, &map).unwrap_err().to_string()
+        };
+        assert!(err("oci:/srv/x", &[]).contains("one layout"));
+        assert!(err("app", &[]).contains("names no registry"));
+        assert!(err("mirror:5000/site:v1", &[]).contains("takes no tag"));
+        assert!(
+            err("mirror:5000", &[("quay.io/org/db:v2", "other:5000/db:v2")])
+                .contains("one registry")
+        );
+        assert!(
+            err("mirror:5000", &[("quay.io/org/web:v2", "mirror:5000/w")]).contains("not an image")
+        );
+    }
 }

@@ -285,6 +285,8 @@ pub struct Client<'t> {
 
 /// How many redirects a blob request may follow.
 const MAX_REDIRECTS: usize = 5;
+/// How many pages of tags are read before the list is deemed endless.
+const MAX_TAG_PAGES: usize = 1000;
 /// How much of an error body is read for the registry's diagnostics.
 const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
@@ -830,6 +832,44 @@ impl<'t> Client<'t> {
         Ok(index.children().to_vec())
     }
 
+    /// Every tag of the repository, following the registry's `Link` pagination.
+    pub fn tags(&self) -> Result<Vec<String>> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let mut tags = Vec::new();
+        let mut url = self.repo_url("tags/list").with_query("n", "1000");
+        for _ in 0..MAX_TAG_PAGES {
+            let mut resp = self.send(Method::Get, url.clone(), vec![], None, true)?;
+            if resp.status != 200 {
+                return Err(self.status_error(resp, "tag list"));
+            }
+            let body = resp
+                .read_limited(manifest::MAX_MANIFEST_BYTES)
+                .map_err(|e| Error::Unreachable(format!("{} reading tags: {e}", self.registry)))?;
+            let page: TagList = serde_json::from_slice(&body).map_err(|e| {
+                Error::Registry(format!(
+                    "{}: the tag list of {} is not valid JSON: {e}",
+                    self.registry, self.repository
+                ))
+            })?;
+            tags.extend(page.tags.unwrap_or_default());
+            match resp.header("link").and_then(next_link) {
+                Some(next) => {
+                    url = url
+                        .join(next)
+                        .map_err(|e| Error::Registry(format!("{}: tag list {e}", self.registry)))?;
+                }
+                None => return Ok(tags),
+            }
+        }
+        Err(Error::Registry(format!(
+            "{}: the tag list of {} runs past {MAX_TAG_PAGES} pages",
+            self.registry, self.repository
+        )))
+    }
+
     /// Streams a blob into `sink`, checking size and digest; fails before passing on a byte
     /// beyond the declared size.
     pub fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
@@ -1034,6 +1074,21 @@ impl<'t> Client<'t> {
     }
 }
 
+/// The target of a `Link: <…>; rel="next"` header (the tag list's next page).
+pub fn next_link(header: &str) -> Option<&str> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "rel=\"next\"" || p == "rel=next"
+            })
+            .then_some(target)
+    })
+}
+
 /// The `code: message` pairs of a distribution error body, or a short excerpt of the body.
 fn registry_detail(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
@@ -1075,6 +1130,18 @@ mod tests {
             authority: "r.io".into(),
             path: "/v2/".into(),
         }
+    }
+
+    #[test]
+    fn next_link_finds_the_next_page() {
+        let h = r#"</v2/app/tags/list?last=v9&n=1000>; rel="next""#;
+        assert_eq!(next_link(h), Some("/v2/app/tags/list?last=v9&n=1000"));
+        assert_eq!(
+            next_link(r#"<https://r.io/a>; rel="prev", <https://r.io/b>; rel=next"#),
+            Some("https://r.io/b")
+        );
+        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub trait Source {
     fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)>;
     fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>>;
     fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>>;
+    /// Every tag (for a layout, every `ref.name`).
+    fn tags(&self) -> Result<Vec<String>>;
     /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
 }
@@ -23,6 +25,8 @@ pub trait Source {
 /// Receives images.
 pub trait Destination {
     fn describe(&self) -> String;
+    /// The repository blobs go to, for mounting them into others of the same registry.
+    fn repository(&self) -> &str;
     fn has_blob(&self, digest: &Digest) -> Result<bool>;
     /// Whether another repository of the same store holds the blob (for mounts).
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
@@ -82,6 +86,9 @@ impl Source for Client<'_> {
     fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
         Client::referrers(self, digest)
     }
+    fn tags(&self) -> Result<Vec<String>> {
+        Client::tags(self)
+    }
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         Client::blob(self, d, sink)
     }
@@ -90,6 +97,9 @@ impl Source for Client<'_> {
 impl Destination for Client<'_> {
     fn describe(&self) -> String {
         format!("{}/{}", self.registry(), self.repository())
+    }
+    fn repository(&self) -> &str {
+        Client::repository(self)
     }
     fn has_blob(&self, digest: &Digest) -> Result<bool> {
         Client::has_blob(self, digest)
@@ -274,6 +284,14 @@ impl Source for Layout {
         Ok(vec![])
     }
 
+    fn tags(&self) -> Result<Vec<String>> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|d| d.annotations.get(crate::layout::REF_NAME).cloned())
+            .collect())
+    }
+
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let path = self.blob_path(&d.digest);
         let mut file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
@@ -291,6 +309,10 @@ impl Source for Layout {
 impl Destination for Layout {
     fn describe(&self) -> String {
         format!("oci:{}", self.dir.display())
+    }
+
+    fn repository(&self) -> &str {
+        ""
     }
 
     fn has_blob(&self, digest: &Digest) -> Result<bool> {

@@ -60,6 +60,7 @@ impl std::fmt::Debug for Credentials {
 pub struct Summary {
     pub manifest_digest: String,
     pub final_reference: String,
+    pub images: Vec<String>,
     pub base_reference: String,
     pub blobs_in_archive: u32,
     pub bytes_in_archive: u64,
@@ -139,6 +140,7 @@ impl From<wit::Summary> for Summary {
         Summary {
             manifest_digest: s.manifest_digest,
             final_reference: s.final_reference,
+            images: s.images,
             base_reference: s.base_reference,
             blobs_in_archive: s.blobs_in_archive,
             bytes_in_archive: s.bytes_in_archive,
@@ -174,6 +176,7 @@ impl Default for Builder {
             tls_verify: true,
             learn_hosts: true,
             reporter: None,
+            destination_map: Vec::new(),
         }
     }
 }
@@ -195,6 +198,7 @@ pub struct Builder {
     tls_verify: bool,
     learn_hosts: bool,
     reporter: Option<ReporterFn>,
+    destination_map: Vec<(String, String)>,
 }
 
 /// The progress callback, opaque to `Debug`.
@@ -271,6 +275,14 @@ impl Builder {
 
     /// How often a failed request is retried (with exponential backoff and jitter, or the
     /// registry's `Retry-After`) and a cut download resumed; 4 by default, 0 for never.
+    /// At push and vet, sends the image pulled as `final_` to `destination` instead of where
+    /// the destination argument would put it (repeatable, one per image).
+    pub fn map_destination(mut self, final_: &str, destination: &str) -> Self {
+        self.destination_map
+            .push((final_.to_owned(), destination.to_owned()));
+        self
+    }
+
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
         self
@@ -376,6 +388,7 @@ impl Imo {
             referrers: self.settings.referrers,
             max_retries: self.settings.max_retries,
             progress: self.settings.reporter.is_some(),
+            destination_map: self.settings.destination_map.clone(),
         }
     }
 
@@ -465,14 +478,45 @@ impl Imo {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (base, final_, grants) = {
-            let (b, g1) = layout_grant(base, false)?;
-            let (f, g2) = layout_grant(final_, false)?;
-            (b, f, g1.into_iter().chain(g2).collect::<Vec<_>>())
+        self.pull_bundle_to_writer(&Bundle::new(base, final_), out)
+            .await
+    }
+
+    /// Writes one archive holding every final image of `bundle`, leaving out what any of
+    /// its bases or inventories holds. On error, what was written must be discarded.
+    pub async fn pull_bundle_to_writer<W>(&self, bundle: &Bundle, out: W) -> Result<Summary, Error>
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut grants = Vec::new();
+        let mut grant = |r: &String| -> Result<String, Error> {
+            let (r, g) = layout_grant(r, false)?;
+            grants.extend(g);
+            Ok(r)
         };
-        let (base, final_) = (base.as_str(), final_.as_str());
-        let policy = self.policy(&[base, final_])?;
-        let connector = self.connector(&[base, final_]);
+        let bases = bundle
+            .bases
+            .iter()
+            .map(&mut grant)
+            .collect::<Result<Vec<_>, _>>()?;
+        let finals = bundle
+            .finals
+            .iter()
+            .map(&mut grant)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The host reads the inventories, so the component needs no file access for them.
+        let inventories = bundle
+            .inventories
+            .iter()
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .map(|text| (p.display().to_string(), text))
+                    .map_err(|e| Error::Io(format!("inventory {}: {e}", p.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let references: Vec<&str> = bases.iter().chain(&finals).map(String::as_str).collect();
+        let policy = self.policy(&references)?;
+        let connector = self.connector(&references);
         let mut store = self
             .runtime
             .store(policy.clone(), connector, self.reporter(), &[], &grants)
@@ -484,12 +528,16 @@ impl Imo {
             .map_err(runtime_error)?;
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let request = wit::Bundle {
+            bases,
+            inventories,
+            finals,
+        };
         let result = imo
             .imo_overlay_overlay()
-            .call_pull(
+            .call_pull_bundle(
                 &mut store,
-                base,
-                final_,
+                &request,
                 Resource::new_borrow(own.rep()),
                 &self.options(),
             )
@@ -506,12 +554,23 @@ impl Imo {
         final_: &str,
         path: &Path,
     ) -> Result<Summary, Error> {
+        self.pull_bundle_to_file(&Bundle::new(base, final_), path)
+            .await
+    }
+
+    /// [`Imo::pull_bundle_to_writer`] into `path`, written under a temporary name until it
+    /// is complete and verified.
+    pub async fn pull_bundle_to_file(
+        &self,
+        bundle: &Bundle,
+        path: &Path,
+    ) -> Result<Summary, Error> {
         let partial = partial_path(path);
         let io = |p: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", p.display()));
         let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
         let writer = file.try_clone().map_err(|e| io(&partial, e))?;
         let result = self
-            .pull_to_writer(base, final_, tokio::fs::File::from_std(writer))
+            .pull_bundle_to_writer(bundle, tokio::fs::File::from_std(writer))
             .await;
         let result = result.and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
         drop(file);
@@ -543,6 +602,61 @@ impl Imo {
         self.with_archive(archive, destination, true).await
     }
 
+    /// Describes what `sources` (repositories: all tags, or the tag named; `oci:` layouts)
+    /// and the `archives` already shipped hold, as an inventory's JSON text for
+    /// [`Bundle::inventories`]. Registries are read with the push credentials.
+    pub async fn inventory(&self, sources: &[&str], archives: &[PathBuf]) -> Result<String, Error> {
+        let mut grants = Vec::new();
+        let sources = sources
+            .iter()
+            .map(|s| {
+                let (s, g) = layout_grant(s, false)?;
+                grants.extend(g);
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let references: Vec<&str> = sources.iter().map(String::as_str).collect();
+        let policy = self.policy(&references)?;
+        let connector = self.connector(&references);
+        let mut store = self
+            .runtime
+            .store(policy.clone(), connector, self.reporter(), &[], &grants)
+            .map_err(runtime_error)?;
+        let imo = self
+            .runtime
+            .instantiate(&mut store)
+            .await
+            .map_err(runtime_error)?;
+        let api = imo.imo_overlay_overlay();
+        let options = self.options();
+        let mut json = String::new();
+        if !sources.is_empty() || archives.is_empty() {
+            json = finish_with(
+                api.call_inventory(&mut store, &sources, &options).await,
+                &policy,
+            )?;
+        }
+        for path in archives {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            let stream: DynInputStream = Box::new(streams::ReadAhead::new(file));
+            let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+            let result = api
+                .call_inventory_add_archive(
+                    &mut store,
+                    &json,
+                    &path.display().to_string(),
+                    Resource::new_borrow(own.rep()),
+                    &options,
+                )
+                .await;
+            let _ = store.data_mut().table.delete(own);
+            json = finish_with(result, &policy)?;
+        }
+        Ok(json)
+    }
+
     async fn with_archive<R>(
         &self,
         archive: R,
@@ -555,8 +669,10 @@ impl Imo {
         let (destination, grants) = layout_grant(destination, push)?;
         let destination = destination.as_str();
         let grants: Vec<_> = grants.into_iter().collect();
-        let policy = self.policy(&[destination])?;
-        let connector = self.connector(&[destination]);
+        let references = destination_references(destination, &self.settings.destination_map);
+        let references: Vec<&str> = references.iter().map(String::as_str).collect();
+        let policy = self.policy(&references)?;
+        let connector = self.connector(&references);
         let mut store = self
             .runtime
             .store(policy.clone(), connector, self.reporter(), &[], &grants)
@@ -580,6 +696,29 @@ impl Imo {
         };
         let _ = store.data_mut().table.delete(own);
         finish(result, &policy)
+    }
+}
+
+/// What [`Imo::pull_bundle_to_file`] carries and what it may leave out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bundle {
+    /// Base images: a blob any of them holds is left out; `scratch` stands for none.
+    pub bases: Vec<String>,
+    /// Inventory files written by [`Imo::inventory`] (`imo inventory`): a blob any of them
+    /// lists is left out, and push mounts it from where the inventory places it.
+    pub inventories: Vec<PathBuf>,
+    /// The final images, at least one; blobs they share are carried once.
+    pub finals: Vec<String>,
+}
+
+impl Bundle {
+    /// One final image over one base, as [`Imo::pull_to_file`] takes them.
+    pub fn new(base: &str, final_: &str) -> Self {
+        Bundle {
+            bases: vec![base.to_owned()],
+            inventories: vec![],
+            finals: vec![final_.to_owned()],
+        }
     }
 }
 
@@ -610,13 +749,41 @@ fn layout_grant(reference: &str, writable: bool) -> Result<(String, Option<Layou
     Ok((rewritten, Some(LayoutGrant { dir: abs, writable })))
 }
 
+/// The references a push or vet to `destination` may reach: the destination read as a
+/// reference (one image) and as a prefix (`registry[/path]`, several images), and every
+/// mapped destination. Both readings are what the user named.
+fn destination_references(destination: &str, map: &[(String, String)]) -> Vec<String> {
+    use imo_guest::reference::Reference;
+    let mut out = Vec::new();
+    if destination.starts_with("oci:") || Reference::parse(destination).is_ok() {
+        out.push(destination.to_owned());
+    }
+    let as_prefix = format!("{}/x", destination.trim_end_matches('/'));
+    if Reference::parse(&as_prefix).is_ok() {
+        out.push(as_prefix);
+    }
+    if out.is_empty() {
+        // Let the policy report the malformed reference.
+        out.push(destination.to_owned());
+    }
+    out.extend(map.iter().map(|(_, to)| to.clone()));
+    out
+}
+
 /// Turns the component's answer into the host's, adding what the policy refused.
 fn finish(
     result: wasmtime::Result<Result<wit::Summary, wit::Error>>,
     policy: &NetworkPolicy,
 ) -> Result<Summary, Error> {
+    finish_with(result, policy).map(Into::into)
+}
+
+fn finish_with<T>(
+    result: wasmtime::Result<Result<T, wit::Error>>,
+    policy: &NetworkPolicy,
+) -> Result<T, Error> {
     match result {
-        Ok(Ok(s)) => Ok(s.into()),
+        Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             let mut e = Error::from(e);
             let denied = policy.denied.lock().expect("policy lock");

@@ -22,12 +22,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write an archive of FINAL holding only the blobs BASE lacks (BASE may be `scratch`)
+    /// Write an archive of the FINAL images holding only the blobs BASE lacks (BASE may be
+    /// `scratch`); with --base or --have, every argument is a final image
+    #[command(override_usage = "imo pull BASE FINAL... -o FILE\n       \
+                                imo pull [--base BASE]... [--have INVENTORY]... FINAL... -o FILE")]
     Pull {
-        base: String,
-        #[arg(value_name = "FINAL")]
-        final_: String,
+        /// BASE then FINAL..., or FINAL... alone with --base or --have
+        #[arg(value_name = "IMAGE", required = true)]
+        images: Vec<String>,
+        /// A base image: blobs it holds are left out (repeatable)
+        #[arg(long = "base", value_name = "REF")]
+        bases: Vec<String>,
+        /// An inventory of the site (`imo inventory`): blobs it lists are left out (repeatable)
+        #[arg(long = "have", value_name = "INVENTORY")]
+        haves: Vec<PathBuf>,
         /// Where to write the archive; `-` for stdout
+        #[arg(short, long, value_name = "FILE")]
+        output: String,
+    },
+    /// Write an inventory of what a site holds: every blob and manifest of the SOURCE
+    /// repositories (all tags, or the tag named) and of archives already shipped there
+    Inventory {
+        /// A repository (REGISTRY/PATH for all its tags, or REGISTRY/PATH:TAG) or oci:DIR
+        #[arg(value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// An archive already pushed to the site (repeatable)
+        #[arg(long = "archive", value_name = "FILE")]
+        archives: Vec<PathBuf>,
+        /// Where to write the inventory; `-` for stdout
         #[arg(short, long, value_name = "FILE")]
         output: String,
     },
@@ -35,13 +57,22 @@ enum Command {
     Vet {
         /// The archive; `-` for stdin
         archive: String,
+        /// A repository; for an archive of several images, a prefix REGISTRY[/PATH]
         destination: String,
+        /// Where one image of the archive goes, overriding DESTINATION (repeatable)
+        #[arg(long = "map", value_name = "FINAL=DESTINATION")]
+        map: Vec<String>,
     },
     /// Upload what DESTINATION lacks from ARCHIVE, then tag the image there
     Push {
         /// The archive; `-` for stdin
         archive: String,
+        /// A repository; for an archive of several images, a prefix REGISTRY[/PATH] under
+        /// which each image keeps its repository path and tag
         destination: String,
+        /// Where one image of the archive goes, overriding DESTINATION (repeatable)
+        #[arg(long = "map", value_name = "FINAL=DESTINATION")]
+        map: Vec<String>,
     },
     /// Write the embedded WebAssembly component, to run under any WASI 0.2 host
     Component {
@@ -234,13 +265,41 @@ fn print_summary(headline: &str, s: &Summary) {
 }
 
 /// The `Imo` for vet and push: credentials looked up for the destination only.
-fn for_destination(g: &Global, destination: &str) -> Result<Imo, Error> {
+fn for_destination(g: &Global, destination: &str, map: &[String]) -> Result<Imo, Error> {
     let roles = Roles {
         base: None,
         final_: None,
         dest: Some(destination),
     };
-    builder(g, roles)?.build()
+    let mut b = builder(g, roles)?;
+    for m in map {
+        let (from, to) = m
+            .split_once('=')
+            .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+            .ok_or_else(|| {
+                Error::InvalidReference(format!("--map wants FINAL=DESTINATION, not {m:?}"))
+            })?;
+        b = b.map_destination(from, to);
+    }
+    b.build()
+}
+
+/// Writes `bytes` to stdout (`-`) or to `path`, through a temporary file renamed when whole.
+fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let io = |p: &str, e: std::io::Error| Error::Io(format!("{p}: {e}"));
+    if path == "-" {
+        return std::io::stdout()
+            .write_all(bytes)
+            .map_err(|e| io("stdout", e));
+    }
+    let partial = format!("{path}.partial");
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            io(path, e)
+        })
 }
 
 async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
@@ -262,29 +321,88 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .map_err(|e| Error::Io(format!("{}: {e}", output.display())));
         }
         Command::Pull {
-            base,
-            final_,
+            images,
+            bases,
+            haves,
             output,
         } => {
+            let bundle = if bases.is_empty() && haves.is_empty() {
+                let Some((base, finals)) = images.split_first().filter(|(_, f)| !f.is_empty())
+                else {
+                    return Err(Error::InvalidReference(
+                        "pull takes BASE FINAL... (BASE may be `scratch`), or FINAL... with \
+                         --base or --have"
+                            .into(),
+                    ));
+                };
+                imo::Bundle {
+                    bases: vec![base.clone()],
+                    inventories: vec![],
+                    finals: finals.to_vec(),
+                }
+            } else {
+                imo::Bundle {
+                    bases,
+                    inventories: haves,
+                    finals: images,
+                }
+            };
             let roles = Roles {
-                base: Some(base.as_str()).filter(|b| *b != "scratch"),
-                final_: Some(&final_),
+                base: bundle
+                    .bases
+                    .first()
+                    .map(String::as_str)
+                    .filter(|b| *b != "scratch"),
+                final_: bundle.finals.first().map(String::as_str),
                 dest: None,
             };
             let imo = builder(&cli.global, roles)?.build()?;
             let s = if output == "-" {
-                imo.pull_to_writer(&base, &final_, tokio::io::stdout())
+                imo.pull_bundle_to_writer(&bundle, tokio::io::stdout())
                     .await?
             } else {
-                imo.pull_to_file(&base, &final_, output.as_ref()).await?
+                imo.pull_bundle_to_file(&bundle, output.as_ref()).await?
             };
-            (format!("pulled {}", s.final_reference), s)
+            (format!("pulled {}", s.images.join(", ")), s)
+        }
+        Command::Inventory {
+            sources,
+            archives,
+            output,
+        } => {
+            if sources.is_empty() && archives.is_empty() {
+                return Err(Error::InvalidReference(
+                    "inventory needs a SOURCE repository or an --archive".into(),
+                ));
+            }
+            let roles = Roles {
+                base: None,
+                final_: None,
+                dest: sources.first().map(String::as_str),
+            };
+            let imo = builder(&cli.global, roles)?.build()?;
+            let sources: Vec<&str> = sources.iter().map(String::as_str).collect();
+            let json = imo.inventory(&sources, &archives).await?;
+            write_output(&output, json.as_bytes())?;
+            if !quiet {
+                let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+                let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+                let line = format!(
+                    "inventory: {} blob(s) and {} manifest(s) from {}",
+                    count("blobs"),
+                    count("manifests"),
+                    count("sources")
+                );
+                eprintln!("{line} source(s)");
+            }
+            return Ok(());
         }
         Command::Vet {
             archive,
             destination,
+            map,
         } => {
-            let imo = for_destination(&cli.global, &destination)?;
+            let imo = for_destination(&cli.global, &destination, &map)?;
             let s = imo
                 .push_vet(open_archive(&archive).await?, &destination)
                 .await?;
@@ -296,12 +414,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Push {
             archive,
             destination,
+            map,
         } => {
-            let imo = for_destination(&cli.global, &destination)?;
+            let imo = for_destination(&cli.global, &destination, &map)?;
             let s = imo
                 .push(open_archive(&archive).await?, &destination)
                 .await?;
-            (format!("pushed {} to {destination}", s.final_reference), s)
+            (
+                format!("pushed {} to {destination}", s.images.join(", ")),
+                s,
+            )
         }
     };
     if cli.global.json {

@@ -1,0 +1,261 @@
+//! Inventories and bundles against real registries: a site holding v1 of two images is
+//! inventoried; v2 of both is pulled against that inventory into one archive that carries
+//! exactly what the site lacks (a blob both images share, once); vet and push put both
+//! images there byte-exact; an inventory that claims too much makes vet name the blob.
+
+mod support;
+
+use std::collections::BTreeSet;
+use support::*;
+
+fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Layers: app and db each share a base layer with their v1, and both v2 add the same new
+/// layer (`shared-v2`) plus one of their own.
+struct World {
+    src: Registry,
+    site: Registry,
+    app_v1: Layout,
+    db_v1: Layout,
+    app_v2: Layout,
+    db_v2: Layout,
+}
+
+fn world() -> World {
+    let src = Registry::start();
+    let site = Registry::start();
+    let app_v1 = oci_layout("v1", &[("app-base", 200_000), ("app-v1", 50_000)]);
+    let db_v1 = oci_layout("v1", &[("db-base", 150_000), ("db-v1", 40_000)]);
+    let app_v2 = oci_layout(
+        "v2",
+        &[
+            ("app-base", 200_000),
+            ("shared-v2", 120_000),
+            ("app-v2", 60_000),
+        ],
+    );
+    let db_v2 = oci_layout(
+        "v2",
+        &[
+            ("db-base", 150_000),
+            ("shared-v2", 120_000),
+            ("db-v2", 30_000),
+        ],
+    );
+    for (layout, repo) in [
+        (&app_v1, "app:v1"),
+        (&db_v1, "db:v1"),
+        (&app_v2, "app:v2"),
+        (&db_v2, "db:v2"),
+    ] {
+        seed(layout, &src.image(repo), None);
+    }
+    seed(&app_v1, &site.image("app:v1"), None);
+    seed(&db_v1, &site.image("db:v1"), None);
+    World {
+        src,
+        site,
+        app_v1,
+        db_v1,
+        app_v2,
+        db_v2,
+    }
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("--json prints a summary")
+}
+
+#[test]
+fn an_inventory_drives_a_bundle_of_two_images_into_the_site() {
+    let w = world();
+    let work = TempDir::new("bundle");
+    let inv = work.join("site.json");
+
+    // The site's inventory: every tag of both repositories.
+    imo_ok(&[
+        "inventory",
+        "-q",
+        &w.site.image("app"),
+        &w.site.image("db"),
+        "-o",
+        s(&inv),
+    ]);
+    let inventory: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&inv).unwrap()).unwrap();
+    assert_eq!(inventory["imoInventoryVersion"], 1);
+    let listed: BTreeSet<String> = inventory["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["digest"].as_str().unwrap().to_owned())
+        .collect();
+    let mut held: BTreeSet<String> = BTreeSet::new();
+    for l in [&w.app_v1, &w.db_v1] {
+        held.insert(l.config_digest.clone());
+        held.extend(l.layer_digests.iter().cloned());
+    }
+    assert_eq!(listed, held, "the inventory lists exactly the site's blobs");
+    let app_base = &w.app_v1.layer_digests[0];
+    let entry = inventory["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["digest"] == app_base.as_str())
+        .unwrap();
+    assert_eq!(entry["repositories"], serde_json::json!(["app"]));
+    let manifests: Vec<&str> = inventory["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert!(manifests.contains(&w.app_v1.manifest_digest.as_str()));
+
+    // One archive of both v2 images against the inventory.
+    let bundle = work.join("bundle.tar");
+    let pulled = imo_ok(&[
+        "pull",
+        "--json",
+        "--have",
+        s(&inv),
+        &w.src.image("app:v2"),
+        &w.src.image("db:v2"),
+        "-o",
+        s(&bundle),
+    ]);
+    let carried: Vec<String> = archive_blobs(&bundle);
+    let manifests_in = [&w.app_v2.manifest_digest, &w.db_v2.manifest_digest];
+    let blobs: BTreeSet<String> = carried
+        .iter()
+        .filter(|d| !manifests_in.contains(d))
+        .cloned()
+        .collect();
+    let shared = w.app_v2.layer_digests[1].clone();
+    assert_eq!(shared, w.db_v2.layer_digests[1]);
+    let expected: BTreeSet<String> = [
+        w.app_v2.config_digest.clone(),
+        w.db_v2.config_digest.clone(),
+        shared.clone(),
+        w.app_v2.layer_digests[2].clone(),
+        w.db_v2.layer_digests[2].clone(),
+    ]
+    .into();
+    assert_eq!(blobs, expected, "exactly the blobs the site lacks");
+    assert_eq!(
+        carried.iter().filter(|d| **d == shared).count(),
+        1,
+        "the shared blob is carried once"
+    );
+    let summary = json(&pulled);
+    assert_eq!(summary["images"].as_array().unwrap().len(), 2);
+    assert_eq!(summary["blobs_omitted"], 2);
+
+    // index.json names both images.
+    let index: serde_json::Value = serde_json::from_slice(
+        &archive_entries(&bundle)
+            .into_iter()
+            .find(|(p, _)| p == "index.json")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+
+    // Vet and push into the site: the destination is a prefix (the registry itself), under
+    // which each image keeps its repository path and tag.
+    let site = w.site.image("");
+    let site = site.trim_end_matches('/');
+    imo_ok(&["vet", "-q", s(&bundle), site]);
+    let pushed = json(&imo_ok(&["push", "--json", s(&bundle), site]));
+    assert_eq!(pushed["blobs_uploaded"], 5, "{pushed}");
+    assert_eq!(
+        pushed["blobs_mounted"], 1,
+        "the shared blob is uploaded once and mounted into the other repository: {pushed}"
+    );
+    for (layout, repo) in [(&w.app_v2, "app:v2"), (&w.db_v2, "db:v2")] {
+        let raw = raw_manifest(&w.site.image(repo));
+        assert_eq!(sha256(&raw), layout.manifest_digest, "{repo} byte-exact");
+        copy_out(&w.site.image(repo));
+    }
+
+    // An inventory of the shipped archive lists what the site now holds of those images.
+    let inv2 = work.join("shipped.json");
+    imo_ok(&["inventory", "-q", "--archive", s(&bundle), "-o", s(&inv2)]);
+    let shipped: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&inv2).unwrap()).unwrap();
+    let n = shipped["blobs"].as_array().unwrap().len();
+    assert_eq!(
+        n, 7,
+        "every blob both v2 images reference, the shared one once: {shipped}"
+    );
+}
+
+#[test]
+fn an_inventory_that_claims_too_much_fails_vet_naming_the_blob() {
+    let w = world();
+    let work = TempDir::new("bundle-wrong");
+    // Taken from the source, not the site: it claims app:v2's new layers.
+    let wrong = work.join("wrong.json");
+    imo_ok(&["inventory", "-q", &w.src.image("app:v2"), "-o", s(&wrong)]);
+    let bundle = work.join("bundle.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "--have",
+        s(&wrong),
+        "--base",
+        &w.src.image("db:v1"),
+        &w.src.image("app:v2"),
+        &w.src.image("db:v2"),
+        "-o",
+        s(&bundle),
+    ]);
+    let site = w.site.image("");
+    let site = site.trim_end_matches('/');
+    let err = imo_err(&["vet", s(&bundle), site]);
+    let own = &w.app_v2.layer_digests[2];
+    assert!(err.contains(own.as_str()), "vet names {own}: {err}");
+    assert!(
+        !err.contains(w.app_v1.layer_digests[0].as_str()),
+        "the site holds app's base layer: {err}"
+    );
+    let err = imo_err(&["push", s(&bundle), site]);
+    assert!(err.contains(own.as_str()), "{err}");
+    assert!(!exists(&w.site.image("app:v2")));
+    assert!(!exists(&w.site.image("db:v2")));
+}
+
+#[test]
+fn explicit_mappings_place_images_and_unknown_ones_are_refused() {
+    let w = world();
+    let work = TempDir::new("bundle-map");
+    let bundle = work.join("bundle.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &w.src.image("app:v2"),
+        &w.src.image("db:v2"),
+        "-o",
+        s(&bundle),
+    ]);
+    let site = w.site.image("mirror");
+    let app_to = w.site.image("apps/frontend:stable");
+    let mapping = format!("{}={app_to}", w.src.image("app:v2"));
+    let err = imo_err(&[
+        "push",
+        s(&bundle),
+        &site,
+        "--map",
+        &format!("{}=x", w.src.image("web:v2")),
+    ]);
+    assert!(err.contains("not an image of this archive"), "{err}");
+    imo_ok(&["push", "-q", s(&bundle), &site, "--map", &mapping]);
+    assert_eq!(sha256(&raw_manifest(&app_to)), w.app_v2.manifest_digest);
+    let db_to = w.site.image("mirror/db:v2");
+    assert_eq!(sha256(&raw_manifest(&db_to)), w.db_v2.manifest_digest);
+    copy_out(&db_to);
+}
