@@ -259,3 +259,69 @@ fn explicit_mappings_place_images_and_unknown_ones_are_refused() {
     assert_eq!(sha256(&raw_manifest(&db_to)), w.db_v2.manifest_digest);
     copy_out(&db_to);
 }
+
+/// Runs the bare component under the wasmtime CLI with `dir` preopened as /work.
+fn wasmtime(dir: &TempDir, wasm: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("wasmtime")
+        .args(["run", "-S", "http", "--dir"])
+        .arg(format!("{}::/work", dir.path().display()))
+        .arg(wasm)
+        .args(args)
+        .output()
+        .expect("running the wasmtime CLI (cargo install wasmtime-cli@48.0.8 --locked)");
+    assert!(
+        out.status.success(),
+        "wasmtime {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_bare_component_inventories_and_pulls_a_bundle_as_the_host_does() {
+    let w = world();
+    let work = TempDir::new("bundle-wasi");
+    let wasm = work.join("imo.wasm");
+    imo_ok(&["component", "-o", s(&wasm)]);
+    let (app, db) = (w.site.image("app"), w.site.image("db"));
+    imo_ok(&[
+        "inventory",
+        "-q",
+        &app,
+        &db,
+        "-o",
+        s(&work.join("host.json")),
+    ]);
+    wasmtime(
+        &work,
+        &wasm,
+        &["inventory", "-q", &app, &db, "-o", "/work/wasi.json"],
+    );
+    assert_eq!(
+        std::fs::read(work.join("wasi.json")).unwrap(),
+        std::fs::read(work.join("host.json")).unwrap(),
+        "the same inventory"
+    );
+    let finals = [w.src.image("app:v2"), w.src.image("db:v2")];
+    let mut host_args = vec!["pull", "-q", "--have"];
+    let host_json = work.join("host.json");
+    host_args.push(s(&host_json));
+    host_args.extend(finals.iter().map(String::as_str));
+    let host_tar = work.join("host.tar");
+    host_args.extend(["-o", s(&host_tar)]);
+    imo_ok(&host_args);
+    let mut wasi_args = vec!["pull", "-q", "--have", "/work/wasi.json"];
+    wasi_args.extend(finals.iter().map(String::as_str));
+    wasi_args.extend(["-o", "/work/wasi.tar"]);
+    wasmtime(&work, &wasm, &wasi_args);
+    assert_eq!(
+        archive_blobs(&work.join("wasi.tar")),
+        archive_blobs(&host_tar),
+        "the same blobs, in the same order"
+    );
+    let site = w.site.image("");
+    wasmtime(
+        &work,
+        &wasm,
+        &["vet", "/work/wasi.tar", site.trim_end_matches('/')],
+    );
+}
