@@ -634,3 +634,73 @@ fn token_flow_refusals_are_clear() {
     assert!(err.contains("not authorized"), "{err}");
     assert!(!archive.exists());
 }
+
+/// A registry whose token service sits behind the fault proxy; skopeo seeds it directly
+/// (the rules match only imo's token requests, whose query starts with `scope=`).
+fn token_behind_proxy(
+    rules: Vec<support::proxy::Rule>,
+) -> (TokenServer, support::proxy::Proxy, Registry) {
+    let tokens = TokenServer::start(vec![
+        Account::new("pusher", "push-pw").may("app", &["pull", "push"]),
+    ]);
+    let proxy = support::proxy::Proxy::start(&tokens.addr, rules);
+    let config = tokens
+        .registry_config()
+        .replace(&tokens.realm(), &format!("http://{}/token", proxy.addr));
+    let src = Registry::start_with(&config);
+    seed_as(&v1(), &src.image("app:v1"), PUSHER);
+    seed_as(&v2(), &src.image("app:v2"), PUSHER);
+    (tokens, proxy, src)
+}
+
+#[test]
+fn token_service_faults_are_retried_or_reported() {
+    use support::proxy::{Fault, Rule};
+    let imo_token = "/token?scope=";
+    let (_tokens, proxy, src) = token_behind_proxy(vec![
+        Rule::new("GET", imo_token, 1, Fault::Status(503, None)),
+        Rule::new("GET", imo_token, 1, Fault::Reset),
+        Rule::new("GET", imo_token, 1, Fault::Status(429, Some(1))),
+    ]);
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    let out = ok(&[
+        "pull",
+        "--creds",
+        PUSHER,
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(proxy.faults(), 3, "every token fault happened");
+    assert!(stderr.contains("retrying GET"), "{stderr}");
+    assert!(archive.exists());
+
+    // A token service that keeps failing: a clear error, and no archive.
+    let (_tokens, proxy, src) = token_behind_proxy(vec![Rule::new(
+        "GET",
+        imo_token,
+        50,
+        Fault::Status(500, None),
+    )]);
+    let archive = work.join("never.tar");
+    let err = fails(&[
+        "pull",
+        "--retries",
+        "2",
+        "--creds",
+        PUSHER,
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+    assert_eq!(proxy.faults(), 3, "one try and two retries");
+    assert!(
+        err.contains("token request") && err.contains("500"),
+        "the error names the token request and its status: {err}"
+    );
+    assert!(!archive.exists());
+}
