@@ -1,6 +1,18 @@
 //! Credentials the way skopeo and docker find them: auth files, then credential helpers.
 //! Only the registries a command names are looked up, so no other secret reaches the
 //! component.
+//!
+//! What the `imo` command does for each registry it names (not run here: the answer depends
+//! on this machine's files):
+//!
+//! ```rust,no_run
+//! # fn main() -> Result<(), String> {
+//! let mut builder = imo::Imo::builder();
+//! if let Some(c) = imo::credentials::lookup("quay.io")? {
+//!     builder = builder.final_credentials(&c.username, &c.password);
+//! }
+//! # Ok(()) }
+//! ```
 
 use crate::Credentials;
 use std::path::PathBuf;
@@ -12,7 +24,15 @@ const IDENTITY_TOKEN_USER: &str = "<token>";
 
 /// The auth files searched, in order: `$REGISTRY_AUTH_FILE`,
 /// `$XDG_RUNTIME_DIR/containers/auth.json`, `~/.config/containers/auth.json`,
-/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`. Files that do not exist are
+/// listed too; [`lookup`] skips them.
+///
+/// ```rust
+/// for file in imo::credentials::auth_files() {
+///     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+///     println!("{} ({name})", file.display());
+/// }
+/// ```
 pub fn auth_files() -> Vec<PathBuf> {
     let env = |k: &str| std::env::var_os(k).map(PathBuf::from);
     let home = env("HOME");
@@ -30,17 +50,39 @@ pub fn auth_files() -> Vec<PathBuf> {
     files
 }
 
-/// What one auth file says about a registry.
+/// What one auth file says about a registry; see [`entry`].
+///
+/// ```rust
+/// use imo::credentials::{Entry, entry};
+///
+/// let json = serde_json::json!({"credsStore": "pass"});
+/// assert_eq!(entry(&json, "quay.io")?, Entry::Helper("pass".into()));
+/// assert_eq!(entry(&serde_json::json!({}), "quay.io")?, Entry::None);
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry {
+    /// Credentials written in the file itself (`auth`, or `identitytoken` with the user
+    /// name `<token>`).
     Found(Credentials),
     /// Ask `docker-credential-<helper>`.
     Helper(String),
+    /// The file says nothing about the registry.
     None,
 }
 
 /// Looks `registry` (`host[:port]`, `docker.io` for Docker Hub) up in the auth files, then in
-/// their credential helpers. Errors name the file or helper and never include a secret.
+/// their credential helpers. The first file that names the registry decides. `Ok(None)`:
+/// no file names it, so it is reached anonymously. Errors name the file or helper and never
+/// include a secret.
+///
+/// ```rust
+/// match imo::credentials::lookup("registry.example.invalid") {
+///     Ok(Some(c)) => println!("found credentials for {}", c.username),
+///     Ok(None) => println!("anonymous"),
+///     Err(e) => println!("the auth files are broken: {e}"),
+/// }
+/// ```
 pub fn lookup(registry: &str) -> Result<Option<Credentials>, String> {
     for file in auth_files() {
         let Ok(text) = std::fs::read_to_string(&file) else {
@@ -68,7 +110,25 @@ fn key_matches(key: &str, registry: &str) -> bool {
     host.eq_ignore_ascii_case(registry) || (hub.contains(&registry) && hub.contains(&host))
 }
 
-/// Reads one auth file's `auths`, `credHelpers` and `credsStore` for `registry`.
+/// Reads one auth file's `auths`, `credHelpers` and `credsStore` for `registry`, in that
+/// order, as [`lookup`] does. Keys may carry a scheme and path (`https://quay.io/v1/`);
+/// `docker.io`, `index.docker.io` and `registry-1.docker.io` all name Docker Hub. Errors
+/// (a malformed `auth`) name the key and never include the secret.
+///
+/// ```rust
+/// use imo::credentials::{Entry, entry};
+///
+/// // `auth` is base64 of `user:password`.
+/// let json = serde_json::json!({
+///     "auths": {"https://index.docker.io/v1/": {"auth": "aHViOnMzY3JldA=="}},
+///     "credHelpers": {"gcr.io": "gcloud"},
+/// });
+/// let Entry::Found(c) = entry(&json, "docker.io")? else { panic!() };
+/// assert_eq!((c.username.as_str(), c.password.as_str()), ("hub", "s3cret"));
+/// assert_eq!(entry(&json, "gcr.io")?, Entry::Helper("gcloud".into()));
+/// assert_eq!(entry(&json, "quay.io")?, Entry::None);
+/// # Ok::<(), String>(())
+/// ```
 pub fn entry(json: &serde_json::Value, registry: &str) -> Result<Entry, String> {
     if let Some(auths) = json.get("auths").and_then(|a| a.as_object()) {
         for (key, value) in auths {

@@ -3,6 +3,18 @@
 //! The policy is plain data: the registries a command names, which of them may be spoken
 //! to over plain HTTP, and nothing else. Hosts that an allowed registry itself points to
 //! (its token realm, its redirects) are added as its responses pass through the host.
+//!
+//! Every [`Imo`](crate::Imo) operation builds one from the references it names; other hosts
+//! of the component can use it the same way, in their outgoing-request hook.
+//!
+//! ```rust
+//! use imo::policy::NetworkPolicy;
+//!
+//! let policy = NetworkPolicy::for_references(["quay.io/org/app:v2", "scratch"], &[], &[])?;
+//! assert!(policy.check("https", "quay.io").is_ok());
+//! assert!(policy.check("https", "example.com").is_err());
+//! # Ok::<(), String>(())
+//! ```
 
 use imo_guest::auth::parse_challenges;
 use imo_guest::reference::{Reference, is_loopback_host};
@@ -37,10 +49,22 @@ impl Authority {
     }
 }
 
-/// Why a request was refused.
+/// Why a request was refused: what [`NetworkPolicy::check`] returns and
+/// [`NetworkPolicy::record`] keeps. `Display` gives `refused URL: REASON`.
+///
+/// ```rust
+/// let policy = imo::policy::NetworkPolicy::for_references(["quay.io/org/app"], &[], &[])?;
+/// let denied = policy.check("http", "quay.io").unwrap_err();
+/// assert_eq!(denied.url, "http://quay.io");
+/// assert!(denied.reason.contains("plain HTTP"));
+/// assert!(denied.to_string().starts_with("refused http://quay.io: "));
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denied {
+    /// The scheme and authority refused, `scheme://host[:port]`.
     pub url: String,
+    /// Why, and what option would allow it.
     pub reason: String,
 }
 
@@ -50,7 +74,25 @@ impl std::fmt::Display for Denied {
     }
 }
 
-/// The network policy for one command.
+/// The network policy for one command: which authorities the component may reach, and
+/// which of them over plain HTTP. Shared (`Arc`) between the request hook and the command,
+/// and safe to use from several threads.
+///
+/// ```rust
+/// use imo::policy::NetworkPolicy;
+///
+/// let policy = NetworkPolicy::for_references(
+///     ["mirror.site:5000/org/app:v2"],
+///     &["mirror.site:5000".to_owned()],
+///     &[],
+/// )?;
+/// assert!(policy.check("http", "mirror.site:5000").is_ok());
+/// if let Err(denied) = policy.check("https", "mirror.site:5001") {
+///     policy.record(denied);
+/// }
+/// assert_eq!(policy.denied.lock().unwrap().len(), 1);
+/// # Ok::<(), String>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct NetworkPolicy {
     /// Named registries and the hosts they point to.
@@ -64,7 +106,23 @@ pub struct NetworkPolicy {
 }
 
 impl NetworkPolicy {
-    /// Allows the registries of `references` (`scratch` names none) and nothing else.
+    /// Allows the registries of `references` (`scratch` and `oci:` layouts name none), the
+    /// `extra_hosts` (`host[:port]`, as [`Builder::allow_host`](crate::Builder::allow_host)),
+    /// and nothing else; plain HTTP only to loopback and to the `insecure` registries
+    /// (`host[:port]`). A reference's registry is its API host: `registry-1.docker.io` for
+    /// Docker Hub. Errors name the malformed reference or host.
+    ///
+    /// ```rust
+    /// use imo::policy::NetworkPolicy;
+    ///
+    /// let policy = NetworkPolicy::for_references(["busybox"], &[], &["cdn.example".into()])?;
+    /// assert!(policy.check("https", "registry-1.docker.io").is_ok());
+    /// assert!(policy.check("https", "cdn.example:443").is_ok());
+    ///
+    /// let err = NetworkPolicy::for_references(["r.example/app"], &["r.example:web".into()], &[]);
+    /// assert!(err.unwrap_err().contains("--insecure"));
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn for_references<'a>(
         references: impl IntoIterator<Item = &'a str>,
         insecure: &[String],
@@ -101,7 +159,19 @@ impl NetworkPolicy {
         }))
     }
 
-    /// Stops learning hosts from responses: only the named registries stay reachable.
+    /// Stops learning hosts from responses: only the named registries stay reachable. Call
+    /// it before the policy is shared (while this is the only `Arc`); otherwise it has no
+    /// effect.
+    ///
+    /// ```rust
+    /// let policy = imo::policy::NetworkPolicy::for_references(["r.example/app"], &[], &[])?
+    ///     .without_learning();
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert(http::header::LOCATION, "https://cdn.example/blob".parse().unwrap());
+    /// policy.learn_from_response(&headers);
+    /// assert!(policy.check("https", "cdn.example").is_err());
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn without_learning(mut self: Arc<Self>) -> Arc<Self> {
         if let Some(p) = Arc::get_mut(&mut self) {
             p.learn = false;
@@ -109,7 +179,16 @@ impl NetworkPolicy {
         self
     }
 
-    /// Decides one request. `scheme` is `http` or `https`; `authority` is `host[:port]`.
+    /// Decides one request. `scheme` is `http` or `https`; `authority` is `host[:port]`,
+    /// matched case-insensitively, a missing port matching the scheme's default.
+    ///
+    /// ```rust
+    /// let policy = imo::policy::NetworkPolicy::for_references(["127.0.0.1:5000/app"], &[], &[])?;
+    /// assert!(policy.check("http", "127.0.0.1:5000").is_ok(), "loopback may be plain HTTP");
+    /// assert!(policy.check("https", "127.0.0.1:5001").is_err());
+    /// assert!(policy.check("ftp", "127.0.0.1:5000").is_err());
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn check(&self, scheme: &str, authority: &str) -> Result<(), Denied> {
         let url = format!("{scheme}://{authority}");
         let deny = |reason: &str| {
@@ -147,13 +226,35 @@ impl NetworkPolicy {
         Ok(())
     }
 
-    /// Records a refusal for the command's error message.
+    /// Records a refusal for the command's error message; [`NetworkPolicy::denied`] lists
+    /// them in order.
+    ///
+    /// ```rust
+    /// let policy = imo::policy::NetworkPolicy::for_references(["quay.io/org/app"], &[], &[])?;
+    /// let denied = policy.check("https", "evil.example").unwrap_err();
+    /// policy.record(denied.clone());
+    /// assert_eq!(policy.denied.lock().unwrap().last(), Some(&denied));
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn record(&self, denied: Denied) {
         self.denied.lock().expect("policy lock").push(denied);
     }
 
     /// Learns the hosts an allowed registry points to: the token realm in its
-    /// `WWW-Authenticate` challenges and the target of its redirects.
+    /// `WWW-Authenticate` challenges and the target of its redirects. Call it only with
+    /// responses from authorities the policy allowed.
+    ///
+    /// ```rust
+    /// let policy = imo::policy::NetworkPolicy::for_references(["r.example/app"], &[], &[])?;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert(
+    ///     http::header::WWW_AUTHENTICATE,
+    ///     r#"Bearer realm="https://auth.example/token",service="r.example""#.parse().unwrap(),
+    /// );
+    /// policy.learn_from_response(&headers);
+    /// assert!(policy.check("https", "auth.example").is_ok());
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn learn_from_response(&self, headers: &http::HeaderMap) {
         if !self.learn {
             return;

@@ -12,7 +12,13 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::ErrorCode;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-/// The component, built from `guest/` by build.rs.
+/// The component's `.wasm` bytes, built from `guest/` by build.rs: what `imo component`
+/// writes, for running under other WASI 0.2 hosts (docs/embedding.md).
+///
+/// ```rust
+/// // The wasm magic number, then the version and layer of a component (not a core module).
+/// assert_eq!(imo::COMPONENT[..8], *b"\0asm\x0d\0\x01\0");
+/// ```
 pub const COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/imo.wasm"));
 
 pub mod bindings {

@@ -1,6 +1,14 @@
 //! Outgoing connections for the component: TCP, TLS with the system's trust roots plus the
 //! CAs the user names, and HTTP/1.1. It replaces wasmtime-wasi-http's default sender, which
 //! trusts only a bundled root list.
+//!
+//! ```rust
+//! use imo::tls::{Connector, TlsSettings};
+//!
+//! let mut settings = TlsSettings::system();
+//! settings.cert_dir = Some("/etc/pki/site-ca".into());
+//! let connector = Connector::new(settings);
+//! ```
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -12,11 +20,26 @@ use std::time::Duration;
 use wasmtime_wasi_http::{Error, WasiBody};
 
 /// Where per-registry CAs live, as for podman/skopeo and docker: `DIR/HOST[:PORT]/*.crt`.
+///
+/// ```rust
+/// let dirs = imo::tls::TlsSettings::system().certs_d;
+/// assert_eq!(dirs, imo::tls::CERTS_D.map(std::path::PathBuf::from));
+/// ```
 pub const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// TLS choices for one command.
+/// TLS choices for one command. `Default` trusts only the system's roots;
+/// [`TlsSettings::system`] adds the system's per-registry directories.
+///
+/// ```rust
+/// let settings = imo::tls::TlsSettings {
+///     cert_dir: Some("/etc/pki/site-ca".into()),
+///     skip_verify: vec!["registry.test:5000".into()],
+///     ..imo::tls::TlsSettings::system()
+/// };
+/// assert_eq!(settings.certs_d.len(), 2);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     /// `--cert-dir`: every `*.crt` in it is a trusted CA for every registry.
@@ -28,6 +51,12 @@ pub struct TlsSettings {
 }
 
 impl TlsSettings {
+    /// The system's trust: its roots, and the per-registry CAs under [`CERTS_D`].
+    ///
+    /// ```rust
+    /// let settings = imo::tls::TlsSettings::system();
+    /// assert!(settings.cert_dir.is_none() && settings.skip_verify.is_empty());
+    /// ```
     pub fn system() -> Self {
         Self {
             certs_d: CERTS_D.iter().map(PathBuf::from).collect(),
@@ -36,7 +65,18 @@ impl TlsSettings {
     }
 }
 
-/// Builds and caches a client configuration per authority.
+/// Sends the component's requests: builds and caches a client configuration per
+/// authority, from its [`TlsSettings`]. See [`Connector::send`].
+///
+/// ```rust
+/// use imo::tls::{Connector, TlsSettings};
+///
+/// // Trust a test registry's own CA besides the system's roots.
+/// let connector = Connector::new(TlsSettings {
+///     cert_dir: Some("/srv/test-registry/ca".into()),
+///     ..TlsSettings::system()
+/// });
+/// ```
 pub struct Connector {
     settings: TlsSettings,
     system_roots: Vec<CertificateDer<'static>>,
@@ -44,6 +84,12 @@ pub struct Connector {
 }
 
 impl Connector {
+    /// A connector trusting the system's roots (read once, here) and what `settings` add.
+    /// CA files are read at the first request to each authority, and errors reported there.
+    ///
+    /// ```rust
+    /// let connector = imo::tls::Connector::new(imo::tls::TlsSettings::system());
+    /// ```
     pub fn new(settings: TlsSettings) -> Self {
         // Unreadable system certificates leave only the user's CAs; the handshake then
         // reports an unknown issuer, which says what to fix.
@@ -95,7 +141,36 @@ impl Connector {
         Ok(config)
     }
 
-    /// Sends one request, returning the response and the connection's remaining work.
+    /// Sends one request over a new connection (TLS for `https`), returning the response;
+    /// its body streams from the connection until read to its end. `timeout` bounds the
+    /// TCP connect (30 s if `None`).
+    ///
+    /// ```rust
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let port = listener.local_addr()?.port();
+    /// # tokio::spawn(async move {
+    /// #     let (mut socket, _) = listener.accept().await.unwrap();
+    /// #     let mut head = Vec::new();
+    /// #     while !head.ends_with(b"\r\n\r\n") {
+    /// #         head.push(socket.read_u8().await.unwrap());
+    /// #     }
+    /// #     let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+    /// #     socket.write_all(answer.as_bytes()).await.unwrap();
+    /// # });
+    /// use http_body_util::{BodyExt as _, Empty};
+    ///
+    /// // A registry listens on 127.0.0.1:`port`.
+    /// let connector = imo::tls::Connector::new(imo::tls::TlsSettings::system());
+    /// let request = http::Request::get(format!("http://127.0.0.1:{port}/v2/"))
+    ///     .body(Empty::new().map_err(|never| match never {}).boxed_unsync())?;
+    /// let response = connector.send(request, None).await?;
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.into_body().collect().await?.to_bytes(), "{}");
+    /// # Ok(()) }
+    /// ```
     pub async fn send(
         &self,
         mut request: http::Request<WasiBody>,
