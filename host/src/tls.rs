@@ -28,6 +28,10 @@ use wasmtime_wasi_http::{Error, WasiBody};
 pub const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle connections kept per registry for reuse.
+const MAX_IDLE: usize = 4;
+
+type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
 
 /// TLS choices for one command. `Default` trusts only the system's roots;
 /// [`TlsSettings::system`] adds the system's per-registry directories.
@@ -81,6 +85,10 @@ pub struct Connector {
     settings: TlsSettings,
     system_roots: Vec<CertificateDer<'static>>,
     configs: Mutex<HashMap<String, Arc<ClientConfig>>>,
+    /// Open HTTP/1.1 connections by (TLS, authority), for the next `GET` or `HEAD`: a vet
+    /// or push asks one question per blob, and a new TCP and TLS handshake for each would
+    /// cost two or three round trips more over a real network.
+    idle: Mutex<HashMap<(bool, String), Vec<Sender>>>,
 }
 
 impl Connector {
@@ -98,6 +106,29 @@ impl Connector {
             settings,
             system_roots,
             configs: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// An idle connection to `key` that can take a request now, if any.
+    fn take_idle(&self, key: &(bool, String)) -> Option<Sender> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.get_mut(key)?;
+        // Busy ones (a response body still streaming) and closed ones are let go: a busy
+        // connection closes by itself once its response is read.
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn keep_idle(&self, key: (bool, String), sender: Sender) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry(key).or_default();
+        if list.len() < MAX_IDLE && !sender.is_closed() {
+            list.push(sender);
         }
     }
 
@@ -188,6 +219,28 @@ impl Connector {
         } else {
             format!("{authority}:{}", if tls { 443 } else { 80 })
         };
+        // The origin-form target: scheme and authority travel in the Host header.
+        *request.uri_mut() = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let key = (tls, authority.clone());
+        // Only requests without a body go on a reused connection: if the server closed it
+        // meanwhile (every pool races with that), nothing was sent and the request goes again
+        // on a new one. A body streamed from the component could not be sent twice.
+        if matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
+            while let Some(mut sender) = self.take_idle(&key) {
+                let again = bodiless_copy(&request);
+                match sender.send_request(request).await {
+                    Ok(response) => {
+                        self.keep_idle(key, sender);
+                        return Ok(boxed(response));
+                    }
+                    Err(_) => request = again,
+                }
+            }
+        }
         let tcp = tokio::time::timeout(
             timeout.unwrap_or(CONNECT_TIMEOUT),
             tokio::net::TcpStream::connect(&address),
@@ -195,13 +248,7 @@ impl Connector {
         .await
         .map_err(|_| Error::ConnectionTimeout)?
         .map_err(Error::Connect)?;
-        // The origin-form target: scheme and authority travel in the Host header.
-        *request.uri_mut() = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .map_err(|_| Error::HttpRequestUriInvalid)?;
-        if tls {
+        let (sender, response) = if tls {
             let config = self
                 .config(&authority)
                 .map_err(|e| Error::Tls(std::io::Error::other(e)))?;
@@ -210,29 +257,47 @@ impl Connector {
                 .connect(name, tcp)
                 .await
                 .map_err(Error::Tls)?;
-            exchange(stream, request).await
+            exchange(stream, request).await?
         } else {
-            exchange(tcp, request).await
-        }
+            exchange(tcp, request).await?
+        };
+        self.keep_idle(key, sender);
+        Ok(boxed(response))
     }
+}
+
+/// The same bodiless request again (for a retry on a new connection).
+fn bodiless_copy(request: &http::Request<WasiBody>) -> http::Request<WasiBody> {
+    use http_body_util::{BodyExt as _, Empty};
+    let mut copy = http::Request::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+fn boxed(response: http::Response<hyper::body::Incoming>) -> http::Response<WasiBody> {
+    use http_body_util::BodyExt as _;
+    response.map(|body| body.map_err(Error::Hyper).boxed_unsync())
 }
 
 async fn exchange<S>(
     stream: S,
     request: http::Request<WasiBody>,
-) -> Result<http::Response<WasiBody>, Error>
+) -> Result<(Sender, http::Response<hyper::body::Incoming>), Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    use http_body_util::BodyExt as _;
     let io = wasmtime_wasi_http::io::TokioIo::new(stream);
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(Error::Hyper)?;
-    // The connection drives both directions until the response body is read to its end.
+    // The connection drives both directions until the response body is read to its end,
+    // then waits for the next request or closes when the sender is dropped.
     tokio::spawn(connection);
     let response = sender.send_request(request).await.map_err(Error::Hyper)?;
-    Ok(response.map(|body| body.map_err(Error::Hyper).boxed_unsync()))
+    Ok((sender, response))
 }
 
 /// The name to verify a certificate against: an IP address or a DNS name, without port.
