@@ -471,3 +471,64 @@ fn blobs_in_another_repository_are_mounted_not_uploaded() {
     assert_eq!(raw_manifest(&dst.image("third/app:v2")), raw);
     copy_out(&dst.image("third/app:v2"));
 }
+
+/// A TCP relay on 127.0.0.1 in front of `upstream` that counts the connections it accepts.
+fn counting_relay(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+            };
+            pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(server, client);
+        }
+    });
+    (addr, count)
+}
+
+#[test]
+fn vet_asks_about_every_blob_over_a_few_connections() {
+    let src = Registry::start();
+    let layers: Vec<(String, usize)> = (0..8).map(|i| (format!("l{i}"), 10_000)).collect();
+    let spec: Vec<(&str, usize)> = layers.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    let v1 = oci_layout("v1", &spec);
+    let mut v2_spec = spec.clone();
+    v2_spec.push(("new", 10_000));
+    let v2 = oci_layout("v2", &v2_spec);
+    seed(&v1, &src.image("app:v1"), None);
+    seed(&v2, &src.image("app:v2"), None);
+    let work = TempDir::new("work");
+    let archive = work.join("diff.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
+
+    let upstream = src.image("");
+    let (relay, connections) = counting_relay(upstream.trim_end_matches('/').to_owned());
+    imo_ok(&["vet", "-q", path_str(&archive), &format!("{relay}/app:v1")]);
+    let n = connections.load(std::sync::atomic::Ordering::SeqCst);
+    // An HTTPS probe, the plain-HTTP ping, then eight HEADs: one connection each would be
+    // ten; reused connections make it three or four.
+    assert!(
+        (1..=4).contains(&n),
+        "vet of 8 omitted blobs opened {n} connections"
+    );
+}
