@@ -232,17 +232,17 @@ fn pushes_retry_what_can_be_replayed_and_never_leave_a_half_pushed_tag() {
         copy_out(&dst.image(&format!("r{i}/app:v2")));
     }
 
-    // An upload cut mid-body cannot be replayed from a one-pass archive stream: the push
-    // stops, and the tag never appears.
+    // Faults that outlast the retries: the push stops, and the tag never appears. (A single
+    // cut upload resumes: see pushes_resume_an_upload_cut_mid_body.)
     let fatal: Vec<(&str, Rule, &str)> = vec![
         (
-            "upload PUT cut",
-            Rule::new("PUT", "/blobs/uploads/", 1, Fault::CutRequestAfter(100)),
-            "registry unreachable",
+            "upload PUT always cut",
+            Rule::new("PUT", "/blobs/uploads/", 100, Fault::CutRequestAfter(100)),
+            "resumed 1 time(s), as many as allowed",
         ),
         (
-            "upload PUT 500",
-            Rule::new("PUT", "/blobs/uploads/", 1, Fault::Status(500, None)),
+            "upload PUT always 500",
+            Rule::new("PUT", "/blobs/uploads/", 100, Fault::Status(500, None)),
             "HTTP 500",
         ),
         (
@@ -269,4 +269,219 @@ fn pushes_retry_what_can_be_replayed_and_never_leave_a_half_pushed_tag() {
             "{name}: the manifest was left"
         );
     }
+}
+
+/// The largest blob an archive carries, and a path substring that picks out the `PUT` of its
+/// upload (imo puts `digest=sha256%3A<hex>` in the query).
+fn largest_blob(archive: &std::path::Path) -> (String, &'static str) {
+    let (path, _) = archive_entries(archive)
+        .into_iter()
+        .filter(|(p, _)| p.starts_with("blobs/sha256/"))
+        .max_by_key(|(_, data)| data.len())
+        .unwrap();
+    let hex = path.strip_prefix("blobs/sha256/").unwrap();
+    let query: &'static str = Box::leak(format!("digest=sha256%3A{hex}").into_boxed_str());
+    (format!("sha256:{hex}"), query)
+}
+
+#[test]
+fn pushes_resume_an_upload_cut_mid_body() {
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = work.join("full.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    let digest = sha256(&raw_manifest(&src.image("app:v2")));
+    // The 1.5 MB layer's upload: its PUT is cut 700 kB into the body, or answered with a 500
+    // after the whole body.
+    let (layer, put) = largest_blob(&archive);
+    let cases: Vec<(&str, Fault, &str)> = vec![
+        (
+            "upload PUT cut",
+            Fault::CutRequestAfter(700_000),
+            "in a new upload session, as the registry dropped the session, after sending to",
+        ),
+        (
+            "upload PUT 500",
+            Fault::Status(500, None),
+            "as the registry holds none of it, after HTTP 500 INJECTED",
+        ),
+    ];
+    for (i, (name, fault, says)) in cases.into_iter().enumerate() {
+        let dst = Registry::start();
+        let proxy = Proxy::start(&dst.addr, vec![Rule::new("PUT", put, 1, fault)]);
+        let image = format!("r{i}/app:v2");
+        let out = imo(&["push", s(&archive), &proxy.image(&image)]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {stderr}");
+        // The fault happened, to that PUT, and the upload went on: the registry was asked
+        // where the session stood, and the blob went up again (distribution 2.8 drops a
+        // session whose PUT was cut, so in a new session; a PATCH where a session survives).
+        assert_eq!(proxy.faults(), 1, "{name}");
+        assert_eq!(proxy.count("PUT", put), 2, "{name}");
+        assert_eq!(proxy.count("GET", "/blobs/uploads/"), 1, "{name}");
+        let sessions = proxy.count("POST", "/blobs/uploads/");
+        let patches = proxy.count("PATCH", "/blobs/uploads/");
+        assert!(
+            sessions == 4 || patches > 0,
+            "{name}: {sessions} sessions for 3 blobs, {patches} PATCH"
+        );
+        assert!(
+            stderr.contains(&format!("resuming upload of blob {layer}")) && stderr.contains(says),
+            "{name}: no resume reported: {stderr}"
+        );
+        assert_eq!(sha256(&raw_manifest(&dst.image(&image))), digest, "{name}");
+        copy_out(&dst.image(&image));
+    }
+}
+
+#[test]
+fn pushes_that_cannot_resume_a_cut_upload_fail_clearly_and_tag_nothing() {
+    // A 10 MB layer, more than the 8 MiB imo keeps of an upload.
+    let src = Registry::start();
+    seed(
+        &oci_layout("v3", &[("f-a", 300_000), ("f-big", 10_000_000)]),
+        &src.image("app:v3"),
+        None,
+    );
+    let work = TempDir::new("work");
+    let archive = work.join("big.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("app:v3"),
+        "-o",
+        s(&archive),
+    ]);
+    let digest = sha256(&raw_manifest(&src.image("app:v3")));
+    let (layer, put) = largest_blob(&archive);
+    let cases: Vec<(&str, &str, usize, &[&str])> = vec![
+        (
+            // Cut 9 MB in: distribution drops the session, and the start is no longer kept.
+            "cut past the window",
+            "4",
+            9_000_000,
+            &[
+                "dropped the upload session, and the start of the blob is no longer kept",
+                "imo keeps the last 8388608 bytes written",
+            ],
+        ),
+        ("retries off", "0", 1_000_000, &["retries are off"]),
+    ];
+    for (name, retries, cut, says) in cases {
+        let dst = Registry::start();
+        let proxy = Proxy::start(
+            &dst.addr,
+            vec![Rule::new("PUT", put, 1, Fault::CutRequestAfter(cut))],
+        );
+        let err = imo_err(&[
+            "push",
+            "--retries",
+            retries,
+            s(&archive),
+            &proxy.image("app:v3"),
+        ]);
+        assert_eq!(proxy.faults(), 1, "{name}");
+        for says in says.iter().chain(&[
+            "registry unreachable",
+            "cannot be resumed",
+            "run the push again",
+        ]) {
+            assert!(err.contains(says), "{name}: expected {says:?} in {err}");
+        }
+        assert!(
+            err.contains(&format!("upload of blob {layer} to app failed after")),
+            "{name}: {err}"
+        );
+        assert!(!exists(&dst.image("app:v3")), "{name}: a tag was left");
+        assert!(
+            !exists(&dst.image(&format!("app@{digest}"))),
+            "{name}: the manifest was left"
+        );
+        // As the message says, pushing again finishes the job, skipping what is there.
+        imo_ok(&["push", "-q", s(&archive), &proxy.image("app:v3")]);
+        assert_eq!(
+            sha256(&raw_manifest(&dst.image("app:v3"))),
+            digest,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_401_mid_upload_gets_a_new_token_and_the_upload_resumes() {
+    use support::token::{Account, TokenServer};
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = work.join("full.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    let digest = sha256(&raw_manifest(&src.image("app:v2")));
+    let (layer, put) = largest_blob(&archive);
+    let tokens = TokenServer::start(vec![
+        Account::new("pusher", "push-pw").may("app", &["pull", "push"]),
+    ]);
+    // How many tokens a clean push takes.
+    let clean = Registry::start_with(&tokens.registry_config());
+    let before = tokens.count();
+    imo_ok(&[
+        "push",
+        "-q",
+        "--dest-creds",
+        "pusher:push-pw",
+        s(&archive),
+        &clean.image("app:v2"),
+    ]);
+    let clean_tokens = tokens.count() - before;
+    let dst = Registry::start_with(&tokens.registry_config());
+    // The registry refuses the token as the layer's PUT arrives (as when it expired).
+    let before = tokens.count();
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", put, 1, Fault::Status(401, None))],
+    );
+    let out = imo(&[
+        "push",
+        "--dest-creds",
+        "pusher:push-pw",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(proxy.faults(), 1);
+    assert_eq!(proxy.count("PUT", put), 2);
+    assert!(
+        stderr.contains(&format!("resuming upload of blob {layer}"))
+            && stderr.contains("after HTTP 401"),
+        "{stderr}"
+    );
+    assert_eq!(
+        tokens.count() - before,
+        clean_tokens + 1,
+        "one new token: {:?}",
+        tokens.requests_since(before)
+    );
+    let pushed = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        "pusher:push-pw",
+        &format!("docker://{}", dst.image("app:v2")),
+    ]);
+    assert_eq!(sha256(&pushed.stdout), digest);
 }

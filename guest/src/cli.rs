@@ -37,7 +37,7 @@ options:
   --dest-creds USER:PASSWORD  credentials for the destination registry
   --platform OS/ARCH[/VARIANT] carry only this platform of an index (repeatable)
   --no-referrers              leave signatures, attestations and SBOMs behind
-  --retries N                 retries of a failed request or cut download (default 4)
+  --retries N                 retries of a failed request or cut transfer (default 4)
   -q, --quiet                 print no progress
   -h, --help                  print this help";
 

@@ -457,6 +457,7 @@ impl Transport for WasiHttp {
             Method::Head => http::Method::Head,
             Method::Post => http::Method::Post,
             Method::Put => http::Method::Put,
+            Method::Patch => http::Method::Patch,
         };
         let scheme = match req.url.scheme {
             Scheme::Http => http::Scheme::Http,

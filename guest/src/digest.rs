@@ -68,7 +68,7 @@ impl fmt::Display for Digest {
 }
 
 /// What went wrong when streamed bytes were checked against a descriptor.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mismatch {
     /// More bytes arrived than the descriptor declares.
     TooLong { expected: u64 },
@@ -152,10 +152,90 @@ impl Verifier {
     }
 }
 
-/// Copies the bytes `read` yields to `sink`, verifying them against `expected` and `size`.
-/// The last chunk reaches the sink only once the whole has matched, so a wrong blob never
-/// arrives complete (an upload is aborted, an archive entry left short). `read` returns 0 at
-/// the end; one more read must find nothing, or the blob is longer than declared.
+/// A pull-style reader that verifies what it hands out: it reads from `read`, hashes and
+/// counts the bytes, and before handing out the bytes that complete the declared size checks
+/// that the source ends there and that the digest matches, returning the mismatch instead. So
+/// a wrong blob never goes out whole: a request carrying it fails before its last byte, an
+/// archive entry is left short. A source that ends early fails too. It never asks `read` for
+/// more than the declared size, plus one byte to find the end.
+pub struct Verifying<'a, E> {
+    read: &'a mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
+    mismatch: &'a dyn Fn(Mismatch) -> E,
+    state: State,
+}
+
+enum State {
+    Reading(Verifier),
+    /// Every byte handed out, and verified.
+    Done,
+    Failed(Mismatch),
+}
+
+impl<'a, E> Verifying<'a, E> {
+    pub fn new(
+        expected: &Digest,
+        size: u64,
+        read: &'a mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
+        mismatch: &'a dyn Fn(Mismatch) -> E,
+    ) -> Self {
+        Self {
+            read,
+            mismatch,
+            state: State::Reading(Verifier::new(expected, size)),
+        }
+    }
+
+    /// Reads into `buf`; 0 only at the verified end (or for an empty `buf`). After a mismatch,
+    /// every read fails with it again.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, E> {
+        let v = match &mut self.state {
+            State::Reading(v) => v,
+            State::Done => return Ok(0),
+            State::Failed(m) => return Err((self.mismatch)(m.clone())),
+        };
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let (size, remaining) = (v.size, v.remaining());
+        let n = if remaining == 0 {
+            0
+        } else {
+            let want = buf
+                .len()
+                .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+            (self.read)(&mut buf[..want])?
+        };
+        if let Err(m) = v.update(&buf[..n]) {
+            return Err(self.fail(m));
+        }
+        if n > 0 && v.remaining() > 0 {
+            return Ok(n);
+        }
+        // These bytes complete the blob (or it is empty): the source must end here. Otherwise
+        // it ended early, which `finish` reports.
+        if (n > 0 || remaining == 0) && (self.read)(&mut [0u8; 1])? > 0 {
+            return Err(self.fail(Mismatch::TooLong { expected: size }));
+        }
+        let State::Reading(v) = std::mem::replace(&mut self.state, State::Done) else {
+            unreachable!("checked above")
+        };
+        match v.finish() {
+            Ok(()) => Ok(n),
+            Err(m) => Err(self.fail(m)),
+        }
+    }
+
+    fn fail(&mut self, m: Mismatch) -> E {
+        self.state = State::Failed(m.clone());
+        (self.mismatch)(m)
+    }
+}
+
+/// Copies the bytes `read` yields to `sink`, verifying them against `expected` and `size`
+/// through [`Verifying`]: the last chunk reaches the sink only once the whole has matched, so
+/// a wrong blob never arrives complete (an upload is aborted, an archive entry left short).
+/// `read` returns 0 at the end; one more read must find nothing, or the blob is longer than
+/// declared.
 pub fn copy_verified<E>(
     expected: &Digest,
     size: u64,
@@ -164,24 +244,14 @@ pub fn copy_verified<E>(
     sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
     mismatch: &dyn Fn(Mismatch) -> E,
 ) -> Result<(), E> {
-    let mut verifier = Verifier::new(expected, size);
-    let last = loop {
-        let n = read(buf)?;
+    let mut source = Verifying::new(expected, size, read, mismatch);
+    loop {
+        let n = source.read(buf)?;
         if n == 0 {
-            // Ended early, or an empty blob.
-            return verifier.finish().map_err(mismatch);
-        }
-        verifier.update(&buf[..n]).map_err(mismatch)?;
-        if verifier.remaining() == 0 {
-            break n;
+            return Ok(());
         }
         sink(&buf[..n])?;
-    };
-    if read(&mut [0u8; 1])? > 0 {
-        return Err(mismatch(Mismatch::TooLong { expected: size }));
     }
-    verifier.finish().map_err(mismatch)?;
-    sink(&buf[..last])
 }
 
 #[cfg(test)]
@@ -254,6 +324,100 @@ mod tests {
                 .unwrap_err()
                 .contains("5 bytes where 11")
         );
+    }
+
+    /// Pulls everything a `Verifying` over `data` hands out, `chunk` bytes at a time: what it
+    /// handed out, and how it ended.
+    fn pull(
+        data: &[u8],
+        digest_of: &[u8],
+        size: u64,
+        chunk: usize,
+    ) -> (Vec<u8>, Result<(), String>) {
+        let mut src = data;
+        let mut read = |b: &mut [u8]| std::io::Read::read(&mut src, b).map_err(|e| e.to_string());
+        let mismatch = |m: Mismatch| m.to_string();
+        let mut v = Verifying::new(&Digest::of(digest_of), size, &mut read, &mismatch);
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; chunk];
+        loop {
+            match v.read(&mut buf) {
+                Ok(0) => {
+                    // The end is sticky.
+                    assert_eq!(v.read(&mut buf), Ok(0));
+                    return (out, Ok(()));
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => {
+                    // So is a mismatch.
+                    assert_eq!(v.read(&mut buf), Err(e.clone()));
+                    return (out, Err(e));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn verifying_hands_out_a_blob_only_once_it_checks_out() {
+        let hw = b"hello world";
+        for chunk in [1, 4, 11, 64] {
+            assert_eq!(pull(hw, hw, 11, chunk), (hw.to_vec(), Ok(())), "{chunk}");
+        }
+        // A wrong last byte: the chunk that would complete it is withheld.
+        let (out, r) = pull(b"hello worlD", hw, 11, 4);
+        assert_eq!(out, b"hello wo");
+        assert!(r.unwrap_err().contains("hashes to"));
+        let (out, r) = pull(b"hello worlD", hw, 11, 64);
+        assert!(
+            out.is_empty(),
+            "one read would complete it: nothing handed out"
+        );
+        assert!(r.is_err());
+        // Too long: the extra byte is found before the completing bytes go out, and no more
+        // than one byte past the declared size is read.
+        let (out, r) = pull(b"hello world!!!", hw, 11, 64);
+        assert!(out.is_empty());
+        assert_eq!(r.unwrap_err(), "more than the 11 bytes declared");
+        // Too short.
+        let (out, r) = pull(b"hello", hw, 11, 4);
+        assert_eq!(out, b"hello");
+        assert_eq!(r.unwrap_err(), "5 bytes where 11 were declared");
+        // An empty blob, and an empty blob that is not.
+        assert_eq!(pull(b"", b"", 0, 4), (vec![], Ok(())));
+        assert!(
+            pull(b"x", b"", 0, 4)
+                .1
+                .unwrap_err()
+                .contains("more than the 0")
+        );
+    }
+
+    #[test]
+    fn verifying_reads_no_further_than_the_declared_size() {
+        // The source runs on past the blob: only one byte beyond is asked for, to find that
+        // it does not end, and the verified bytes are withheld.
+        let mut asked = 0;
+        let mut read = |b: &mut [u8]| -> Result<usize, String> {
+            asked += b.len();
+            b.fill(b'a');
+            Ok(b.len())
+        };
+        let mismatch = |m: Mismatch| m.to_string();
+        let aaa = Digest::of(b"aaa");
+        let mut v = Verifying::new(&aaa, 3, &mut read, &mismatch);
+        let mut buf = [0u8; 100];
+        assert_eq!(
+            v.read(&mut buf).unwrap_err(),
+            "more than the 3 bytes declared"
+        );
+        assert_eq!(asked, 4);
+        // An empty buffer hands out nothing and changes nothing.
+        let mut src = &b"aaa"[..];
+        let mut read = |b: &mut [u8]| std::io::Read::read(&mut src, b).map_err(|e| e.to_string());
+        let mut v = Verifying::new(&aaa, 3, &mut read, &mismatch);
+        assert_eq!(v.read(&mut []), Ok(0));
+        assert_eq!(v.read(&mut buf), Ok(3));
+        assert_eq!(v.read(&mut buf), Ok(0));
     }
 
     #[test]

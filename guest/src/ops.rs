@@ -1,6 +1,6 @@
 //! The three operations, over a transport and an archive stream.
 
-use crate::digest::{Digest, copy_verified};
+use crate::digest::{Digest, Verifying};
 use crate::error::{Error, Result};
 use crate::inventory::{self, Inventory};
 use crate::layout::{self, Metadata, Opened};
@@ -27,8 +27,8 @@ pub struct Options {
     pub platforms: Vec<String>,
     /// Carry signatures, attestations and other referrers of the image.
     pub referrers: bool,
-    /// Retries of a failed request (connection errors, 429, 5xx), and resumes of a cut
-    /// download; 0 for none.
+    /// Retries of a failed request (connection errors, 429, 5xx), and resumes or restarts of
+    /// a cut download or upload; 0 for none.
     pub max_retries: u32,
     pub progress: bool,
     /// At push and vet: final image reference to destination, overriding the destination
@@ -145,8 +145,12 @@ fn fetch_tree(client: &dyn Source, top: Descriptor, bytes: Vec<u8>) -> Result<Ve
             let (got, bytes) = client.manifest(child.digest.as_str())?;
             if got.size != child.size {
                 return Err(Error::DigestMismatch(format!(
-                    "manifest {} is {} bytes, its index declares {}",
-                    child.digest, got.size, child.size
+                    "manifest {} in {} is {} bytes, index {} declares {}",
+                    child.digest,
+                    client.describe(),
+                    got.size,
+                    descriptor.digest,
+                    child.size
                 )));
             }
             queue.push_back((child.clone(), bytes));
@@ -195,8 +199,12 @@ fn choose_platforms(
             let (got, bytes) = client.manifest(child.digest.as_str())?;
             if got.size != child.size {
                 return Err(Error::DigestMismatch(format!(
-                    "manifest {} is {} bytes, its index declares {}",
-                    child.digest, got.size, child.size
+                    "manifest {} in {} is {} bytes, index {} declares {}",
+                    child.digest,
+                    client.describe(),
+                    got.size,
+                    top.digest,
+                    child.size
                 )));
             }
             Ok((
@@ -936,9 +944,11 @@ pub fn push_vet(
 /// A destination argument is checked before the archive is read: a reference, a layout, or
 /// (for bundles) a prefix, which parses as a reference too once a path is added.
 fn parse_destination(destination: &str, options: &Options) -> Result<()> {
-    if Location::parse(destination).is_err() {
+    if let Err(e) = Location::parse(destination) {
+        // Not one image's destination, but it may be a bundle's prefix. If it is neither, the
+        // error is about what was written, not about the probe with `/x` added.
         Reference::parse(&format!("{}/x", destination.trim_end_matches('/')))
-            .map_err(|e| Error::InvalidReference(format!("destination: {e}")))?;
+            .map_err(|_| Error::InvalidReference(format!("destination: {e}")))?;
     }
     for (from, to) in &options.destination_map {
         parse_location("--map image", from)?;
@@ -1097,22 +1107,14 @@ pub fn push(
     }
     summary.blobs_skipped = skipped.len() as u32;
 
-    let mut buf = vec![0u8; 1 << 20];
     while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
         let mut needing = (0..targets.len()).filter(|t| lacking[*t].contains(&d.digest));
         let Some(first) = needing.next() else {
             continue;
         };
         let client = targets[first].client.as_ref();
-        report.line(&format!(
-            "uploading {} ({} bytes)",
-            short(&d.digest),
-            d.size
-        ));
         let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
-        client.upload(&d, &mut |w| {
-            upload_from_archive(&mut archive, &d, &mut buf, &mut progress, w)
-        })?;
+        upload_from_archive(client, &mut archive, &d, &mut progress)?;
         progress.end();
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
@@ -1165,27 +1167,23 @@ pub fn push(
     Ok(summary)
 }
 
-/// Streams one archive blob into an upload, verifying it; the last chunk is held back until
-/// the digest checks out, so a corrupt blob aborts the request instead of completing it.
+/// Uploads one archive blob, which the upload pulls through a verifying reader: the bytes
+/// that complete the blob are handed out only once its digest checks out, so a corrupt blob
+/// fails its request instead of completing it.
 fn upload_from_archive<R: Read>(
+    client: &dyn Destination,
     archive: &mut Opened<R>,
     d: &Descriptor,
-    buf: &mut [u8],
     progress: &mut Progress<'_>,
-    w: &mut dyn Write,
 ) -> Result<()> {
-    copy_verified(
-        &d.digest,
-        d.size,
-        buf,
-        &mut |b| archive.read(b).map_err(Error::InvalidArchive),
-        &mut |chunk| {
-            progress.advance(chunk.len());
-            w.write_all(chunk)
-                .map_err(|e| Error::Unreachable(format!("uploading {}: {e}", d.digest)))
-        },
-        &|m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest)),
-    )
+    let mut read = |b: &mut [u8]| archive.read(b).map_err(Error::InvalidArchive);
+    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
+    let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
+    client.upload(d, &mut |b| {
+        let n = blob.read(b)?;
+        progress.advance(n);
+        Ok(n)
+    })
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub enum Method {
     Head,
     Post,
     Put,
+    Patch,
 }
 
 impl Method {
@@ -33,6 +34,7 @@ impl Method {
             Method::Head => "HEAD",
             Method::Post => "POST",
             Method::Put => "PUT",
+            Method::Patch => "PATCH",
         }
     }
 }
@@ -126,6 +128,128 @@ impl Response {
 
 /// Writes a request body; an error from it aborts the request so nothing is committed.
 pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
+
+/// Hands out a blob's bytes for an upload, 0 at the end, like `Read::read`. It is expected to
+/// verify them and fail rather than hand out the bytes that would complete a wrong blob
+/// ([`crate::digest::Verifying`]), so a request carrying one never completes.
+pub type BlobSource<'a> = &'a mut dyn FnMut(&mut [u8]) -> Result<usize>;
+
+/// How much of an upload is kept once sent, for replay: a cut upload resumes where the
+/// registry reports its progress only if the bytes from there are still kept.
+pub const UPLOAD_WINDOW: usize = 8 << 20;
+/// How much of an upload is pulled from its source and written at once.
+const UPLOAD_CHUNK: usize = 1 << 20;
+
+/// The last bytes of an upload, in a ring: what a resumed upload replays.
+struct Window {
+    buf: Vec<u8>,
+    /// Where the next byte goes.
+    at: usize,
+    /// Bytes taken in so far.
+    total: u64,
+}
+
+impl Window {
+    fn new(capacity: usize) -> Self {
+        Window {
+            buf: vec![0; capacity.max(1)],
+            at: 0,
+            total: 0,
+        }
+    }
+
+    /// Bytes taken in so far.
+    fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Bytes still kept: the last ones taken in.
+    fn kept(&self) -> u64 {
+        self.total.min(self.buf.len() as u64)
+    }
+
+    /// Room for the next bytes (at most `max`, never empty), up to where the ring wraps.
+    fn spare(&mut self, max: usize) -> &mut [u8] {
+        if self.at == self.buf.len() {
+            self.at = 0;
+        }
+        let end = self.buf.len().min(self.at + max.max(1));
+        &mut self.buf[self.at..end]
+    }
+
+    /// Takes in the first `n` bytes of [`Window::spare`], and returns them.
+    fn commit(&mut self, n: usize) -> &[u8] {
+        let start = self.at;
+        self.at += n;
+        self.total += n as u64;
+        &self.buf[start..self.at]
+    }
+
+    /// The bytes taken in from byte `from` on, oldest first (two pieces where the ring
+    /// wraps), if they are all still kept.
+    fn since(&self, from: u64) -> Option<(&[u8], &[u8])> {
+        if from > self.total || self.total - from > self.kept() {
+            return None;
+        }
+        let count = (self.total - from) as usize;
+        if count <= self.at {
+            return Some((&self.buf[self.at - count..self.at], &[]));
+        }
+        let older = count - self.at;
+        Some((&self.buf[self.buf.len() - older..], &self.buf[..self.at]))
+    }
+}
+
+/// How a cut upload goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// In the same session, from this byte: the registry holds the bytes before it, and the
+    /// bytes from it on are still kept.
+    From(u64),
+    /// From the start, in a new session: every byte sent is still kept.
+    Restart,
+    /// Neither: the bytes the registry lacks are no longer kept.
+    GiveUp,
+}
+
+/// Decides how a cut upload goes on, from the bytes pulled from the source so far
+/// (`consumed`), how many of the last of them are still kept (`kept`), and how many bytes the
+/// registry says the upload session holds (`None` when the session is gone or the registry
+/// will not say). A session said to hold nothing is not reused: distribution reports one byte
+/// the same way (`Range: 0-0`), and a new session is right either way.
+pub fn resume_plan(consumed: u64, kept: u64, registry_offset: Option<u64>) -> Resume {
+    let oldest_kept = consumed.saturating_sub(kept);
+    match registry_offset {
+        Some(n) if n > 0 && n <= consumed && n >= oldest_kept => Resume::From(n),
+        _ if oldest_kept == 0 => Resume::Restart,
+        _ => Resume::GiveUp,
+    }
+}
+
+/// The bytes an upload session holds, from the `Range: 0-<last byte>` of its status; `0-0`
+/// counts as none.
+pub fn upload_offset(range: &str) -> Option<u64> {
+    let range = range.trim();
+    let range = range.strip_prefix("bytes=").unwrap_or(range);
+    let (start, last) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    let last: u64 = last.trim().parse().ok()?;
+    Some(if last == 0 { 0 } else { last + 1 })
+}
+
+/// An upload request that failed in a way worth resuming from.
+struct Cut {
+    /// For messages: the connection error, or the status and the registry's detail.
+    why: String,
+    /// A connection failure rather than a status.
+    connection: bool,
+    /// The registry's `Retry-After`.
+    after_ms: Option<u64>,
+    /// A 401 to a bearer token: a new one is needed first.
+    unauthorized: bool,
+}
 
 /// Where progress and retry notices go; stderr in the component.
 pub trait Reporter {
@@ -466,6 +590,13 @@ impl<'t> Client<'t> {
                 )));
             };
             *self.auth.borrow_mut() = AuthState::Basic(auth::basic(&c.username, &c.password));
+            // Basic credentials are not checked by a token service: one authorized ping
+            // checks them now, before a command that needs no other request (vet of an
+            // archive that leaves nothing out) passes without them being right.
+            let resp = self.send(Method::Get, self.url("/v2/"), vec![], None, true)?;
+            if resp.status == 401 {
+                return Err(self.status_error(resp, "GET /v2/"));
+            }
             return Ok(());
         }
         Err(Error::Unauthorized(format!(
@@ -489,6 +620,13 @@ impl<'t> Client<'t> {
             .map_err(|e| Error::Unauthorized(format!("{}'s token realm: {e}", self.registry)))?;
         let scopes = self.access.scopes(&self.repository);
         let service = challenge.param("service");
+        // The realm is another host: say whose token service it is that cannot be reached.
+        let unreachable = |e: Error| match e {
+            Error::Unreachable(m) => {
+                Error::Unreachable(format!("the token service of {} ({m})", self.registry))
+            }
+            other => other,
+        };
         let identity = self
             .credentials
             .as_ref()
@@ -520,7 +658,8 @@ impl<'t> Client<'t> {
             };
             self.with_retries(&request, true, &mut |_| {
                 self.transport.send(&request, Some(&mut write))
-            })?
+            })
+            .map_err(unreachable)?
         } else {
             let mut url = realm_url;
             for scope in &scopes {
@@ -541,7 +680,8 @@ impl<'t> Client<'t> {
                 url,
                 headers,
             };
-            self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))?
+            self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))
+                .map_err(unreachable)?
         };
         if resp.status == 401 || resp.status == 403 {
             return Err(Error::Unauthorized(format!(
@@ -876,6 +1016,7 @@ impl<'t> Client<'t> {
         let what = format!("blob {}", d.digest);
         let url = self.repo_url(&format!("blobs/{}", d.digest));
         let mut resp = self.blob_from(&url, &what, 0)?;
+        let mut end = body_end(&resp, 0);
         let mut at = 0;
         let mut resumed = 0;
         // A cut download resumes where it stopped, and the hash carries on over the seam.
@@ -888,6 +1029,9 @@ impl<'t> Client<'t> {
                     }
                     // Past the end, nothing more is owed.
                     Err(_) if at >= d.size => return Ok(0),
+                    // A whole answer, as long as it said it would be: the registry's blob is
+                    // short, and asking again would not lengthen it. The check reports it.
+                    Ok(_) if end == Some(at) => return Ok(0),
                     Ok(_) => "the body ended early".to_owned(),
                     Err(e) => e.to_string(),
                 };
@@ -904,6 +1048,7 @@ impl<'t> Client<'t> {
                 self.transport
                     .sleep_ms(self.net.retry.delay_ms(resumed, self.transport.random()));
                 resp = self.blob_from(&url, &what, at)?;
+                end = body_end(&resp, at);
             }
         };
         copy_verified(
@@ -1002,11 +1147,122 @@ impl<'t> Client<'t> {
         }
     }
 
-    /// Uploads a blob whose bytes `source` writes (`POST`, then one streamed `PUT`). The
-    /// source is expected to verify what it writes and fail before the last byte if the
-    /// content is wrong, which aborts the `PUT` so the registry commits nothing.
-    pub fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
+    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`. The
+    /// source is expected to verify them and fail rather than hand out the bytes completing a
+    /// wrong blob, which aborts the request so the registry commits nothing.
+    ///
+    /// The last [`UPLOAD_WINDOW`] bytes sent are kept. When the body request is cut (or
+    /// answered with a retryable status, or a 401 to a bearer token) and retries remain, the
+    /// registry is asked how much its upload session holds and whether it has the blob after
+    /// all (only the answer was lost); then the upload goes on as [`resume_plan`] says: a
+    /// `PATCH` of the rest from the registry's offset and an empty `PUT`, or everything again
+    /// in a new session, the kept bytes replayed and the rest pulled from `source`. Otherwise
+    /// it fails, saying how far it got.
+    pub fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
         let what = format!("upload of blob {}", d.digest);
+        let capacity = usize::try_from(d.size)
+            .unwrap_or(usize::MAX)
+            .min(UPLOAD_WINDOW);
+        let mut window = Window::new(capacity);
+        let mut session = self.start_upload(&what)?;
+        let mut from = 0;
+        let (mut resumes, mut waited, mut renewed) = (0, 0, false);
+        loop {
+            let Some(cut) = self.upload_from(d, &what, &mut session, from, &mut window, source)?
+            else {
+                return Ok(());
+            };
+            resumes += 1;
+            let retry = self.net.retry;
+            let delay = cut
+                .after_ms
+                .unwrap_or_else(|| retry.delay_ms(resumes, self.transport.random()));
+            if resumes > retry.attempts || waited + delay > retry.max_wait_ms {
+                let reason = if retry.attempts == 0 {
+                    "retries are off".to_owned()
+                } else if resumes > retry.attempts {
+                    format!("it was resumed {} time(s), as many as allowed", resumes - 1)
+                } else {
+                    format!("retries already waited {waited} ms, as long as allowed")
+                };
+                return Err(self.upload_lost(d, &cut, &window, &reason));
+            }
+            if cut.unauthorized {
+                // One new token; a second 401 means the token is not the problem.
+                let challenge = match &*self.auth.borrow() {
+                    AuthState::Bearer { challenge, .. } if !renewed => challenge.clone(),
+                    _ => {
+                        return Err(self.upload_lost(d, &cut, &window, "a new token was refused"));
+                    }
+                };
+                self.renew(challenge)?;
+                renewed = true;
+            }
+            self.transport.sleep_ms(delay);
+            waited += delay;
+            let asked = self
+                .upload_status(&session, &what)
+                .and_then(|held| Ok((held, self.has_blob(&d.digest)?)));
+            let (held, committed) = match asked {
+                Ok(answers) => answers,
+                Err(e) => {
+                    let reason = format!("asking the registry where it stands failed: {e}");
+                    return Err(self.upload_lost(d, &cut, &window, &reason));
+                }
+            };
+            if committed {
+                self.net.report.line(&format!(
+                    "{what} completed before {}: the registry holds the blob",
+                    cut.why
+                ));
+                return Ok(());
+            }
+            let attempt = format!("retry {resumes} of {}", retry.attempts);
+            match resume_plan(window.total(), window.kept(), held.as_ref().map(|h| h.0)) {
+                Resume::From(n) => {
+                    self.net.report.line(&format!(
+                        "resuming {what} at byte {n} of {}, as the registry holds the bytes \
+                         before it, after {} ({attempt})",
+                        d.size, cut.why
+                    ));
+                    session = held.expect("an offset comes with its session").1;
+                    from = n;
+                }
+                Resume::Restart => {
+                    self.net.report.line(&format!(
+                        "resuming {what} from byte 0 in a new upload session, as the registry \
+                         {}, after {} ({attempt})",
+                        match held {
+                            None => "dropped the session".to_owned(),
+                            Some((0, _)) => "holds none of it".to_owned(),
+                            Some((n, _)) => format!("claims {n} bytes, more than were written"),
+                        },
+                        cut.why
+                    ));
+                    session = self.start_upload(&what)?;
+                    from = 0;
+                }
+                Resume::GiveUp => {
+                    let reason = match held {
+                        Some((n, _)) if n > window.total() => {
+                            format!("the registry says it holds {n} bytes, more than were written")
+                        }
+                        Some((n, _)) => format!(
+                            "the registry holds its first {n} bytes, and the bytes from there \
+                             are no longer kept"
+                        ),
+                        None => "the registry dropped the upload session, and the start of \
+                                 the blob is no longer kept"
+                            .to_owned(),
+                    };
+                    return Err(self.upload_lost(d, &cut, &window, &reason));
+                }
+            }
+        }
+    }
+
+    /// Opens an upload session (`POST`), returning its URL.
+    fn start_upload(&self, what: &str) -> Result<Url> {
         let start = self.send(
             Method::Post,
             self.repo_url("blobs/uploads/"),
@@ -1015,7 +1271,7 @@ impl<'t> Client<'t> {
             true,
         )?;
         if start.status != 202 {
-            return Err(self.status_error(start, &what));
+            return Err(self.status_error(start, what));
         }
         let Some(location) = start.header("location") else {
             return Err(Error::Registry(format!(
@@ -1023,21 +1279,179 @@ impl<'t> Client<'t> {
                 self.registry
             )));
         };
-        let url = self
-            .origin
+        self.origin
             .join(location)
-            .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?
-            .with_query("digest", d.digest.as_str());
-        let headers = vec![
-            ("content-type".into(), "application/octet-stream".into()),
-            ("content-length".into(), d.size.to_string()),
-        ];
-        // The archive cannot be rewound, so this request is never replayed.
-        let resp = self.send(Method::Put, url, headers, Some(source), false)?;
-        if resp.status != 201 {
-            return Err(self.status_error(resp, &what));
+            .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
+    }
+
+    /// Sends the blob from byte `from` on in `session`: from the start, one `PUT` carrying
+    /// it all; past it, a `PATCH` of the rest (none if the registry holds every byte) and an
+    /// empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into `window`.
+    /// `Some` when a request failed in a way worth resuming from.
+    fn upload_from(
+        &self,
+        d: &Descriptor,
+        what: &str,
+        session: &mut Url,
+        from: u64,
+        window: &mut Window,
+        source: BlobSource<'_>,
+    ) -> Result<Option<Cut>> {
+        let content = |length: u64| {
+            vec![
+                (
+                    "content-type".to_owned(),
+                    "application/octet-stream".to_owned(),
+                ),
+                ("content-length".to_owned(), length.to_string()),
+            ]
+        };
+        if from == 0 || from < d.size {
+            let mut pulled = Ok(());
+            let mut body = |w: &mut dyn Write| -> Result<()> {
+                let sent = |e: std::io::Error| {
+                    Error::Unreachable(format!("sending to {} failed: {e}", self.registry))
+                };
+                let Some((older, newer)) = window.since(from) else {
+                    return Err(Error::Registry(format!(
+                        "{what}: byte {from} on is no longer kept"
+                    )));
+                };
+                w.write_all(older).map_err(sent)?;
+                w.write_all(newer).map_err(sent)?;
+                loop {
+                    let n = match source(window.spare(UPLOAD_CHUNK)) {
+                        Ok(0) => return Ok(()),
+                        Ok(n) => n,
+                        Err(e) => {
+                            // The source's failure ends the upload; it is not a cut.
+                            pulled = Err(e.clone());
+                            return Err(e);
+                        }
+                    };
+                    w.write_all(window.commit(n)).map_err(sent)?;
+                }
+            };
+            // The body cannot be written again by the transport: a failure comes back here.
+            let (result, expected) = if from == 0 {
+                let url = session.with_query("digest", d.digest.as_str());
+                let put = self.send(Method::Put, url, content(d.size), Some(&mut body), false);
+                (put, 201)
+            } else {
+                let mut headers = content(d.size - from);
+                headers.push(("content-range".to_owned(), format!("{from}-{}", d.size - 1)));
+                let patch = self.send(
+                    Method::Patch,
+                    session.clone(),
+                    headers,
+                    Some(&mut body),
+                    false,
+                );
+                (patch, 202)
+            };
+            pulled?;
+            let resp = match self.resumable(result, expected, what)? {
+                Ok(resp) => resp,
+                Err(cut) => return Ok(Some(cut)),
+            };
+            if from == 0 {
+                return Ok(None);
+            }
+            // The session goes on at the Location the PATCH answered with.
+            if let Some(location) = resp.header("location") {
+                *session = self
+                    .origin
+                    .join(location)
+                    .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
+            }
         }
-        Ok(())
+        let url = session.with_query("digest", d.digest.as_str());
+        let put = self.send(Method::Put, url, content(0), None, false);
+        Ok(self.resumable(put, 201, what)?.err())
+    }
+
+    /// Sorts the outcome of an upload request: the expected answer, a failure worth resuming
+    /// from, or an error.
+    fn resumable(
+        &self,
+        result: Result<Response>,
+        expected: u16,
+        what: &str,
+    ) -> Result<std::result::Result<Response, Cut>> {
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(Error::Unreachable(why)) => {
+                return Ok(Err(Cut {
+                    why,
+                    connection: true,
+                    after_ms: None,
+                    unauthorized: false,
+                }));
+            }
+            Err(e) => return Err(e),
+        };
+        let bearer = matches!(&*self.auth.borrow(), AuthState::Bearer { .. });
+        if resp.status == expected {
+            Ok(Ok(resp))
+        } else if retryable_status(resp.status) || (resp.status == 401 && bearer) {
+            let after_ms = retry_after_ms(resp.header("retry-after"));
+            let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+            let why = format!("HTTP {} {}", resp.status, registry_detail(&body));
+            Ok(Err(Cut {
+                why: why.trim_end().to_owned(),
+                connection: false,
+                after_ms,
+                unauthorized: resp.status == 401,
+            }))
+        } else {
+            Err(self.status_error(resp, what))
+        }
+    }
+
+    /// How many bytes an upload session holds, with its URL from now on (`GET` on it, as
+    /// the distribution spec's upload status); `None` when the registry no longer knows the
+    /// session or will not say.
+    fn upload_status(&self, session: &Url, what: &str) -> Result<Option<(u64, Url)>> {
+        let resp = self.send(Method::Get, session.clone(), vec![], None, true)?;
+        if retryable_status(resp.status) || resp.status == 401 || resp.status == 403 {
+            return Err(self.status_error(resp, &format!("status of the {what}")));
+        }
+        if !(200..300).contains(&resp.status) {
+            return Ok(None);
+        }
+        let Some(held) = resp.header("range").and_then(upload_offset) else {
+            return Ok(None);
+        };
+        let url = match resp.header("location") {
+            Some(location) => self
+                .origin
+                .join(location)
+                .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?,
+            None => session.clone(),
+        };
+        Ok(Some((held, url)))
+    }
+
+    /// The error for an upload that cannot go on: which blob, how far it got, what was kept,
+    /// and what to do.
+    fn upload_lost(&self, d: &Descriptor, cut: &Cut, window: &Window, reason: &str) -> Error {
+        let message = format!(
+            "{}: the upload of blob {} to {} failed after imo wrote {} of its {} bytes ({}), \
+             and cannot be resumed: {reason} (imo keeps the last {} bytes written); run the \
+             push again: blobs already at the destination are skipped",
+            self.registry,
+            d.digest,
+            self.repository,
+            window.total(),
+            d.size,
+            cut.why,
+            window.kept()
+        );
+        if cut.connection {
+            Error::Unreachable(message)
+        } else {
+            Error::Registry(message)
+        }
     }
 
     /// Puts a manifest's exact bytes under `key` (a tag or its digest) and checks the digest
@@ -1072,6 +1486,13 @@ impl<'t> Client<'t> {
         }
         Ok(())
     }
+}
+
+/// Where a blob download's body ends, in bytes of the blob, by its `Content-Length`: from
+/// `at` for a 206, from the start for a 200 (whose first `at` bytes are skipped).
+fn body_end(resp: &Response, at: u64) -> Option<u64> {
+    let len = resp.header("content-length")?.trim().parse::<u64>().ok()?;
+    Some(if resp.status == 206 { at + len } else { len })
 }
 
 /// The target of a `Link: <…>; rel="next"` header (the tag list's next page).
@@ -1123,6 +1544,7 @@ fn registry_detail(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::Reference;
 
     fn origin() -> Url {
         Url {
@@ -1193,5 +1615,440 @@ mod tests {
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(registry_detail(body), "MANIFEST_UNKNOWN: manifest unknown");
         assert_eq!(registry_detail(b"  plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn a_cut_upload_resumes_restarts_or_gives_up_by_what_is_kept() {
+        const MIB: u64 = 1 << 20;
+        // The registry holds some of it, and the bytes from there are kept.
+        assert_eq!(resume_plan(3 * MIB, 3 * MIB, Some(MIB)), Resume::From(MIB));
+        assert_eq!(
+            resume_plan(20 * MIB, 8 * MIB, Some(12 * MIB)),
+            Resume::From(12 * MIB)
+        );
+        assert_eq!(
+            resume_plan(20 * MIB, 8 * MIB, Some(20 * MIB)),
+            Resume::From(20 * MIB)
+        );
+        // It holds bytes from before what is kept: no way on, unless everything is kept.
+        assert_eq!(
+            resume_plan(20 * MIB, 8 * MIB, Some(12 * MIB - 1)),
+            Resume::GiveUp
+        );
+        assert_eq!(resume_plan(20 * MIB, 8 * MIB, None), Resume::GiveUp);
+        assert_eq!(resume_plan(20 * MIB, 8 * MIB, Some(0)), Resume::GiveUp);
+        // The session is gone, holds nothing (or one byte: `0-0`), or claims more than was
+        // sent: a new session, if every byte sent is kept.
+        assert_eq!(resume_plan(3 * MIB, 3 * MIB, None), Resume::Restart);
+        assert_eq!(resume_plan(3 * MIB, 3 * MIB, Some(0)), Resume::Restart);
+        assert_eq!(
+            resume_plan(3 * MIB, 3 * MIB, Some(4 * MIB)),
+            Resume::Restart
+        );
+        assert_eq!(
+            resume_plan(20 * MIB, 8 * MIB, Some(21 * MIB)),
+            Resume::GiveUp
+        );
+        assert_eq!(resume_plan(0, 0, None), Resume::Restart);
+        assert_eq!(resume_plan(8 * MIB, 8 * MIB, None), Resume::Restart);
+        assert_eq!(resume_plan(8 * MIB + 1, 8 * MIB, None), Resume::GiveUp);
+    }
+
+    #[test]
+    fn upload_offsets_come_from_the_status_range() {
+        assert_eq!(upload_offset("0-1499999"), Some(1_500_000));
+        assert_eq!(upload_offset(" bytes=0-9 "), Some(10));
+        assert_eq!(upload_offset("0-0"), Some(0));
+        for bad in ["", "0-", "5-9", "0--1", "x-3", "0-y"] {
+            assert_eq!(upload_offset(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_window_keeps_the_last_bytes_in_order() {
+        let mut w = Window::new(10);
+        assert_eq!(w.since(0), Some((&[][..], &[][..])));
+        // Each byte is its position in the stream, to check the order; room for a write
+        // ends where the ring wraps.
+        let mut taken = Vec::new();
+        for want in [4, 4, 4, 7, 3] {
+            let start = w.total() as u8;
+            let spare = w.spare(want);
+            let n = spare.len();
+            for (i, b) in spare.iter_mut().enumerate() {
+                *b = start + i as u8;
+            }
+            let got = w.commit(n).to_vec();
+            assert_eq!(got, (start..start + n as u8).collect::<Vec<u8>>());
+            taken.extend(got);
+        }
+        // 4 + 4 + 2 (the ring's end) + 7 + 3 bytes.
+        assert_eq!(w.total(), 20);
+        assert_eq!(w.kept(), 10);
+        let joined = |from| {
+            w.since(from).map(|(a, b)| {
+                let mut v = a.to_vec();
+                v.extend_from_slice(b);
+                v
+            })
+        };
+        assert_eq!(joined(10), Some(taken[10..].to_vec()));
+        assert_eq!(joined(13), Some(taken[13..].to_vec()));
+        assert_eq!(joined(20), Some(vec![]));
+        assert_eq!(joined(9), None, "no longer kept");
+        assert_eq!(joined(21), None, "never sent");
+        // A blob smaller than the window is kept whole.
+        let mut small = Window::new(5);
+        small.spare(100)[..5].copy_from_slice(b"abcde");
+        small.commit(5);
+        assert_eq!(small.since(0), Some((&b"abcde"[..], &[][..])));
+        assert_eq!(Window::new(0).spare(8).len(), 1, "never an empty read");
+    }
+
+    /// An in-memory registry for uploads: its sessions keep what they receive, the next
+    /// body requests can be cut or answered with a status, and every request is logged.
+    #[derive(Default)]
+    struct FakeRegistry {
+        state: RefCell<FakeState>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        sessions: std::collections::BTreeMap<u32, Vec<u8>>,
+        next_session: u32,
+        blobs: std::collections::BTreeMap<String, Vec<u8>>,
+        /// Each of the next body requests is cut after this many bytes, which it keeps.
+        cuts: std::collections::VecDeque<usize>,
+        /// Each of the next body requests is drained and answered with this status.
+        statuses: std::collections::VecDeque<u16>,
+        /// As distribution 2.8 does, a cut session is dropped.
+        drop_cut_sessions: bool,
+        /// The next commit happens, but its answer is lost.
+        lose_answer: bool,
+        log: Vec<String>,
+    }
+
+    /// Accepts `left` bytes, then fails as a cut connection does.
+    struct CutWriter<'a> {
+        out: &'a mut Vec<u8>,
+        left: usize,
+    }
+
+    impl Write for CutWriter<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.left == 0 && !buf.is_empty() {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            let n = buf.len().min(self.left);
+            self.out.extend_from_slice(&buf[..n]);
+            self.left -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn answer(status: u16, headers: &[(&str, String)]) -> Result<Response> {
+        Ok(Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            body: Box::new(std::io::empty()),
+        })
+    }
+
+    impl Transport for FakeRegistry {
+        fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response> {
+            let mut st = self.state.borrow_mut();
+            let (path, query) = req.url.path.split_once('?').unwrap_or((&req.url.path, ""));
+            st.log.push(format!("{} {path}", req.method.as_str()));
+            let header = |name: &str| {
+                req.headers
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            if path == "/v2/" {
+                return answer(200, &[]);
+            }
+            if let Some(digest) = path.strip_prefix("/v2/r/blobs/sha256:") {
+                let held = st.blobs.contains_key(&format!("sha256:{digest}"));
+                return answer(if held { 200 } else { 404 }, &[]);
+            }
+            if path == "/v2/r/blobs/uploads/" && req.method == Method::Post {
+                st.next_session += 1;
+                let id = st.next_session;
+                st.sessions.insert(id, vec![]);
+                return answer(202, &[("location", format!("/v2/r/blobs/uploads/{id}"))]);
+            }
+            let id: u32 = path
+                .strip_prefix("/v2/r/blobs/uploads/")
+                .and_then(|id| id.parse().ok())
+                .expect("an upload session path");
+            let Some(held) = st.sessions.get(&id).map(Vec::len) else {
+                return answer(404, &[]);
+            };
+            let location = ("location", format!("/v2/r/blobs/uploads/{id}"));
+            let range = |len: usize| ("range", format!("0-{}", len.saturating_sub(1)));
+            if req.method == Method::Get {
+                return answer(204, &[location, range(held)]);
+            }
+            if let Some(range) = header("content-range") {
+                assert_eq!(range.split('-').next(), Some(held.to_string().as_str()));
+            }
+            let mut received = Vec::new();
+            let (cut, status) = (st.cuts.pop_front(), st.statuses.pop_front());
+            if let Some(write) = body {
+                let left = cut.unwrap_or(usize::MAX);
+                let written = write(&mut CutWriter {
+                    out: &mut received,
+                    left,
+                });
+                if let Err(e) = written {
+                    // Cut, or aborted by its writer: what arrived stays in the session.
+                    st.sessions.get_mut(&id).unwrap().extend(received);
+                    if st.drop_cut_sessions {
+                        st.sessions.remove(&id);
+                    }
+                    return Err(e);
+                }
+            }
+            if let Some(status) = status {
+                return answer(status, &[]);
+            }
+            let session = st.sessions.get_mut(&id).unwrap();
+            session.extend(received);
+            if req.method == Method::Patch {
+                let len = session.len();
+                return answer(202, &[location, range(len)]);
+            }
+            let digest = query
+                .strip_prefix("digest=")
+                .expect("a digest")
+                .replace("%3A", ":");
+            if Digest::of(session).as_str() != digest {
+                return answer(400, &[]);
+            }
+            let blob = st.sessions.remove(&id).unwrap();
+            st.blobs.insert(digest, blob);
+            if std::mem::take(&mut st.lose_answer) {
+                return Err(Error::Unreachable("the answer was lost".into()));
+            }
+            answer(201, &[])
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    fn blob_bytes(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect()
+    }
+
+    /// Uploads `data` (declared as `declared`) through the fake, with `attempts` retries:
+    /// the outcome, the report lines, and the requests as `METHOD path`.
+    fn upload_to(
+        fake: &FakeRegistry,
+        data: &[u8],
+        declared: &[u8],
+        attempts: u32,
+    ) -> (Result<()>, Vec<String>, Vec<String>) {
+        let lines = RefCell::new(Vec::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let net = Net {
+            retry: Retry {
+                attempts,
+                base_delay_ms: 1,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+        };
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        let client =
+            Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap();
+        let d = Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: Digest::of(declared),
+            size: declared.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let mut rest = data;
+        let mut read = |b: &mut [u8]| rest.read(b).map_err(|e| Error::Io(e.to_string()));
+        let mismatch = |m: crate::digest::Mismatch| Error::DigestMismatch(m.to_string());
+        let mut blob = crate::digest::Verifying::new(&d.digest, d.size, &mut read, &mismatch);
+        let result = client.upload(&d, &mut |b| blob.read(b));
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        let lines = lines.borrow().clone();
+        (result, lines, log)
+    }
+
+    fn stored(fake: &FakeRegistry, data: &[u8]) -> bool {
+        fake.state.borrow().blobs.get(Digest::of(data).as_str()) == Some(&data.to_vec())
+    }
+
+    #[test]
+    fn a_normal_upload_is_one_post_and_one_put() {
+        let fake = FakeRegistry::default();
+        let data = blob_bytes(3 << 20 | 123);
+        let (r, lines, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(
+            log[1..],
+            ["POST /v2/r/blobs/uploads/", "PUT /v2/r/blobs/uploads/1"]
+        );
+    }
+
+    #[test]
+    fn a_cut_upload_resumes_with_a_patch_where_the_registry_has_it() {
+        let fake = FakeRegistry::default();
+        // The PUT is cut, then the PATCH resuming it is too.
+        fake.state.borrow_mut().cuts = [1_500_000, 600_000].into();
+        let data = blob_bytes(3 << 20 | 123);
+        let (r, lines, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(
+            log[1..],
+            [
+                "POST /v2/r/blobs/uploads/",
+                "PUT /v2/r/blobs/uploads/1",
+                "GET /v2/r/blobs/uploads/1",
+                &format!("HEAD /v2/r/blobs/{}", Digest::of(&data)),
+                "PATCH /v2/r/blobs/uploads/1",
+                "GET /v2/r/blobs/uploads/1",
+                &format!("HEAD /v2/r/blobs/{}", Digest::of(&data)),
+                "PATCH /v2/r/blobs/uploads/1",
+                "PUT /v2/r/blobs/uploads/1",
+            ]
+        );
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("resuming upload of blob sha256:")
+                && lines[0].contains("at byte 1500000 of 3145851")
+                && lines[0].contains("(retry 1 of 4)"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("at byte 2100000 of"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_dropped_session_restarts_when_everything_sent_is_kept() {
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().drop_cut_sessions = true;
+        fake.state.borrow_mut().cuts = [1_500_000].into();
+        let data = blob_bytes(3 << 20);
+        let (r, lines, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(log.iter().filter(|l| l.starts_with("POST")).count(), 2);
+        assert!(!log.iter().any(|l| l.starts_with("PATCH")), "{log:?}");
+        assert!(
+            lines[0].contains("from byte 0 in a new upload session")
+                && lines[0].contains("dropped the session"),
+            "{lines:?}"
+        );
+        // A retryable status: the session holds nothing (`0-0`), so a new one is used too.
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().statuses = [503].into();
+        let (r, lines, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(log.iter().filter(|l| l.starts_with("POST")).count(), 2);
+        assert!(
+            lines[0].contains("after HTTP 503") && lines[0].contains("holds none of it"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_that_leaves_unkept_bytes_behind_fails_clearly() {
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().drop_cut_sessions = true;
+        let cut = UPLOAD_WINDOW + (1 << 20);
+        fake.state.borrow_mut().cuts = [cut].into();
+        let data = blob_bytes(UPLOAD_WINDOW + (3 << 20));
+        let (r, lines, _) = upload_to(&fake, &data, &data, 4);
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Unreachable(_)), "{e}");
+        let e = e.to_string();
+        for says in [
+            format!("blob {}", Digest::of(&data)),
+            format!("of its {} bytes", data.len()),
+            "dropped the upload session".into(),
+            format!("keeps the last {UPLOAD_WINDOW} bytes"),
+            "run the push again".into(),
+        ] {
+            assert!(e.contains(&says), "{says:?} not in {e}");
+        }
+        assert!(lines.is_empty(), "{lines:?}");
+        assert!(!stored(&fake, &data));
+        // Where the registry keeps the session, the same cut resumes.
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().cuts = [cut].into();
+        let (r, _, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert!(log.iter().any(|l| l.starts_with("PATCH")));
+    }
+
+    #[test]
+    fn without_retries_a_cut_upload_fails_at_once() {
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().cuts = [100].into();
+        let data = blob_bytes(1 << 20);
+        let (r, _, log) = upload_to(&fake, &data, &data, 0);
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.starts_with("registry unreachable") && e.contains("retries are off"),
+            "{e}"
+        );
+        assert_eq!(log.iter().filter(|l| l.starts_with("PUT")).count(), 1);
+    }
+
+    #[test]
+    fn a_lost_answer_is_found_by_asking_for_the_blob() {
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().lose_answer = true;
+        let data = blob_bytes(100_000);
+        let (r, lines, log) = upload_to(&fake, &data, &data, 4);
+        r.unwrap();
+        assert_eq!(log.iter().filter(|l| l.starts_with("PUT")).count(), 1);
+        assert!(
+            lines[0].contains("the registry holds the blob"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_blob_is_neither_committed_nor_resumed() {
+        let data = blob_bytes(3 << 20);
+        let mut corrupt = data.clone();
+        *corrupt.last_mut().unwrap() ^= 1;
+        for cuts in [vec![], vec![1_500_000]] {
+            let fake = FakeRegistry::default();
+            fake.state.borrow_mut().cuts = cuts.clone().into();
+            let (r, _, log) = upload_to(&fake, &corrupt, &data, 4);
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::DigestMismatch(_)), "{cuts:?}: {e}");
+            assert!(fake.state.borrow().blobs.is_empty());
+            // One resume for the cut, none for the mismatch.
+            let bodies = log
+                .iter()
+                .filter(|l| l.starts_with("PUT") || l.starts_with("PATCH"))
+                .count();
+            assert_eq!(bodies, 1 + cuts.len(), "{log:?}");
+        }
     }
 }

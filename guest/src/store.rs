@@ -5,7 +5,7 @@ use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::Reference;
-use crate::registry::{BodyWriter, Client};
+use crate::registry::{BlobSource, Client};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -31,7 +31,9 @@ pub trait Destination {
     /// Whether another repository of the same store holds the blob (for mounts).
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
     fn mount(&self, digest: &Digest, from: &str) -> Result<bool>;
-    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()>;
+    /// Stores a blob whose bytes `source` hands out, verified: it fails rather than hand out
+    /// the bytes completing a wrong blob, and then nothing is stored.
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()>;
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()>;
 }
 
@@ -110,7 +112,7 @@ impl Destination for Client<'_> {
     fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
         Client::mount(self, digest, from)
     }
-    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
         Client::upload(self, d, source)
     }
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -327,9 +329,17 @@ impl Destination for Layout {
         Ok(false)
     }
 
-    fn upload(&self, d: &Descriptor, source: BodyWriter<'_>) -> Result<()> {
-        // The source verifies what it writes and fails before the last byte otherwise.
-        self.write_blob(&d.digest, &mut |w| source(w))
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
+        // The source verifies what it hands out and fails before the last byte otherwise.
+        let mut buf = vec![0u8; 1 << 20];
+        self.write_blob(&d.digest, &mut |w| loop {
+            let n = source(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            w.write_all(&buf[..n])
+                .map_err(|e| self.io(&self.blob_path(&d.digest), e))?;
+        })
     }
 
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -413,9 +423,10 @@ mod tests {
             annotations: Default::default(),
         };
         assert!(!layout.has_blob(&bd.digest).unwrap());
+        let mut rest = &blob[..];
         layout
-            .upload(&bd, &mut |w| {
-                w.write_all(&blob).map_err(|e| Error::Io(e.to_string()))
+            .upload(&bd, &mut |b| {
+                rest.read(b).map_err(|e| Error::Io(e.to_string()))
             })
             .unwrap();
         assert!(layout.has_blob(&bd.digest).unwrap());

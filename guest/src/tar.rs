@@ -66,6 +66,8 @@ pub struct Reader<R> {
     /// Bytes consumed from `inner`, for error messages and summaries.
     pub offset: u64,
     ended: bool,
+    /// The current entry's path, for messages about a cut in its data.
+    current: String,
 }
 
 impl<R: Read> Reader<R> {
@@ -76,6 +78,7 @@ impl<R: Read> Reader<R> {
             pad: 0,
             offset: 0,
             ended: false,
+            current: String::new(),
         }
     }
 
@@ -95,18 +98,42 @@ impl<R: Read> Reader<R> {
             if n == 0 && at == 0 {
                 return Err("the archive is empty".into());
             }
+            // A ustar header is a tar even when its first name starts like a magic number
+            // (`BZh…`).
+            if at == 0
+                && h[257..262] != *b"ustar"
+                && let Some(tool) = compressed_with(&h[..n])
+            {
+                return Err(format!(
+                    "the archive is {tool}-compressed, not a tar: decompress it first \
+                     ({tool} -dc FILE | imo push - DESTINATION)"
+                ));
+            }
             if n < BLOCK {
                 return Err(format!(
                     "the archive ends inside a header at byte {at}: it is truncated"
                 ));
             }
             if h.iter().all(|&b| b == 0) {
+                // The end-of-archive marker is two zero blocks; a cut inside the second is
+                // as much a truncation as a cut anywhere else.
+                let n = self
+                    .read_full(&mut h)
+                    .map_err(|e| format!("reading at byte {}: {e}", self.offset))?;
+                if n < BLOCK {
+                    return Err(format!(
+                        "the archive ends at byte {} inside its end-of-archive marker (two \
+                         zero blocks from byte {at}): it is truncated",
+                        self.offset
+                    ));
+                }
                 self.ended = true;
                 return Ok(None);
             }
             let entry = parse_header(&h).map_err(|e| format!("entry header at byte {at}: {e}"))?;
             match h[156] {
                 b'0' | 0 => {
+                    self.current.clone_from(&entry.path);
                     self.left = entry.size;
                     self.pad = padding(entry.size);
                     return Ok(Some(entry));
@@ -147,8 +174,9 @@ impl<R: Read> Reader<R> {
             .map_err(|e| format!("reading the archive at byte {}: {e}", self.offset))?;
         if n == 0 {
             return Err(format!(
-                "the archive ends at byte {} with {} bytes of an entry still to come: it is truncated",
-                self.offset, self.left
+                "the archive ends at byte {} with {} bytes of entry {:?} still to come: it is \
+                 truncated",
+                self.offset, self.left, self.current
             ));
         }
         self.left -= n as u64;
@@ -242,6 +270,20 @@ fn parse_header(h: &[u8; BLOCK]) -> Result<Entry, String> {
     };
     check_path(&path)?;
     Ok(Entry { path, size })
+}
+
+/// The compressor whose magic number starts `head`, if any: a compressed archive is a common
+/// mistake, and worth naming.
+fn compressed_with(head: &[u8]) -> Option<&'static str> {
+    [
+        (&[0x1f, 0x8b][..], "gzip"),
+        (&[0x28, 0xb5, 0x2f, 0xfd][..], "zstd"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0][..], "xz"),
+        (&b"BZh"[..], "bzip2"),
+    ]
+    .into_iter()
+    .find(|(magic, _)| head.starts_with(magic))
+    .map(|(_, tool)| tool)
 }
 
 fn field_str(field: &[u8]) -> Result<String, String> {
@@ -411,6 +453,10 @@ mod tests {
         assert!(err(b"").contains("empty"));
         assert!(err(&good[..100]).contains("truncated"));
         assert!(err(&good[..515]).contains("truncated"));
+        let cut = err(&good[..good.len() - 1]);
+        assert!(cut.contains("end-of-archive marker"), "{cut}");
+        assert!(err(&[0x1f, 0x8b, 8, 0, 0]).contains("gzip-compressed"));
+        assert!(err(&[0x28, 0xb5, 0x2f, 0xfd, 0]).contains("zstd-compressed"));
         let mut bad = good;
         bad[0] = b'b';
         assert!(err(&bad).contains("checksum"));
@@ -435,6 +481,19 @@ mod tests {
             let e = err(&bytes);
             assert!(e.contains(expected), "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn a_first_name_that_starts_like_a_magic_number_is_still_a_tar() {
+        // Found by the archive fuzz target: "BZh.json" was taken for a bzip2 stream.
+        let bytes = archive(&[("BZh.json", b"{}")]);
+        let mut r = Reader::new(&bytes[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().path, "BZh.json");
+        assert_eq!(r.next_entry().unwrap(), None);
+        let mut bz = b"BZh91AY&SY".to_vec();
+        bz.resize(BLOCK, 0);
+        let e = Reader::new(&bz[..]).next_entry().unwrap_err();
+        assert!(e.contains("bzip2-compressed"), "{e}");
     }
 
     #[test]

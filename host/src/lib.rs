@@ -457,8 +457,8 @@ impl Builder {
     }
 
     /// How often a failed request is retried (with exponential backoff and jitter, or the
-    /// registry's `Retry-After`) and a cut download resumed; 4 by default, 0 for never.
-    /// A cut upload is never replayed.
+    /// registry's `Retry-After`) and a cut download or upload resumed; 4 by default, 0 for
+    /// never. A cut upload resumes only from the last 8 MiB sent, which imo keeps.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().max_retries(0).build()?;

@@ -95,7 +95,7 @@ struct Global {
     /// Leave signatures, attestations and SBOMs behind
     #[arg(long, global = true)]
     no_referrers: bool,
-    /// Retries of a failed request, and resumes of a cut download (0 for none)
+    /// Retries of a failed request, and resumes of a cut download or upload (0 for none)
     #[arg(long, global = true, value_name = "N", default_value_t = 4)]
     retries: u32,
     /// Let the component reach this HOST[:PORT] too (repeatable)
