@@ -325,3 +325,28 @@ fn the_bare_component_inventories_and_pulls_a_bundle_as_the_host_does() {
         &["vet", "/work/wasi.tar", site.trim_end_matches('/')],
     );
 }
+
+#[test]
+fn blobs_an_inventory_places_in_another_repository_are_mounted() {
+    let w = world();
+    let work = TempDir::new("bundle-mount");
+    let inv = work.join("site.json");
+    imo_ok(&["inventory", "-q", &w.site.image("app"), "-o", s(&inv)]);
+    let archive = work.join("app.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "--have",
+        s(&inv),
+        &w.src.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    // A repository the site has never seen: the base layer lives in `app`, as the inventory
+    // (carried in the archive) says, and nothing names it on the command line.
+    let dest = w.site.image("elsewhere/app:v2");
+    let pushed = json(&imo_ok(&["push", "--json", s(&archive), &dest]));
+    assert_eq!(pushed["blobs_mounted"], 1, "{pushed}");
+    assert_eq!(sha256(&raw_manifest(&dest)), w.app_v2.manifest_digest);
+    copy_out(&dest);
+}
