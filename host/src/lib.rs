@@ -877,17 +877,7 @@ impl Imo {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let references: Vec<&str> = bases.iter().chain(&finals).map(String::as_str).collect();
-        let policy = self.policy(&references)?;
-        let connector = self.connector(&references);
-        let mut store = self
-            .runtime
-            .store(policy.clone(), connector, self.reporter(), &[], &grants)
-            .map_err(runtime_error)?;
-        let imo = self
-            .runtime
-            .instantiate(&mut store)
-            .await
-            .map_err(runtime_error)?;
+        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let request = wit::Bundle {
@@ -1093,17 +1083,7 @@ impl Imo {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let references: Vec<&str> = sources.iter().map(String::as_str).collect();
-        let policy = self.policy(&references)?;
-        let connector = self.connector(&references);
-        let mut store = self
-            .runtime
-            .store(policy.clone(), connector, self.reporter(), &[], &grants)
-            .map_err(runtime_error)?;
-        let imo = self
-            .runtime
-            .instantiate(&mut store)
-            .await
-            .map_err(runtime_error)?;
+        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
         let api = imo.imo_overlay_overlay();
         let options = self.options();
         let mut json = String::new();
@@ -1134,6 +1114,34 @@ impl Imo {
         Ok(json)
     }
 
+    /// A fresh component instance that may reach the registries of `references` (and the
+    /// hosts they point to) and the `grants` directories, and nothing else.
+    async fn sandbox(
+        &self,
+        references: &[&str],
+        grants: &[LayoutGrant],
+    ) -> Result<
+        (
+            Arc<NetworkPolicy>,
+            wasmtime::Store<runtime::State>,
+            runtime::bindings::Imo,
+        ),
+        Error,
+    > {
+        let policy = self.policy(references)?;
+        let connector = self.connector(references);
+        let mut store = self
+            .runtime
+            .store(policy.clone(), connector, self.reporter(), &[], grants)
+            .map_err(runtime_error)?;
+        let imo = self
+            .runtime
+            .instantiate(&mut store)
+            .await
+            .map_err(runtime_error)?;
+        Ok((policy, store, imo))
+    }
+
     async fn with_archive<R>(
         &self,
         archive: R,
@@ -1148,17 +1156,7 @@ impl Imo {
         let grants: Vec<_> = grants.into_iter().collect();
         let references = destination_references(destination, &self.settings.destination_map);
         let references: Vec<&str> = references.iter().map(String::as_str).collect();
-        let policy = self.policy(&references)?;
-        let connector = self.connector(&references);
-        let mut store = self
-            .runtime
-            .store(policy.clone(), connector, self.reporter(), &[], &grants)
-            .map_err(runtime_error)?;
-        let imo = self
-            .runtime
-            .instantiate(&mut store)
-            .await
-            .map_err(runtime_error)?;
+        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
         let stream: DynInputStream = Box::new(streams::ReadAhead::new(archive));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let borrowed = Resource::new_borrow(own.rep());
