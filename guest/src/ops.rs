@@ -7,7 +7,7 @@ use crate::layout::{self, Metadata, Opened};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
-use crate::reference::Reference;
+use crate::reference::{Prefix, Reference};
 use crate::registry::{Access, Client, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
@@ -732,33 +732,8 @@ fn under_prefix(prefix: &str, reference: &str) -> Result<Location> {
              registry prefix, or give each its own destination with --map"
         )));
     }
-    if prefix.contains('/')
-        && Reference::parse(prefix).is_ok_and(|r| r.tag.is_some() || r.digest.is_some())
-    {
-        return Err(Error::InvalidReference(format!(
-            "destination prefix {prefix:?} takes no tag or digest: each image keeps its own"
-        )));
-    }
-    // Parsed as a reference with one more path component, so that the registry is checked
-    // and recognised exactly as in any other reference.
-    let probe = Reference::parse(&format!("{}/x", prefix.trim_end_matches('/')))
-        .map_err(|e| Error::InvalidReference(format!("destination prefix: {e}")))?;
-    if !prefix.contains('/') && probe.registry == crate::reference::DOCKER_HUB {
-        return Err(Error::InvalidReference(format!(
-            "destination prefix {prefix:?} names no registry: give it as HOST[:PORT][/PATH]"
-        )));
-    }
-    let path = probe
-        .repository
-        .strip_suffix('x')
-        .unwrap_or_default()
-        .to_owned();
-    Ok(Location::Registry(Reference {
-        registry: probe.registry,
-        repository: format!("{path}{}", image.repository),
-        tag: image.tag,
-        digest: image.digest,
-    }))
+    let prefix = Prefix::parse(prefix).map_err(Error::InvalidReference)?;
+    Ok(Location::Registry(prefix.join(&image)))
 }
 
 /// Repositories of the destination registry that blobs may be mounted from: those the user
@@ -942,13 +917,12 @@ pub fn push_vet(
 }
 
 /// A destination argument is checked before the archive is read: a reference, a layout, or
-/// (for bundles) a prefix, which parses as a reference too once a path is added.
+/// (for bundles) a prefix.
 fn parse_destination(destination: &str, options: &Options) -> Result<()> {
-    if let Err(e) = Location::parse(destination) {
-        // Not one image's destination, but it may be a bundle's prefix. If it is neither, the
-        // error is about what was written, not about the probe with `/x` added.
-        Reference::parse(&format!("{}/x", destination.trim_end_matches('/')))
-            .map_err(|_| Error::InvalidReference(format!("destination: {e}")))?;
+    if let Err(e) = Location::parse(destination)
+        && Prefix::parse(destination).is_err()
+    {
+        return Err(Error::InvalidReference(format!("destination: {e}")));
     }
     for (from, to) in &options.destination_map {
         parse_location("--map image", from)?;

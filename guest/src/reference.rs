@@ -154,6 +154,67 @@ fn strip_port(authority: &str) -> &str {
     authority.split_once(':').map_or(authority, |(h, _)| h)
 }
 
+/// A destination prefix, `host[:port][/path]`, under which each image of a bundle keeps its
+/// own repository path and tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prefix {
+    pub registry: String,
+    /// Empty, or the path with a trailing `/`.
+    pub path: String,
+}
+
+impl Prefix {
+    /// Parses a prefix; the registry must be written out (a bare `app` names none).
+    pub fn parse(input: &str) -> Result<Self, String> {
+        let fail = |why: &str| Err(format!("invalid destination prefix {input:?}: {why}"));
+        let trimmed = input.trim_end_matches('/');
+        let (host, path) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+        if host.is_empty() || !looks_like_host(host) {
+            return fail("it names no registry: give it as HOST[:PORT][/PATH]");
+        }
+        if path.contains([':', '@']) {
+            return fail("it takes no tag or digest: each image keeps its own");
+        }
+        if trimmed.len() >= MAX_NAME {
+            return fail(&format!(
+                "it is {} characters, leaving no room under the {MAX_NAME} a name may have",
+                trimmed.len()
+            ));
+        }
+        if let Err(e) = check_host(host) {
+            return fail(&e);
+        }
+        if !path.is_empty()
+            && let Err(e) = check_path(path)
+        {
+            return fail(&e);
+        }
+        Ok(Prefix {
+            registry: if host == "index.docker.io" {
+                DOCKER_HUB.to_owned()
+            } else {
+                host.to_owned()
+            },
+            path: if path.is_empty() {
+                String::new()
+            } else {
+                format!("{path}/")
+            },
+        })
+    }
+
+    /// Where `image` goes under this prefix: its repository path after the prefix's, its tag
+    /// and digest kept.
+    pub fn join(&self, image: &Reference) -> Reference {
+        Reference {
+            registry: self.registry.clone(),
+            repository: format!("{}{}", self.path, image.repository),
+            tag: image.tag.clone(),
+            digest: image.digest.clone(),
+        }
+    }
+}
+
 /// distribution's rule: the first component is a host if it has a '.' or ':', is
 /// `localhost`, or has an upper-case letter (repository paths are lower-case).
 fn looks_like_host(first: &str) -> bool {
@@ -282,6 +343,27 @@ fn check_tag(tag: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefixes_name_a_registry_and_an_optional_path() {
+        let image = Reference::parse("quay.io/org/app:v2").unwrap();
+        let p = Prefix::parse("mirror:5000/site/").unwrap();
+        assert_eq!(p.join(&image).to_string(), "mirror:5000/site/org/app:v2");
+        let p = Prefix::parse("mirror.site").unwrap();
+        assert_eq!(p.join(&image).to_string(), "mirror.site/org/app:v2");
+        for (bad, why) in [
+            ("app", "names no registry"),
+            ("", "names no registry"),
+            ("mirror:5000/site:v1", "no tag or digest"),
+            ("mirror:5000/a@sha256:00", "no tag or digest"),
+            ("mirror:99999/site", "port"),
+            ("mirror:5000/Site", "mirror:5000/Site"),
+            (&format!("r.io/{}", "a".repeat(260)), "no room"),
+        ] {
+            let e = Prefix::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 

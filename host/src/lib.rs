@@ -1245,14 +1245,15 @@ fn layout_grant(reference: &str, writable: bool) -> Result<(String, Option<Layou
 /// reference (one image) and as a prefix (`registry[/path]`, several images), and every
 /// mapped destination. Both readings are what the user named.
 fn destination_references(destination: &str, map: &[(String, String)]) -> Vec<String> {
-    use imo_guest::reference::Reference;
+    use imo_guest::reference::{Prefix, Reference};
     let mut out = Vec::new();
     if destination.starts_with("oci:") || Reference::parse(destination).is_ok() {
         out.push(destination.to_owned());
     }
-    let as_prefix = format!("{}/x", destination.trim_end_matches('/'));
-    if Reference::parse(&as_prefix).is_ok() {
-        out.push(as_prefix);
+    if let Ok(prefix) = Prefix::parse(destination) {
+        // Any image under the prefix: the policy needs only its registry.
+        let any = Reference::parse("localhost/x").expect("a valid name");
+        out.push(prefix.join(&any).to_string());
     }
     if out.is_empty() {
         // Let the policy report the malformed reference.
