@@ -342,6 +342,42 @@ fn pushes_resume_an_upload_cut_mid_body() {
 }
 
 #[test]
+fn pushes_stream_the_next_blob_while_the_registry_commits_the_last() {
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = work.join("full.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    let dst = Registry::start();
+    // The first upload's answer is held until the next upload's PUT arrives (or 10 s pass),
+    // as a registry syncing a large blob to disk holds it.
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", "/blobs/uploads/", 1, Fault::HoldAnswer)],
+    );
+    let out = imo(&["push", s(&archive), &proxy.image("app:v2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        proxy.holds(),
+        [true],
+        "the next blob's upload waited for the answer to the one before"
+    );
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 3, "one PUT per blob");
+    assert_eq!(
+        sha256(&raw_manifest(&dst.image("app:v2"))),
+        sha256(&raw_manifest(&src.image("app:v2")))
+    );
+    copy_out(&dst.image("app:v2"));
+}
+
+#[test]
 fn pushes_that_cannot_resume_a_cut_upload_fail_clearly_and_tag_nothing() {
     // A 10 MB layer, more than the 8 MiB imo keeps of an upload.
     let src = Registry::start();

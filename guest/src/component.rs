@@ -4,7 +4,9 @@ use crate::cli::{self, Operation};
 use crate::error::Error;
 use crate::inventory::{self, Inventory};
 use crate::ops::{self, Options, Summary};
-use crate::registry::{BodyWriter, Credentials, Method, Request, Response, Scheme, Transport};
+use crate::registry::{
+    BodyWriter, Credentials, Method, Pending, Request, Response, Scheme, Transport,
+};
 use std::io::{self, Read, Write};
 use wasip2::http::outgoing_handler;
 use wasip2::http::types as http;
@@ -441,6 +443,10 @@ impl Transport for WasiHttp {
     }
 
     fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response, Error> {
+        self.start(req, body)?()
+    }
+
+    fn start(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending, Error> {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
         };
@@ -489,38 +495,45 @@ impl Transport for WasiHttp {
             }
         }
         http::OutgoingBody::finish(outgoing, None).map_err(|e| unreachable(&e))?;
-        let response = loop {
-            match future.get() {
-                Some(r) => break r,
-                None => future.subscribe().block(),
-            }
-        };
-        let response = response
-            .map_err(|()| unreachable(&"the response was already taken"))?
-            .map_err(|e| unreachable(&e))?;
-        let status = response.status();
-        let headers = response
-            .headers()
-            .entries()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        let incoming = response
-            .consume()
-            .map_err(|()| unreachable(&"the body was already taken"))?;
-        let stream = incoming
-            .stream()
-            .map_err(|()| unreachable(&"the body stream was already taken"))?;
-        Ok(Response {
-            status,
-            headers,
-            body: Box::new(Body {
-                stream,
-                _body: incoming,
-                _response: response,
-            }),
-        })
+        let what = format!("{} {}", req.method.as_str(), req.url);
+        Ok(Box::new(move || answer(&future, &what)))
     }
+}
+
+/// Awaits the response to a request sent whole (`what`, for messages).
+fn answer(future: &http::FutureIncomingResponse, what: &str) -> Result<Response, Error> {
+    let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{what}: {e}"));
+    let response = loop {
+        match future.get() {
+            Some(r) => break r,
+            None => future.subscribe().block(),
+        }
+    };
+    let response = response
+        .map_err(|()| unreachable(&"the response was already taken"))?
+        .map_err(|e| unreachable(&e))?;
+    let status = response.status();
+    let headers = response
+        .headers()
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    let incoming = response
+        .consume()
+        .map_err(|()| unreachable(&"the body was already taken"))?;
+    let stream = incoming
+        .stream()
+        .map_err(|()| unreachable(&"the body stream was already taken"))?;
+    Ok(Response {
+        status,
+        headers,
+        body: Box::new(Body {
+            stream,
+            _body: incoming,
+            _response: response,
+        }),
+    })
 }
 
 /// A response body; the fields drop in order, child resources before their parents.

@@ -8,7 +8,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::{Prefix, Reference};
-use crate::registry::{Access, Client, Credentials, Net, Retry, Transport};
+use crate::registry::{Access, Client, Committing, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -1081,31 +1081,25 @@ pub fn push(
     }
     summary.blobs_skipped = skipped.len() as u32;
 
+    // A registry answers an upload once it has stored the blob, which takes it a while (it
+    // syncs the file to disk): the next blob streams meanwhile.
+    let mut committing = None;
     while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
-        let mut needing = (0..targets.len()).filter(|t| lacking[*t].contains(&d.digest));
-        let Some(first) = needing.next() else {
+        let Some(first) = (0..targets.len()).find(|t| lacking[*t].contains(&d.digest)) else {
             continue;
         };
         let client = targets[first].client.as_ref();
         let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
-        upload_from_archive(client, &mut archive, &d, &mut progress)?;
+        let upload = upload_from_archive(client, &mut archive, &d, &mut progress)?;
         progress.end();
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
-        for other in needing {
-            let into = targets[other].client.as_ref();
-            if !into.mount(&d.digest, client.repository())? {
-                return Err(Error::Registry(format!(
-                    "{} would not mount blob {} from {} into {}; push the images one at a \
-                     time (--map) instead",
-                    into.describe(),
-                    d.digest,
-                    client.repository(),
-                    into.repository()
-                )));
-            }
-            summary.blobs_mounted += 1;
+        if let Some(sent) = committing.replace((d, first, upload)) {
+            stored(sent, &targets, &lacking, &mut summary)?;
         }
+    }
+    if let Some(sent) = committing {
+        stored(sent, &targets, &lacking, &mut summary)?;
     }
 
     // Per image: children before the indexes that name them and the top-level manifest last
@@ -1144,12 +1138,12 @@ pub fn push(
 /// Uploads one archive blob, which the upload pulls through a verifying reader: the bytes
 /// that complete the blob are handed out only once its digest checks out, so a corrupt blob
 /// fails its request instead of completing it.
-fn upload_from_archive<R: Read>(
-    client: &dyn Destination,
+fn upload_from_archive<'c, R: Read>(
+    client: &'c dyn Destination,
     archive: &mut Opened<R>,
     d: &Descriptor,
     progress: &mut Progress<'_>,
-) -> Result<()> {
+) -> Result<Committing<'c>> {
     let mut read = |b: &mut [u8]| archive.read(b).map_err(Error::InvalidArchive);
     let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
     let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
@@ -1158,6 +1152,33 @@ fn upload_from_archive<R: Read>(
         progress.advance(n);
         Ok(n)
     })
+}
+
+/// Waits until the upload of a blob to the first target lacking it is stored, then mounts
+/// the blob from there into the other targets lacking it.
+fn stored(
+    (d, first, upload): (Descriptor, usize, Committing<'_>),
+    targets: &[Connected<'_>],
+    lacking: &[BTreeSet<Digest>],
+    summary: &mut Summary,
+) -> Result<()> {
+    upload.finish()?;
+    let client = targets[first].client.as_ref();
+    for other in (first + 1..targets.len()).filter(|t| lacking[*t].contains(&d.digest)) {
+        let into = targets[other].client.as_ref();
+        if !into.mount(&d.digest, client.repository())? {
+            return Err(Error::Registry(format!(
+                "{} would not mount blob {} from {} into {}; push the images one at a time \
+                 (--map) instead",
+                into.describe(),
+                d.digest,
+                client.repository(),
+                into.repository()
+            )));
+        }
+        summary.blobs_mounted += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -129,6 +129,32 @@ impl Response {
 /// Writes a request body; an error from it aborts the request so nothing is committed.
 pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 
+/// The answer to a request sent with [`Transport::start`], awaited when called.
+pub type Pending = Box<dyn FnOnce() -> Result<Response>>;
+
+/// An upload whose bytes are all sent, awaiting the registry's word that it stored the blob
+/// (which takes it a while: it syncs the blob to disk first), so that the next upload can
+/// stream meanwhile. [`Committing::finish`] waits for that word, and when the answer is a
+/// failure worth resuming from, resumes the upload from the bytes it kept.
+#[must_use = "an upload is complete only once finished"]
+pub struct Committing<'a>(Option<Box<dyn FnOnce() -> Result<()> + 'a>>);
+
+impl<'a> Committing<'a> {
+    /// An upload already complete.
+    pub fn done() -> Self {
+        Self(None)
+    }
+
+    fn pending(finish: impl FnOnce() -> Result<()> + 'a) -> Self {
+        Self(Some(Box::new(finish)))
+    }
+
+    /// Waits until the blob is stored, or fails saying why it is not.
+    pub fn finish(self) -> Result<()> {
+        self.0.map_or(Ok(()), |finish| finish())
+    }
+}
+
 /// Hands out a blob's bytes for an upload, 0 at the end, like `Read::read`. It is expected to
 /// verify them and fail rather than hand out the bytes that would complete a wrong blob
 /// ([`crate::digest::Verifying`]), so a request carrying one never completes.
@@ -239,6 +265,22 @@ pub fn upload_offset(range: &str) -> Option<u64> {
     Some(if last == 0 { 0 } else { last + 1 })
 }
 
+/// One blob's upload: where it stands, and the bytes kept for a resume.
+struct Upload {
+    d: Descriptor,
+    /// For messages: "upload of blob …".
+    what: String,
+    window: Window,
+    session: Url,
+    /// The byte the next body request starts from.
+    from: u64,
+    resumes: u32,
+    /// Milliseconds slept between resumes.
+    waited: u64,
+    /// Whether a new token was fetched for it already.
+    renewed: bool,
+}
+
 /// An upload request that failed in a way worth resuming from.
 struct Cut {
     /// For messages: the connection error, or the status and the registry's detail.
@@ -249,6 +291,21 @@ struct Cut {
     after_ms: Option<u64>,
     /// A 401 to a bearer token: a new one is needed first.
     unauthorized: bool,
+}
+
+impl Cut {
+    /// A cut connection is worth resuming from; any other error is not.
+    fn from_error(e: Error) -> Result<Self> {
+        match e {
+            Error::Unreachable(why) => Ok(Cut {
+                why,
+                connection: true,
+                after_ms: None,
+                unauthorized: false,
+            }),
+            e => Err(e),
+        }
+    }
 }
 
 /// Where progress and retry notices go; stderr in the component.
@@ -315,6 +372,14 @@ pub struct Net<'t> {
 /// Moves one HTTP exchange. Connection-level failures are `Error::Unreachable`.
 pub trait Transport {
     fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
+
+    /// Sends a request and its whole body, leaving the answer to be awaited, so that the
+    /// caller can go on meanwhile: a registry answers an upload only once it has stored the
+    /// blob. A failure while the body is written comes back here, not from the [`Pending`].
+    fn start(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending> {
+        let answer = self.send(request, body)?;
+        Ok(Box::new(move || Ok(answer)))
+    }
 
     /// Seconds since the Unix epoch, for token lifetimes.
     fn now(&self) -> u64;
@@ -1147,9 +1212,10 @@ impl<'t> Client<'t> {
         }
     }
 
-    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`. The
-    /// source is expected to verify them and fail rather than hand out the bytes completing a
-    /// wrong blob, which aborts the request so the registry commits nothing.
+    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`, whose
+    /// answer the returned [`Committing`] awaits. The source is expected to verify the bytes
+    /// and fail rather than hand out the bytes completing a wrong blob, which aborts the
+    /// request so the registry commits nothing.
     ///
     /// The last [`UPLOAD_WINDOW`] bytes sent are kept. When the body request is cut (or
     /// answered with a retryable status, or a 401 to a bearer token) and retries remain, the
@@ -1158,80 +1224,109 @@ impl<'t> Client<'t> {
     /// `PATCH` of the rest from the registry's offset and an empty `PUT`, or everything again
     /// in a new session, the kept bytes replayed and the rest pulled from `source`. Otherwise
     /// it fails, saying how far it got.
-    pub fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
+    pub fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
         let what = format!("upload of blob {}", d.digest);
         let capacity = usize::try_from(d.size)
             .unwrap_or(usize::MAX)
             .min(UPLOAD_WINDOW);
-        let mut window = Window::new(capacity);
-        let mut session = self.start_upload(&what)?;
-        let mut from = 0;
-        let (mut resumes, mut waited, mut renewed) = (0, 0, false);
+        let session = self.start_upload(&what)?;
+        let mut up = Upload {
+            d: d.clone(),
+            what,
+            window: Window::new(capacity),
+            session,
+            from: 0,
+            resumes: 0,
+            waited: 0,
+            renewed: false,
+        };
+        let cut = match self.upload_from(&mut up, source)? {
+            Ok(answer) => {
+                return Ok(Committing::pending(move || {
+                    match self.stored(answer, &up.what)? {
+                        None => Ok(()),
+                        // Every byte was pulled from the source before the answer came: a
+                        // resume needs only what the window kept.
+                        Some(cut) => self.resume(&mut up, cut, &mut |_| Ok(0)),
+                    }
+                }));
+            }
+            Err(cut) => cut,
+        };
+        self.resume(&mut up, cut, source)?;
+        Ok(Committing::done())
+    }
+
+    /// Goes on with an upload after `cut`, until the registry stores the blob or the upload
+    /// cannot go on.
+    fn resume(&self, up: &mut Upload, mut cut: Cut, source: BlobSource<'_>) -> Result<()> {
         loop {
-            let Some(cut) = self.upload_from(d, &what, &mut session, from, &mut window, source)?
-            else {
-                return Ok(());
-            };
-            resumes += 1;
+            up.resumes += 1;
             let retry = self.net.retry;
             let delay = cut
                 .after_ms
-                .unwrap_or_else(|| retry.delay_ms(resumes, self.transport.random()));
-            if resumes > retry.attempts || waited + delay > retry.max_wait_ms {
+                .unwrap_or_else(|| retry.delay_ms(up.resumes, self.transport.random()));
+            if up.resumes > retry.attempts || up.waited + delay > retry.max_wait_ms {
                 let reason = if retry.attempts == 0 {
                     "retries are off".to_owned()
-                } else if resumes > retry.attempts {
-                    format!("it was resumed {} time(s), as many as allowed", resumes - 1)
+                } else if up.resumes > retry.attempts {
+                    format!(
+                        "it was resumed {} time(s), as many as allowed",
+                        up.resumes - 1
+                    )
                 } else {
-                    format!("retries already waited {waited} ms, as long as allowed")
+                    format!(
+                        "retries already waited {} ms, as long as allowed",
+                        up.waited
+                    )
                 };
-                return Err(self.upload_lost(d, &cut, &window, &reason));
+                return Err(self.upload_lost(up, &cut, &reason));
             }
             if cut.unauthorized {
                 // One new token; a second 401 means the token is not the problem.
                 let challenge = match &*self.auth.borrow() {
-                    AuthState::Bearer { challenge, .. } if !renewed => challenge.clone(),
-                    _ => {
-                        return Err(self.upload_lost(d, &cut, &window, "a new token was refused"));
-                    }
+                    AuthState::Bearer { challenge, .. } if !up.renewed => challenge.clone(),
+                    _ => return Err(self.upload_lost(up, &cut, "a new token was refused")),
                 };
                 self.renew(challenge)?;
-                renewed = true;
+                up.renewed = true;
             }
             self.transport.sleep_ms(delay);
-            waited += delay;
+            up.waited += delay;
             let asked = self
-                .upload_status(&session, &what)
-                .and_then(|held| Ok((held, self.has_blob(&d.digest)?)));
+                .upload_status(&up.session, &up.what)
+                .and_then(|held| Ok((held, self.has_blob(&up.d.digest)?)));
             let (held, committed) = match asked {
                 Ok(answers) => answers,
                 Err(e) => {
                     let reason = format!("asking the registry where it stands failed: {e}");
-                    return Err(self.upload_lost(d, &cut, &window, &reason));
+                    return Err(self.upload_lost(up, &cut, &reason));
                 }
             };
             if committed {
                 self.net.report.line(&format!(
-                    "{what} completed before {}: the registry holds the blob",
-                    cut.why
+                    "{} completed before {}: the registry holds the blob",
+                    up.what, cut.why
                 ));
                 return Ok(());
             }
-            let attempt = format!("retry {resumes} of {}", retry.attempts);
-            match resume_plan(window.total(), window.kept(), held.as_ref().map(|h| h.0)) {
+            let attempt = format!("retry {} of {}", up.resumes, retry.attempts);
+            let (total, kept) = (up.window.total(), up.window.kept());
+            match resume_plan(total, kept, held.as_ref().map(|h| h.0)) {
                 Resume::From(n) => {
                     self.net.report.line(&format!(
-                        "resuming {what} at byte {n} of {}, as the registry holds the bytes \
+                        "resuming {} at byte {n} of {}, as the registry holds the bytes \
                          before it, after {} ({attempt})",
-                        d.size, cut.why
+                        up.what, up.d.size, cut.why
                     ));
-                    session = held.expect("an offset comes with its session").1;
-                    from = n;
+                    up.session = held.expect("an offset comes with its session").1;
+                    up.from = n;
                 }
                 Resume::Restart => {
                     self.net.report.line(&format!(
-                        "resuming {what} from byte 0 in a new upload session, as the registry \
+                        "resuming {} from byte 0 in a new upload session, as the registry \
                          {}, after {} ({attempt})",
+                        up.what,
                         match held {
                             None => "dropped the session".to_owned(),
                             Some((0, _)) => "holds none of it".to_owned(),
@@ -1239,12 +1334,12 @@ impl<'t> Client<'t> {
                         },
                         cut.why
                     ));
-                    session = self.start_upload(&what)?;
-                    from = 0;
+                    up.session = self.start_upload(&up.what)?;
+                    up.from = 0;
                 }
                 Resume::GiveUp => {
                     let reason = match held {
-                        Some((n, _)) if n > window.total() => {
+                        Some((n, _)) if n > total => {
                             format!("the registry says it holds {n} bytes, more than were written")
                         }
                         Some((n, _)) => format!(
@@ -1255,9 +1350,16 @@ impl<'t> Client<'t> {
                                  the blob is no longer kept"
                             .to_owned(),
                     };
-                    return Err(self.upload_lost(d, &cut, &window, &reason));
+                    return Err(self.upload_lost(up, &cut, &reason));
                 }
             }
+            cut = match self.upload_from(up, source)? {
+                Ok(answer) => match self.stored(answer, &up.what)? {
+                    None => return Ok(()),
+                    Some(cut) => cut,
+                },
+                Err(cut) => cut,
+            };
         }
     }
 
@@ -1284,19 +1386,16 @@ impl<'t> Client<'t> {
             .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
     }
 
-    /// Sends the blob from byte `from` on in `session`: from the start, one `PUT` carrying
-    /// it all; past it, a `PATCH` of the rest (none if the registry holds every byte) and an
-    /// empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into `window`.
-    /// `Some` when a request failed in a way worth resuming from.
+    /// Sends the blob from byte `up.from` on in `up.session`: from the start, one `PUT`
+    /// carrying it all; past it, a `PATCH` of the rest (none if the registry holds every byte)
+    /// and an empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into the
+    /// window. The `PUT`'s answer is left pending; `Err` when a request failed in a way worth
+    /// resuming from.
     fn upload_from(
         &self,
-        d: &Descriptor,
-        what: &str,
-        session: &mut Url,
-        from: u64,
-        window: &mut Window,
+        up: &mut Upload,
         source: BlobSource<'_>,
-    ) -> Result<Option<Cut>> {
+    ) -> Result<std::result::Result<Pending, Cut>> {
         let content = |length: u64| {
             vec![
                 (
@@ -1306,68 +1405,97 @@ impl<'t> Client<'t> {
                 ("content-length".to_owned(), length.to_string()),
             ]
         };
-        if from == 0 || from < d.size {
-            let mut pulled = Ok(());
-            let mut body = |w: &mut dyn Write| -> Result<()> {
-                let sent = |e: std::io::Error| {
-                    Error::Unreachable(format!("sending to {} failed: {e}", self.registry))
-                };
-                let Some((older, newer)) = window.since(from) else {
-                    return Err(Error::Registry(format!(
-                        "{what}: byte {from} on is no longer kept"
-                    )));
-                };
-                w.write_all(older).map_err(sent)?;
-                w.write_all(newer).map_err(sent)?;
-                loop {
-                    let n = match source(window.spare(UPLOAD_CHUNK)) {
-                        Ok(0) => return Ok(()),
-                        Ok(n) => n,
-                        Err(e) => {
-                            // The source's failure ends the upload; it is not a cut.
-                            pulled = Err(e.clone());
-                            return Err(e);
-                        }
-                    };
-                    w.write_all(window.commit(n)).map_err(sent)?;
-                }
-            };
-            // The body cannot be written again by the transport: a failure comes back here.
-            let (result, expected) = if from == 0 {
-                let url = session.with_query("digest", d.digest.as_str());
-                let put = self.send(Method::Put, url, content(d.size), Some(&mut body), false);
-                (put, 201)
-            } else {
-                let mut headers = content(d.size - from);
-                headers.push(("content-range".to_owned(), format!("{from}-{}", d.size - 1)));
-                let patch = self.send(
-                    Method::Patch,
-                    session.clone(),
-                    headers,
-                    Some(&mut body),
-                    false,
-                );
-                (patch, 202)
-            };
-            pulled?;
-            let resp = match self.resumable(result, expected, what)? {
-                Ok(resp) => resp,
-                Err(cut) => return Ok(Some(cut)),
-            };
-            if from == 0 {
-                return Ok(None);
-            }
-            // The session goes on at the Location the PATCH answered with.
-            if let Some(location) = resp.header("location") {
-                *session = self
-                    .origin
-                    .join(location)
-                    .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
-            }
+        let (d, from) = (&up.d, up.from);
+        let put_url = up.session.with_query("digest", d.digest.as_str());
+        if from > 0 && from == d.size {
+            return self.put_started(put_url, content(0), None);
         }
-        let url = session.with_query("digest", d.digest.as_str());
-        let put = self.send(Method::Put, url, content(0), None, false);
-        Ok(self.resumable(put, 201, what)?.err())
+        let mut pulled = Ok(());
+        let window = &mut up.window;
+        let what = &up.what;
+        let mut body = |w: &mut dyn Write| -> Result<()> {
+            let sent = |e: std::io::Error| {
+                Error::Unreachable(format!("sending to {} failed: {e}", self.registry))
+            };
+            let Some((older, newer)) = window.since(from) else {
+                return Err(Error::Registry(format!(
+                    "{what}: byte {from} on is no longer kept"
+                )));
+            };
+            w.write_all(older).map_err(sent)?;
+            w.write_all(newer).map_err(sent)?;
+            loop {
+                let n = match source(window.spare(UPLOAD_CHUNK)) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) => {
+                        // The source's failure ends the upload; it is not a cut.
+                        pulled = Err(e.clone());
+                        return Err(e);
+                    }
+                };
+                w.write_all(window.commit(n)).map_err(sent)?;
+            }
+        };
+        // The body cannot be written again by the transport: a failure comes back here.
+        if from == 0 {
+            let started = self.put_started(put_url, content(d.size), Some(&mut body));
+            pulled?;
+            return started;
+        }
+        let mut headers = content(d.size - from);
+        headers.push(("content-range".to_owned(), format!("{from}-{}", d.size - 1)));
+        let patch = self.send(
+            Method::Patch,
+            up.session.clone(),
+            headers,
+            Some(&mut body),
+            false,
+        );
+        pulled?;
+        let resp = match self.resumable(patch, 202, &up.what)? {
+            Ok(resp) => resp,
+            Err(cut) => return Ok(Err(cut)),
+        };
+        // The session goes on at the Location the PATCH answered with.
+        if let Some(location) = resp.header("location") {
+            up.session = self
+                .origin
+                .join(location)
+                .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
+        }
+        let put_url = up.session.with_query("digest", up.d.digest.as_str());
+        self.put_started(put_url, content(0), None)
+    }
+
+    /// Starts an upload's `PUT`, which is never replayed nor redirected, leaving its answer
+    /// pending.
+    fn put_started(
+        &self,
+        url: Url,
+        mut headers: Vec<(String, String)>,
+        body: Option<BodyWriter<'_>>,
+    ) -> Result<std::result::Result<Pending, Cut>> {
+        if url.authority == self.origin.authority
+            && let Some(a) = self.authorization()?
+        {
+            headers.push(("authorization".into(), a));
+        }
+        let request = Request {
+            method: Method::Put,
+            url,
+            headers,
+        };
+        match self.transport.start(&request, body) {
+            Ok(answer) => Ok(Ok(answer)),
+            Err(e) => Ok(Err(Cut::from_error(e)?)),
+        }
+    }
+
+    /// Awaits an upload's `PUT`: `None` once the registry stored the blob, or a failure worth
+    /// resuming from.
+    fn stored(&self, answer: Pending, what: &str) -> Result<Option<Cut>> {
+        Ok(self.resumable(answer(), 201, what)?.err())
     }
 
     /// Sorts the outcome of an upload request: the expected answer, a failure worth resuming
@@ -1380,15 +1508,7 @@ impl<'t> Client<'t> {
     ) -> Result<std::result::Result<Response, Cut>> {
         let mut resp = match result {
             Ok(r) => r,
-            Err(Error::Unreachable(why)) => {
-                return Ok(Err(Cut {
-                    why,
-                    connection: true,
-                    after_ms: None,
-                    unauthorized: false,
-                }));
-            }
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(Cut::from_error(e)?)),
         };
         let bearer = matches!(&*self.auth.borrow(), AuthState::Bearer { .. });
         if resp.status == expected {
@@ -1434,7 +1554,8 @@ impl<'t> Client<'t> {
 
     /// The error for an upload that cannot go on: which blob, how far it got, what was kept,
     /// and what to do.
-    fn upload_lost(&self, d: &Descriptor, cut: &Cut, window: &Window, reason: &str) -> Error {
+    fn upload_lost(&self, up: &Upload, cut: &Cut, reason: &str) -> Error {
+        let (d, window) = (&up.d, &up.window);
         let message = format!(
             "{}: the upload of blob {} to {} failed after imo wrote {} of its {} bytes ({}), \
              and cannot be resumed: {reason} (imo keeps the last {} bytes written); run the \
@@ -1886,7 +2007,9 @@ mod tests {
         let mut read = |b: &mut [u8]| rest.read(b).map_err(|e| Error::Io(e.to_string()));
         let mismatch = |m: crate::digest::Mismatch| Error::DigestMismatch(m.to_string());
         let mut blob = crate::digest::Verifying::new(&d.digest, d.size, &mut read, &mismatch);
-        let result = client.upload(&d, &mut |b| blob.read(b));
+        let result = client
+            .upload(&d, &mut |b| blob.read(b))
+            .and_then(Committing::finish);
         let log = std::mem::take(&mut fake.state.borrow_mut().log);
         let lines = lines.borrow().clone();
         (result, lines, log)
@@ -1907,6 +2030,70 @@ mod tests {
         assert_eq!(
             log[1..],
             ["POST /v2/r/blobs/uploads/", "PUT /v2/r/blobs/uploads/1"]
+        );
+    }
+
+    #[test]
+    fn an_upload_answered_late_with_a_failure_resumes_from_what_it_kept() {
+        let fake = FakeRegistry::default();
+        // The first body request is drained and answered 503, after the second upload began.
+        fake.state.borrow_mut().statuses = [503].into();
+        let lines = RefCell::new(Vec::<String>::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let net = Net {
+            retry: Retry {
+                attempts: 2,
+                base_delay_ms: 1,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+        };
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        let client =
+            Client::connect(&fake, &reference, None, Access::push(vec![]), &[], net).unwrap();
+        let (first, second) = (blob_bytes(2 << 20), blob_bytes(5000));
+        let send = |data: &[u8]| {
+            let d = Descriptor {
+                media_type: "application/octet-stream".into(),
+                digest: Digest::of(data),
+                size: data.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+            };
+            let mut rest = data;
+            client
+                .upload(&d, &mut |b| {
+                    rest.read(b).map_err(|e| Error::Io(e.to_string()))
+                })
+                .unwrap()
+        };
+        let committing = send(&first);
+        let next = send(&second);
+        assert!(
+            !stored(&fake, &first),
+            "the registry refused the first body"
+        );
+        committing.finish().unwrap();
+        next.finish().unwrap();
+        assert!(stored(&fake, &first) && stored(&fake, &second));
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        assert_eq!(
+            log[1..],
+            [
+                "POST /v2/r/blobs/uploads/",
+                "PUT /v2/r/blobs/uploads/1",
+                "POST /v2/r/blobs/uploads/",
+                "PUT /v2/r/blobs/uploads/2",
+                "GET /v2/r/blobs/uploads/1",
+                &format!("HEAD /v2/r/blobs/{}", Digest::of(&first)),
+                "POST /v2/r/blobs/uploads/",
+                "PUT /v2/r/blobs/uploads/3",
+            ]
+        );
+        let lines = lines.borrow();
+        assert!(
+            lines.len() == 1 && lines[0].contains("from byte 0 in a new upload session"),
+            "{lines:?}"
         );
     }
 

@@ -5,7 +5,7 @@ use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::Reference;
-use crate::registry::{BlobSource, Client};
+use crate::registry::{BlobSource, Client, Committing};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,8 +32,9 @@ pub trait Destination {
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
     fn mount(&self, digest: &Digest, from: &str) -> Result<bool>;
     /// Stores a blob whose bytes `source` hands out, verified: it fails rather than hand out
-    /// the bytes completing a wrong blob, and then nothing is stored.
-    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()>;
+    /// the bytes completing a wrong blob, and then nothing is stored. The blob is stored once
+    /// the returned [`Committing`] finishes; until then other uploads may go on.
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>>;
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()>;
 }
 
@@ -112,7 +113,7 @@ impl Destination for Client<'_> {
     fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
         Client::mount(self, digest, from)
     }
-    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
         Client::upload(self, d, source)
     }
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -329,7 +330,7 @@ impl Destination for Layout {
         Ok(false)
     }
 
-    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<()> {
+    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
         // The source verifies what it hands out and fails before the last byte otherwise.
         let mut buf = vec![0u8; 1 << 20];
         self.write_blob(&d.digest, &mut |w| loop {
@@ -339,7 +340,8 @@ impl Destination for Layout {
             }
             w.write_all(&buf[..n])
                 .map_err(|e| self.io(&self.blob_path(&d.digest), e))?;
-        })
+        })?;
+        Ok(Committing::done())
     }
 
     fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -428,6 +430,8 @@ mod tests {
             .upload(&bd, &mut |b| {
                 rest.read(b).map_err(|e| Error::Io(e.to_string()))
             })
+            .unwrap()
+            .finish()
             .unwrap();
         assert!(layout.has_blob(&bd.digest).unwrap());
         let m = crate::manifest::tests::image_json(

@@ -20,7 +20,13 @@ pub enum Fault {
     CutRequestAfter(usize),
     /// Wait, then forward.
     Delay(Duration),
+    /// Forward, but hold the answer until the proxy sees another request with the same
+    /// method, or [`HOLD_LIMIT`] passes: as a registry slow to commit an upload would.
+    HoldAnswer,
 }
+
+/// How long [`Fault::HoldAnswer`] waits for the next request at most.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct Rule {
@@ -69,6 +75,8 @@ struct State {
     rules: Vec<Rule>,
     /// (method, path, fault injected) of every request seen.
     seen: Vec<(String, String, bool)>,
+    /// For each answer held, whether the next request came before [`HOLD_LIMIT`].
+    holds: Vec<bool>,
 }
 
 pub struct Proxy {
@@ -83,7 +91,7 @@ impl Proxy {
         let addr = listener.local_addr().unwrap().to_string();
         let state = Arc::new(Mutex::new(State {
             rules,
-            seen: vec![],
+            ..State::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let (st, sp, up) = (state.clone(), stop.clone(), upstream.to_owned());
@@ -122,6 +130,12 @@ impl Proxy {
             .iter()
             .filter(|s| s.0 == method && s.1.contains(path))
             .count()
+    }
+
+    /// For each answer held ([`Fault::HoldAnswer`]), whether another request with the same
+    /// method arrived while it was held.
+    pub fn holds(&self) -> Vec<bool> {
+        self.state.lock().unwrap().holds.clone()
     }
 
     /// `127.0.0.1:PORT/REPO:TAG` through the proxy.
@@ -233,7 +247,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         parts.next().unwrap_or("").to_owned(),
         parts.next().unwrap_or("").to_owned(),
     );
-    let fault = {
+    let (fault, seen_before) = {
         let mut st = state.lock().unwrap();
         let fault = st
             .rules
@@ -243,13 +257,15 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                 r.times -= 1;
                 r.fault.clone()
             });
-        st.seen.push((method, path, fault.is_some()));
-        fault
+        let seen_before = st.seen.iter().filter(|s| s.0 == method).count();
+        st.seen.push((method.clone(), path, fault.is_some()));
+        (fault, seen_before)
     };
     let body_len = content_length(&head);
     let mut request_limit = body_len;
     let mut response_limit = usize::MAX;
     let mut fault_cut = None;
+    let mut hold = false;
     match fault {
         Some(Fault::Status(code, retry_after)) => {
             std::io::copy(
@@ -271,6 +287,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         }
         Some(Fault::Reset) => return Ok(()),
         Some(Fault::Delay(d)) => std::thread::sleep(d),
+        Some(Fault::HoldAnswer) => hold = true,
         Some(Fault::CutResponseAfter(n)) => response_limit = n,
         Some(Fault::CutRequestAfter(n)) => {
             request_limit = n.min(body_len);
@@ -304,6 +321,26 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     }
     let mut up_reader = BufReader::new(up);
     let response_head = read_head(&mut up_reader)?;
+    if hold {
+        let started = std::time::Instant::now();
+        let next_came = loop {
+            let seen = state
+                .lock()
+                .unwrap()
+                .seen
+                .iter()
+                .filter(|s| s.0 == method)
+                .count();
+            if seen > seen_before + 1 {
+                break true;
+            }
+            if started.elapsed() > HOLD_LIMIT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        state.lock().unwrap().holds.push(next_came);
+    }
     client.write_all(response_head.as_bytes())?;
     std::io::copy(
         &mut (&mut up_reader).take(response_limit as u64),
