@@ -450,11 +450,19 @@ impl Transport for WasiHttp {
         let unreachable = |e: &dyn std::fmt::Display| {
             Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
         };
-        let fields: Vec<(String, Vec<u8>)> = req
+        let mut fields: Vec<(String, Vec<u8>)> = req
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
             .collect();
+        // A POST without a body says so; a body of unknown length would go out chunked.
+        let sized = req
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+        if body.is_none() && !sized && !matches!(req.method, Method::Get | Method::Head) {
+            fields.push(("content-length".into(), b"0".to_vec()));
+        }
         let headers = http::Fields::from_list(&fields)
             .map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
         let request = http::OutgoingRequest::new(headers);
