@@ -45,41 +45,50 @@ fn pulls_survive_transient_faults_on_every_kind_of_request() {
     // name by archive_blobs.
     let clean = archive_blobs(&clean);
 
-    let cases: Vec<(&str, Rule, &str)> = vec![
+    // What each fault makes imo say when the archive streams to stdout (one blob at a time),
+    // and when it goes to a file (blobs fetched together, a failed one fetched again alone).
+    let cases: Vec<(&str, Rule, &str, &str)> = vec![
         (
             "ping 503",
             Rule::ping(1, Fault::Status(503, None)),
+            "retrying GET",
             "retrying GET",
         ),
         (
             "manifest 500",
             Rule::new("GET", "/manifests/", 2, Fault::Status(500, None)),
             "after HTTP 500",
+            "after HTTP 500",
         ),
         (
             "manifest 429",
             Rule::new("GET", "/manifests/", 1, Fault::Status(429, Some(1))),
+            "in 1000 ms after HTTP 429",
             "in 1000 ms after HTTP 429",
         ),
         (
             "manifest reset",
             Rule::new("GET", "/manifests/", 1, Fault::Reset),
             "retrying GET",
+            "retrying GET",
         ),
         (
             "blob 502",
             Rule::new("GET", "/blobs/sha256:", 1, Fault::Status(502, None)),
             "after HTTP 502",
+            "alone after HTTP 502",
         ),
         (
             "blob reset",
             Rule::new("GET", "/blobs/sha256:", 1, Fault::Reset),
             "retrying GET",
+            "alone after registry unreachable",
         ),
         (
             "blob cut",
             Rule::new("GET", "/blobs/sha256:", 2, Fault::CutResponseAfter(700_000)),
             "resuming blob",
+            "alone after",
         ),
         (
             "slow blob",
@@ -90,29 +99,36 @@ fn pulls_survive_transient_faults_on_every_kind_of_request() {
                 Fault::Delay(Duration::from_millis(300)),
             ),
             "",
+            "",
         ),
     ];
-    for (name, rule, says) in cases {
-        let proxy = Proxy::start(&src.addr, vec![rule]);
-        let archive = work.join(&format!("{}.tar", name.replace(' ', "-")));
-        let out = imo(&[
-            "pull",
-            &proxy.image("app:v1"),
-            &proxy.image("app:v2"),
-            "-o",
-            s(&archive),
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: {stderr}");
-        assert!(proxy.faults() > 0, "{name}: the fault never happened");
-        assert!(
-            stderr.contains(says),
-            "{name}: expected {says:?} in {stderr}"
-        );
-        assert!(
-            archive_blobs(&archive) == clean,
-            "{name}: the archive's blobs differ from a clean pull"
-        );
+    for (name, rule, streamed, filed) in cases {
+        for to_file in [false, true] {
+            let proxy = Proxy::start(&src.addr, vec![rule.clone()]);
+            let archive = work.join(&format!("{}-{to_file}.tar", name.replace(' ', "-")));
+            let out = imo(&[
+                "pull",
+                &proxy.image("app:v1"),
+                &proxy.image("app:v2"),
+                "-o",
+                if to_file { s(&archive) } else { "-" },
+            ]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name}: {stderr}");
+            if !to_file {
+                std::fs::write(&archive, &out.stdout).unwrap();
+            }
+            let says = if to_file { filed } else { streamed };
+            assert!(proxy.faults() > 0, "{name}: the fault never happened");
+            assert!(
+                stderr.contains(says),
+                "{name}, to a file {to_file}: expected {says:?} in {stderr}"
+            );
+            assert!(
+                archive_blobs(&archive) == clean,
+                "{name}, to a file {to_file}: the archive's blobs differ from a clean pull"
+            );
+        }
     }
 }
 
@@ -339,6 +355,43 @@ fn pushes_resume_an_upload_cut_mid_body() {
         assert_eq!(sha256(&raw_manifest(&dst.image(&image))), digest, "{name}");
         copy_out(&dst.image(&image));
     }
+}
+
+#[test]
+fn pulls_into_a_file_fetch_blobs_together_and_write_what_a_stream_gets() {
+    let src = source();
+    let work = TempDir::new("work");
+    // The first blob's answer is held until another blob is asked for (or 10 s pass).
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", "/blobs/sha256:", 1, Fault::HoldAnswer)],
+    );
+    let filed = work.join("filed.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &proxy.image("app:v2"),
+        "-o",
+        s(&filed),
+    ]);
+    assert_eq!(
+        proxy.holds(),
+        [true],
+        "the second blob was asked for only after the first arrived"
+    );
+    let streamed = imo_ok(&["pull", "-q", "scratch", &proxy.image("app:v2"), "-o", "-"]);
+    assert!(
+        std::fs::read(&filed).unwrap() == streamed.stdout,
+        "the file differs from the stream"
+    );
+    let dst = Registry::start();
+    imo_ok(&["push", "-q", s(&filed), &dst.image("app:v2")]);
+    assert_eq!(
+        sha256(&raw_manifest(&dst.image("app:v2"))),
+        sha256(&raw_manifest(&src.image("app:v2")))
+    );
+    copy_out(&dst.image("app:v2"));
 }
 
 #[test]

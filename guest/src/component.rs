@@ -1,6 +1,7 @@
 //! The WASI 0.2 binding: the WIT exports, the command line, and the wasi-http transport.
 
 use crate::cli::{self, Operation};
+use crate::digest::Verifier;
 use crate::error::Error;
 use crate::inventory::{self, Inventory};
 use crate::ops::{self, Options, Summary};
@@ -8,6 +9,7 @@ use crate::registry::{
     BodyWriter, Credentials, Method, Pending, Request, Response, Scheme, Transport,
 };
 use std::io::{self, Read, Write};
+use wasip2::filesystem::types::Descriptor;
 use wasip2::http::outgoing_handler;
 use wasip2::http::types as http;
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
@@ -19,6 +21,8 @@ wit_bindgen::generate!({
         "wasi:io/error@0.2.12": wasip2::io::error,
         "wasi:io/poll@0.2.12": wasip2::io::poll,
         "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
+        "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
     },
 });
 
@@ -55,21 +59,30 @@ impl wit::Guest for Component {
         options: wit::Options,
     ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
-        let request = ops::PullRequest {
-            bases: request.bases,
-            inventories: request
-                .inventories
-                .into_iter()
-                .map(|(name, json)| (name, json.into_bytes()))
-                .collect(),
-            finals: request.finals,
-        };
         ops::pull_bundle(
             &WasiHttp,
             &options,
             &reporter(&options),
-            &request,
+            &pull_request(request),
             &mut StreamWriter(archive),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn pull_bundle_to_file(
+        request: wit::Bundle,
+        archive: &Descriptor,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::pull_bundle_to_file(
+            &WasiHttp,
+            &WasiHttp,
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &FileArchive(archive),
         )
         .map(Into::into)
         .map_err(Into::into)
@@ -399,6 +412,50 @@ impl Write for StreamWriter<'_> {
     }
 }
 
+fn pull_request(request: wit::Bundle) -> ops::PullRequest {
+    ops::PullRequest {
+        bases: request.bases,
+        inventories: request
+            .inventories
+            .into_iter()
+            .map(|(name, json)| (name, json.into_bytes()))
+            .collect(),
+        finals: request.finals,
+    }
+}
+
+/// `std::io::Write` over a wasi output stream of its own; flush before dropping it, or
+/// writes still under way may be lost.
+struct OwnedStreamWriter(OutputStream);
+
+impl Write for OwnedStreamWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        StreamWriter(&self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        StreamWriter(&self.0).flush()
+    }
+}
+
+/// The archive file the host handed in, written through one stream per region.
+struct FileArchive<'a>(&'a Descriptor);
+
+impl ops::ArchiveFile for FileArchive<'_> {
+    fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>, Error> {
+        let stream = self
+            .0
+            .write_via_stream(offset)
+            .map_err(|e| Error::Io(format!("writing the archive from byte {offset}: {e}")))?;
+        // A file stream takes one write at a time, each a trip to a host thread: whole
+        // chunks, not the pieces a response body arrives in.
+        Ok(Box::new(io::BufWriter::with_capacity(
+            FETCH_CHUNK as usize,
+            OwnedStreamWriter(stream),
+        )))
+    }
+}
+
 /// `std::io::Read` over a borrowed wasi input stream.
 struct StreamReader<'a>(&'a InputStream);
 
@@ -447,69 +504,92 @@ impl Transport for WasiHttp {
     }
 
     fn start(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending, Error> {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
-        };
-        let mut fields: Vec<(String, Vec<u8>)> = req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-            .collect();
-        // A POST without a body says so; a body of unknown length would go out chunked.
-        let sized = req
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
-        if body.is_none() && !sized && !matches!(req.method, Method::Get | Method::Head) {
-            fields.push(("content-length".into(), b"0".to_vec()));
-        }
-        let headers = http::Fields::from_list(&fields)
-            .map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
-        let request = http::OutgoingRequest::new(headers);
-        let method = match req.method {
-            Method::Get => http::Method::Get,
-            Method::Head => http::Method::Head,
-            Method::Post => http::Method::Post,
-            Method::Put => http::Method::Put,
-            Method::Patch => http::Method::Patch,
-        };
-        let scheme = match req.url.scheme {
-            Scheme::Http => http::Scheme::Http,
-            Scheme::Https => http::Scheme::Https,
-        };
-        let set = request.set_method(&method).is_ok()
-            && request.set_scheme(Some(&scheme)).is_ok()
-            && request.set_authority(Some(&req.url.authority)).is_ok()
-            && request.set_path_with_query(Some(&req.url.path)).is_ok();
-        if !set {
-            return Err(unreachable(&"the URL is not valid"));
-        }
-        let outgoing = request.body().expect("a new request's body is taken once");
-        let future = outgoing_handler::handle(request, None).map_err(|e| unreachable(&e))?;
-        if let Some(write) = body {
-            let stream = outgoing.write().expect("a new body's stream is taken once");
-            // Once a body reaches its Content-Length the host may close the stream, so a
-            // flush that finds it closed has nothing left to do.
-            let written =
-                write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
-                    Ok(()) | Err(StreamError::Closed) => Ok(()),
-                    Err(e) => Err(unreachable(&stream_error(e))),
-                });
-            drop(stream);
-            if let Err(e) = written {
-                // Dropping the body unfinished aborts the request: nothing is committed.
-                drop(outgoing);
-                return Err(e);
-            }
-        }
-        http::OutgoingBody::finish(outgoing, None).map_err(|e| unreachable(&e))?;
+        let future = send(req, body)?;
         let what = format!("{} {}", req.method.as_str(), req.url);
-        Ok(Box::new(move || answer(&future, &what)))
+        Ok(Box::new(move || {
+            let answer = answer(&future, &what)?;
+            Ok(Response {
+                status: answer.status,
+                headers: answer.headers,
+                body: Box::new(answer.body),
+            })
+        }))
     }
 }
 
+/// Sends a request and its whole body, returning the answer to come.
+fn send(
+    req: &Request,
+    body: Option<BodyWriter<'_>>,
+) -> Result<http::FutureIncomingResponse, Error> {
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
+    };
+    let mut fields: Vec<(String, Vec<u8>)> = req
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+        .collect();
+    // A POST without a body says so; a body of unknown length would go out chunked.
+    let sized = req
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
+    if body.is_none() && !sized && !matches!(req.method, Method::Get | Method::Head) {
+        fields.push(("content-length".into(), b"0".to_vec()));
+    }
+    let headers = http::Fields::from_list(&fields)
+        .map_err(|e| unreachable(&format!("invalid header: {e:?}")))?;
+    let request = http::OutgoingRequest::new(headers);
+    let method = match req.method {
+        Method::Get => http::Method::Get,
+        Method::Head => http::Method::Head,
+        Method::Post => http::Method::Post,
+        Method::Put => http::Method::Put,
+        Method::Patch => http::Method::Patch,
+    };
+    let scheme = match req.url.scheme {
+        Scheme::Http => http::Scheme::Http,
+        Scheme::Https => http::Scheme::Https,
+    };
+    let set = request.set_method(&method).is_ok()
+        && request.set_scheme(Some(&scheme)).is_ok()
+        && request.set_authority(Some(&req.url.authority)).is_ok()
+        && request.set_path_with_query(Some(&req.url.path)).is_ok();
+    if !set {
+        return Err(unreachable(&"the URL is not valid"));
+    }
+    let outgoing = request.body().expect("a new request's body is taken once");
+    let future = outgoing_handler::handle(request, None).map_err(|e| unreachable(&e))?;
+    if let Some(write) = body {
+        let stream = outgoing.write().expect("a new body's stream is taken once");
+        // Once a body reaches its Content-Length the host may close the stream, so a
+        // flush that finds it closed has nothing left to do.
+        let written =
+            write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
+                Ok(()) | Err(StreamError::Closed) => Ok(()),
+                Err(e) => Err(unreachable(&stream_error(e))),
+            });
+        drop(stream);
+        if let Err(e) = written {
+            // Dropping the body unfinished aborts the request: nothing is committed.
+            drop(outgoing);
+            return Err(e);
+        }
+    }
+    http::OutgoingBody::finish(outgoing, None).map_err(|e| unreachable(&e))?;
+    Ok(future)
+}
+
+/// A response as it arrives: the head, and the body to read.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Body,
+}
+
 /// Awaits the response to a request sent whole (`what`, for messages).
-fn answer(future: &http::FutureIncomingResponse, what: &str) -> Result<Response, Error> {
+fn answer(future: &http::FutureIncomingResponse, what: &str) -> Result<Answer, Error> {
     let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{what}: {e}"));
     let response = loop {
         match future.get() {
@@ -533,15 +613,203 @@ fn answer(future: &http::FutureIncomingResponse, what: &str) -> Result<Response,
     let stream = incoming
         .stream()
         .map_err(|()| unreachable(&"the body stream was already taken"))?;
-    Ok(Response {
+    let body = Body {
+        stream,
+        _body: incoming,
+        _response: response,
+    };
+    Ok(Answer {
         status,
         headers,
-        body: Box::new(Body {
-            stream,
-            _body: incoming,
-            _response: response,
-        }),
+        body,
     })
+}
+
+/// How much of a blob one read takes from its response.
+const FETCH_CHUNK: u64 = 1 << 20;
+/// How many redirects a blob's fetch follows.
+const FETCH_REDIRECTS: usize = 5;
+
+/// Several blob downloads on one thread: each takes what its response has ready without
+/// waiting, and the thread sleeps only when none has anything.
+impl ops::Fetcher for WasiHttp {
+    fn fetch(&self, jobs: Vec<ops::Fetch<'_>>, width: usize) -> Vec<Result<(), String>> {
+        let mut outcomes: Vec<Option<Result<(), String>>> = jobs.iter().map(|_| None).collect();
+        let mut queued = jobs.into_iter().enumerate();
+        let mut active: Vec<Download<'_>> = Vec::new();
+        loop {
+            while active.len() < width.max(1) {
+                let Some((index, job)) = queued.next() else {
+                    break;
+                };
+                match Download::open(index, job) {
+                    Ok(d) => active.push(d),
+                    Err(why) => outcomes[index] = Some(Err(why)),
+                }
+            }
+            if active.is_empty() {
+                break;
+            }
+            let mut moved = false;
+            let mut k = 0;
+            while k < active.len() {
+                match active[k].pump() {
+                    Pumped::Nothing => k += 1,
+                    Pumped::Some => {
+                        moved = true;
+                        k += 1;
+                    }
+                    Pumped::End(outcome) => {
+                        moved = true;
+                        let done = active.swap_remove(k);
+                        let index = done.index;
+                        outcomes[index] = Some(outcome.and_then(|()| done.finish()));
+                    }
+                }
+            }
+            if !moved {
+                let ready: Vec<_> = active.iter().map(Download::subscribe).collect();
+                wasip2::io::poll::poll(&ready.iter().collect::<Vec<_>>());
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.expect("every job ends"))
+            .collect()
+    }
+}
+
+/// One blob coming in.
+struct Download<'a> {
+    index: usize,
+    job: ops::Fetch<'a>,
+    stage: Stage,
+    check: Verifier,
+}
+
+enum Stage {
+    /// Its request is sent (the `redirects`-th), the answer not in yet.
+    Asking {
+        answer: http::FutureIncomingResponse,
+        request: Request,
+        redirects: usize,
+    },
+    Reading(Body),
+}
+
+/// What one look at a download found.
+enum Pumped {
+    Nothing,
+    Some,
+    /// Its body ended (`Ok`, to be verified) or it failed.
+    End(Result<(), String>),
+}
+
+impl<'a> Download<'a> {
+    /// Sends the job's `GET`.
+    fn open(index: usize, job: ops::Fetch<'a>) -> Result<Self, String> {
+        let request = Request {
+            method: job.request.method,
+            url: job.request.url.clone(),
+            headers: job.request.headers.clone(),
+        };
+        let answer = send(&request, None).map_err(|e| e.to_string())?;
+        let check = Verifier::new(&job.d.digest, job.d.size);
+        Ok(Download {
+            index,
+            job,
+            stage: Stage::Asking {
+                answer,
+                request,
+                redirects: 0,
+            },
+            check,
+        })
+    }
+
+    /// What to wait on for this download to move.
+    fn subscribe(&self) -> wasip2::io::poll::Pollable {
+        match &self.stage {
+            Stage::Asking { answer, .. } => answer.subscribe(),
+            Stage::Reading(body) => body.stream.subscribe(),
+        }
+    }
+
+    /// Takes what is ready, if anything: the answer's head (following a redirect, with the
+    /// authorization for the same host only), or body bytes into the check and the archive.
+    fn pump(&mut self) -> Pumped {
+        match &mut self.stage {
+            Stage::Asking {
+                answer,
+                request,
+                redirects,
+            } => {
+                if !answer.subscribe().ready() {
+                    return Pumped::Nothing;
+                }
+                let what = format!("GET {}", request.url);
+                let Answer {
+                    status,
+                    headers,
+                    body,
+                } = match self::answer(answer, &what) {
+                    Ok(head) => head,
+                    Err(e) => return Pumped::End(Err(e.to_string())),
+                };
+                match status {
+                    200 => self.stage = Stage::Reading(body),
+                    301 | 302 | 303 | 307 | 308 if *redirects < FETCH_REDIRECTS => {
+                        let location = headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                            .map(|(_, v)| v.as_str());
+                        let Some(url) = location.and_then(|l| request.url.join(l).ok()) else {
+                            return Pumped::End(Err(format!("HTTP {status} without a Location")));
+                        };
+                        if url.authority != request.url.authority {
+                            request
+                                .headers
+                                .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+                        }
+                        request.url = url;
+                        *redirects += 1;
+                        match send(request, None) {
+                            Ok(next) => *answer = next,
+                            Err(e) => return Pumped::End(Err(e.to_string())),
+                        }
+                    }
+                    status => return Pumped::End(Err(format!("HTTP {status}"))),
+                }
+                Pumped::Some
+            }
+            Stage::Reading(body) => match body.stream.read(FETCH_CHUNK) {
+                Ok(chunk) if chunk.is_empty() => Pumped::Nothing,
+                Ok(chunk) => {
+                    if let Err(m) = self.check.update(&chunk) {
+                        return Pumped::End(Err(m.to_string()));
+                    }
+                    if let Err(e) = self.job.out.write_all(&chunk) {
+                        return Pumped::End(Err(format!("writing the archive: {e}")));
+                    }
+                    self.job.progress.advance(chunk.len());
+                    Pumped::Some
+                }
+                Err(StreamError::Closed) => Pumped::End(Ok(())),
+                Err(e) => Pumped::End(Err(stream_error(e).to_string())),
+            },
+        }
+    }
+
+    /// After the body's end: the blob must match, and be written.
+    fn finish(mut self) -> Result<(), String> {
+        self.check.finish().map_err(|m| m.to_string())?;
+        self.job
+            .out
+            .flush()
+            .map_err(|e| format!("writing the archive: {e}"))?;
+        self.job.progress.end();
+        Ok(())
+    }
 }
 
 /// A response body; the fields drop in order, child resources before their parents.

@@ -8,7 +8,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::{Prefix, Reference};
-use crate::registry::{Access, Client, Committing, Credentials, Net, Retry, Transport};
+use crate::registry::{Access, Client, Committing, Credentials, Net, Request, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -339,6 +339,181 @@ pub fn pull_bundle(
     request: &PullRequest,
     out: &mut dyn Write,
 ) -> Result<Summary> {
+    let pull = prepare(transport, options, report, request)?;
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let mut w = tar::Writer::new(out);
+    pull.head(&mut w).map_err(io)?;
+    for d in &pull.meta.blobs {
+        let mut progress = Progress::start(report, ("copying", "copied"), d);
+        w.header(&layout::blob_path(&d.digest), d.size)
+            .map_err(io)?;
+        pull.source(d).blob(d, &mut |chunk| {
+            progress.advance(chunk.len());
+            w.data(chunk).map_err(io)
+        })?;
+        w.end_entry(d.size).map_err(io)?;
+        progress.end();
+    }
+    w.finish().map_err(io)?;
+    let mut summary = summary_of_meta(&pull.meta);
+    summary.archive_bytes = w.written;
+    Ok(summary)
+}
+
+/// An archive file, written at any offset, so that blobs can land in any order.
+pub trait ArchiveFile {
+    /// A writer of the bytes from `offset` on.
+    fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>>;
+}
+
+/// One blob to fetch while others are fetched too: its request, and where its bytes go.
+pub struct Fetch<'a> {
+    pub d: &'a Descriptor,
+    pub request: Request,
+    pub out: Box<dyn Write + 'a>,
+    pub progress: Progress<'a>,
+}
+
+/// Fetches several blobs at once, on one thread.
+pub trait Fetcher {
+    /// Runs `jobs`, at most `width` at a time, each checked against its digest and size as
+    /// it streams; for each job in order, `Ok` or why it failed.
+    fn fetch(&self, jobs: Vec<Fetch<'_>>, width: usize) -> Vec<std::result::Result<(), String>>;
+}
+
+/// How many blobs [`pull_bundle_to_file`] fetches at once.
+pub const FETCH_WIDTH: usize = 4;
+
+/// [`pull_bundle`] into a file: the archive's layout is fixed by the sizes in the manifests
+/// before the first blob byte, so up to [`FETCH_WIDTH`] blobs stream at once, each into its
+/// place. A blob whose concurrent fetch fails is fetched again alone, with the usual retries
+/// and resumes. The file holds the same bytes `pull_bundle` would write.
+pub fn pull_bundle_to_file(
+    transport: &dyn Transport,
+    fetcher: &dyn Fetcher,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    file: &dyn ArchiveFile,
+) -> Result<Summary> {
+    let pull = prepare(transport, options, report, request)?;
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let blobs = &pull.meta.blobs;
+    let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
+
+    // Everything but the blobs' bytes first: the head; around each blob's bytes, its header
+    // before and its padding after; the end marker last.
+    let mut w = tar::Writer::new(file.at(0)?);
+    pull.head(&mut w).map_err(io)?;
+    let head_len = w.written;
+    w.into_parts().0.flush().map_err(io)?;
+    let (offsets, end) = tar::data_offsets(head_len, &sizes);
+    for i in 0..=blobs.len() {
+        let (at, before) = match i {
+            0 => (head_len, None),
+            i => (offsets[i - 1] + sizes[i - 1], Some(sizes[i - 1])),
+        };
+        let mut w = tar::Writer::new(file.at(at)?);
+        if let Some(size) = before {
+            w.end_entry(size).map_err(io)?;
+        }
+        match blobs.get(i) {
+            Some(d) => w
+                .header(&layout::blob_path(&d.digest), d.size)
+                .map_err(io)?,
+            None => w.finish().map_err(io)?,
+        }
+        w.into_parts().0.flush().map_err(io)?;
+    }
+
+    let mut jobs = Vec::new();
+    let mut alone = Vec::new();
+    for (i, d) in blobs.iter().enumerate() {
+        match pull.source(d).blob_request(d) {
+            Some(request) => jobs.push(Fetch {
+                d,
+                request: request?,
+                out: file.at(offsets[i])?,
+                progress: Progress::start(report, ("copying", "copied"), d),
+            }),
+            None => alone.push(i),
+        }
+    }
+    let fetched: Vec<&Descriptor> = jobs.iter().map(|j| j.d).collect();
+    for (d, outcome) in fetched.into_iter().zip(fetcher.fetch(jobs, FETCH_WIDTH)) {
+        let Err(why) = outcome else { continue };
+        if options.max_retries == 0 {
+            return Err(Error::Unreachable(format!(
+                "fetching blob {} failed: {why} (retries are off)",
+                d.digest
+            )));
+        }
+        report.line(&format!(
+            "retrying GET of blob {} alone after {why}",
+            d.digest
+        ));
+        alone.push(
+            blobs
+                .iter()
+                .position(|b| b == d)
+                .expect("a job is one of the blobs"),
+        );
+    }
+    alone.sort_unstable();
+    for i in alone {
+        let d = &blobs[i];
+        let mut out = file.at(offsets[i])?;
+        let mut progress = Progress::start(report, ("copying", "copied"), d);
+        pull.source(d).blob(d, &mut |chunk| {
+            progress.advance(chunk.len());
+            out.write_all(chunk).map_err(io)
+        })?;
+        out.flush().map_err(io)?;
+        progress.end();
+    }
+    let mut summary = summary_of_meta(&pull.meta);
+    summary.archive_bytes = end;
+    Ok(summary)
+}
+
+/// A pull, planned: what the archive holds and where each carried blob comes from.
+struct Prepared<'t> {
+    meta: Metadata,
+    manifests: Vec<Fetched>,
+    clients: Vec<Box<dyn Source + 't>>,
+    /// Each carried blob's client: the first final image that references it.
+    source_of: BTreeMap<Digest, usize>,
+}
+
+impl Prepared<'_> {
+    fn source(&self, d: &Descriptor) -> &dyn Source {
+        self.clients[self.source_of[&d.digest]].as_ref()
+    }
+
+    /// Writes everything before the blobs: `oci-layout`, `imo.json`, `index.json` and the
+    /// manifests.
+    fn head<W: Write>(&self, w: &mut tar::Writer<W>) -> std::io::Result<()> {
+        w.file(layout::LAYOUT_FILE, layout::LAYOUT_CONTENT)?;
+        w.file(
+            layout::METADATA_FILE,
+            &serde_json::to_vec_pretty(&self.meta).expect("metadata serialises"),
+        )?;
+        w.file(layout::INDEX_FILE, &layout::index_json(&self.meta))?;
+        for m in &self.manifests {
+            w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// Fetches the final images' manifests and the bases' (or reads the inventories), and plans
+/// the archive.
+fn prepare<'t>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    request: &PullRequest,
+) -> Result<Prepared<'t>> {
     if request.finals.is_empty() {
         return Err(Error::InvalidReference(
             "name at least one final image to pull".into(),
@@ -500,38 +675,12 @@ pub fn pull_bundle(
         }
     }
 
-    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
-    let mut w = tar::Writer::new(out);
-    w.file(layout::LAYOUT_FILE, layout::LAYOUT_CONTENT)
-        .map_err(io)?;
-    w.file(
-        layout::METADATA_FILE,
-        &serde_json::to_vec_pretty(&meta).expect("metadata serialises"),
-    )
-    .map_err(io)?;
-    w.file(layout::INDEX_FILE, &layout::index_json(&meta))
-        .map_err(io)?;
-    for m in &manifests {
-        w.file(&layout::blob_path(&m.descriptor.digest), &m.bytes)
-            .map_err(io)?;
-    }
-    for d in &plan.include {
-        let client = &clients[source_of[&d.digest]];
-        let mut progress = Progress::start(report, ("copying", "copied"), d);
-        w.header(&layout::blob_path(&d.digest), d.size)
-            .map_err(io)?;
-        client.blob(d, &mut |chunk| {
-            progress.advance(chunk.len());
-            w.data(chunk).map_err(io)
-        })?;
-        w.end_entry(d.size).map_err(io)?;
-        progress.end();
-    }
-    w.finish().map_err(io)?;
-
-    let mut summary = summary_of_meta(&meta);
-    summary.archive_bytes = w.written;
-    Ok(summary)
+    Ok(Prepared {
+        meta,
+        manifests,
+        clients,
+        source_of,
+    })
 }
 
 /// The manifests of one image: its tree and what is attached to it, each once.

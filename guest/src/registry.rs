@@ -1173,6 +1173,21 @@ impl<'t> Client<'t> {
         }
     }
 
+    /// The `GET` of a blob, authorized, for a transport that fetches several at once. It is
+    /// followed through redirects, without the authorization to another host; a failed one
+    /// is fetched again with [`Client::blob`].
+    pub fn blob_request(&self, d: &Descriptor) -> Result<Request> {
+        let mut headers = vec![];
+        if let Some(a) = self.authorization()? {
+            headers.push(("authorization".to_owned(), a));
+        }
+        Ok(Request {
+            method: Method::Get,
+            url: self.repo_url(&format!("blobs/{}", d.digest)),
+            headers,
+        })
+    }
+
     /// Whether the repository holds a blob (`HEAD`).
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let url = self.repo_url(&format!("blobs/{digest}"));

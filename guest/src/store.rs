@@ -5,7 +5,7 @@ use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::reference::Reference;
-use crate::registry::{BlobSource, Client, Committing};
+use crate::registry::{BlobSource, Client, Committing, Request};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -20,6 +20,11 @@ pub trait Source {
     fn tags(&self) -> Result<Vec<String>>;
     /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
+    /// The request that fetches a blob, for fetching several at once; `None` for a source
+    /// read otherwise.
+    fn blob_request(&self, _d: &Descriptor) -> Option<Result<Request>> {
+        None
+    }
 }
 
 /// Receives images.
@@ -94,6 +99,9 @@ impl Source for Client<'_> {
     }
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         Client::blob(self, d, sink)
+    }
+    fn blob_request(&self, d: &Descriptor) -> Option<Result<Request>> {
+        Some(Client::blob_request(self, d))
     }
 }
 

@@ -41,6 +41,21 @@ pub fn padding(size: u64) -> usize {
     (BLOCK - (size % BLOCK as u64) as usize) % BLOCK
 }
 
+/// For entries of `sizes` written one after another from byte `start`: where each one's data
+/// begins, and where the archive ends once the end marker follows.
+pub fn data_offsets(start: u64, sizes: &[u64]) -> (Vec<u64>, u64) {
+    let mut at = start;
+    let offsets = sizes
+        .iter()
+        .map(|&size| {
+            let data = at + BLOCK as u64;
+            at = data + size + padding(size) as u64;
+            data
+        })
+        .collect();
+    (offsets, at + 2 * BLOCK as u64)
+}
+
 /// Writes `value` as zero-padded octal, NUL-terminated, filling `field`.
 fn octal(field: &mut [u8], value: u64) {
     let digits = field.len() - 1;
@@ -371,6 +386,24 @@ impl<W: Write> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_offsets_are_where_the_writer_puts_the_data() {
+        let sizes = [0u64, 1, 511, 512, 513, 70_000];
+        let mut w = Writer::new(Vec::new());
+        w.file("head", b"some head").unwrap();
+        let start = w.written;
+        let mut seen = Vec::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            w.header(&format!("blob{i}"), size).unwrap();
+            seen.push(w.written);
+            w.data(&vec![7u8; size as usize]).unwrap();
+            w.end_entry(size).unwrap();
+        }
+        w.finish().unwrap();
+        assert_eq!(data_offsets(start, &sizes), (seen, w.written));
+        assert_eq!(data_offsets(1024, &[]), (vec![], 2048));
+    }
 
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = Writer::new(Vec::new());

@@ -52,8 +52,10 @@ use std::sync::{Arc, OnceLock};
 use tls::{Connector, TlsSettings};
 use tokio::io::{AsyncRead, AsyncWrite};
 use wasmtime::component::Resource;
+use wasmtime_wasi::filesystem::{Descriptor, File as FsFile};
 use wasmtime_wasi::p2::pipe::AsyncWriteStream;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+use wasmtime_wasi::{FsPerms, OpenMode};
 
 pub use runtime::COMPONENT;
 
@@ -850,6 +852,35 @@ impl Imo {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
+        let (request, policy, mut store, imo) = self.pull_sandbox(bundle).await?;
+        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull_bundle(
+                &mut store,
+                &request,
+                Resource::new_borrow(own.rep()),
+                &self.options(),
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &policy)
+    }
+
+    /// The component instance for a pull of `bundle`, and the bundle as it is handed to it.
+    async fn pull_sandbox(
+        &self,
+        bundle: &Bundle,
+    ) -> Result<
+        (
+            wit::Bundle,
+            Arc<NetworkPolicy>,
+            wasmtime::Store<runtime::State>,
+            runtime::bindings::Imo,
+        ),
+        Error,
+    > {
         let mut grants = Vec::new();
         let mut grant = |r: &String| -> Result<String, Error> {
             let (r, g) = layout_grant(r, false)?;
@@ -877,25 +908,13 @@ impl Imo {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let references: Vec<&str> = bases.iter().chain(&finals).map(String::as_str).collect();
-        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
-        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
-        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let (policy, store, imo) = self.sandbox(&references, &grants).await?;
         let request = wit::Bundle {
             bases,
             inventories,
             finals,
         };
-        let result = imo
-            .imo_overlay_overlay()
-            .call_pull_bundle(
-                &mut store,
-                &request,
-                Resource::new_borrow(own.rep()),
-                &self.options(),
-            )
-            .await;
-        let _ = store.data_mut().table.delete(own);
-        finish(result, &policy)
+        Ok((request, policy, store, imo))
     }
 
     /// Writes the difference archive to `path`, under a temporary name until it is complete
@@ -967,9 +986,7 @@ impl Imo {
         let io = |p: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", p.display()));
         let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
         let writer = file.try_clone().map_err(|e| io(&partial, e))?;
-        let result = self
-            .pull_bundle_to_writer(bundle, tokio::fs::File::from_std(writer))
-            .await;
+        let result = self.pull_into(bundle, writer).await;
         let result = result.and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
         drop(file);
         match result {
@@ -982,6 +999,34 @@ impl Imo {
                 Err(e)
             }
         }
+    }
+
+    /// Pulls into `file`, which the component may write at any offset (and nothing else), so
+    /// that it fetches several blobs at once.
+    async fn pull_into(&self, bundle: &Bundle, file: std::fs::File) -> Result<Summary, Error> {
+        let (request, policy, mut store, imo) = self.pull_sandbox(bundle).await?;
+        let descriptor = Descriptor::File(FsFile::new(
+            file,
+            FsPerms::ReadWrite,
+            OpenMode::WRITE,
+            false,
+        ));
+        let own = store
+            .data_mut()
+            .table
+            .push(descriptor)
+            .map_err(runtime_error)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull_bundle_to_file(
+                &mut store,
+                &request,
+                Resource::new_borrow(own.rep()),
+                &self.options(),
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &policy)
     }
 
     /// Checks, before anything is uploaded, that `destination` holds every blob the archive

@@ -28,6 +28,7 @@ pub mod bindings {
         exports: { default: async },
         with: {
             "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:filesystem": wasmtime_wasi::p2::bindings::filesystem,
         },
     });
 }
