@@ -708,11 +708,7 @@ enum Pumped {
 impl<'a> Download<'a> {
     /// Sends the job's `GET`.
     fn open(index: usize, job: ops::Fetch<'a>) -> Result<Self, String> {
-        let request = Request {
-            method: job.request.method,
-            url: job.request.url.clone(),
-            headers: job.request.headers.clone(),
-        };
+        let request = job.source.blob_request(job.d).map_err(|e| e.to_string())?;
         let answer = send(&request, None).map_err(|e| e.to_string())?;
         let check = Verifier::new(&job.d.digest, job.d.size);
         Ok(Download {

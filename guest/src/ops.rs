@@ -8,7 +8,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::plan::{self, Fetched};
 use crate::platform::{self, PlatformSpec, Selection};
 use crate::reference::{Prefix, Reference};
-use crate::registry::{Access, Client, Committing, Credentials, Net, Request, Retry, Transport};
+use crate::registry::{Access, Client, Committing, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, Layout, Location, Source};
 use crate::tar;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -366,10 +366,11 @@ pub trait ArchiveFile {
     fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>>;
 }
 
-/// One blob to fetch while others are fetched too: its request, and where its bytes go.
+/// One blob to fetch while others are fetched too: where from, and where its bytes go.
 pub struct Fetch<'a> {
     pub d: &'a Descriptor,
-    pub request: Request,
+    /// Asked for the request when the fetch starts, so that its token is fresh.
+    pub source: &'a dyn Source,
     pub out: Box<dyn Write + 'a>,
     pub progress: Progress<'a>,
 }
@@ -429,14 +430,16 @@ pub fn pull_bundle_to_file(
     let mut jobs = Vec::new();
     let mut alone = Vec::new();
     for (i, d) in blobs.iter().enumerate() {
-        match pull.source(d).blob_request(d) {
-            Some(request) => jobs.push(Fetch {
+        let source = pull.source(d);
+        if source.fetches_by_request() {
+            jobs.push(Fetch {
                 d,
-                request: request?,
+                source,
                 out: file.at(offsets[i])?,
                 progress: Progress::start(report, ("copying", "copied"), d),
-            }),
-            None => alone.push(i),
+            });
+        } else {
+            alone.push(i);
         }
     }
     let fetched: Vec<&Descriptor> = jobs.iter().map(|j| j.d).collect();

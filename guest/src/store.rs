@@ -20,10 +20,17 @@ pub trait Source {
     fn tags(&self) -> Result<Vec<String>>;
     /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
-    /// The request that fetches a blob, for fetching several at once; `None` for a source
-    /// read otherwise.
-    fn blob_request(&self, _d: &Descriptor) -> Option<Result<Request>> {
-        None
+    /// Whether [`Source::blob_request`] gives requests, for fetching several blobs at once.
+    fn fetches_by_request(&self) -> bool {
+        false
+    }
+    /// The request that fetches a blob, when [`Source::fetches_by_request`].
+    fn blob_request(&self, d: &Descriptor) -> Result<Request> {
+        Err(Error::Io(format!(
+            "{} is not read by requests (blob {})",
+            self.describe(),
+            d.digest
+        )))
     }
 }
 
@@ -100,8 +107,11 @@ impl Source for Client<'_> {
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         Client::blob(self, d, sink)
     }
-    fn blob_request(&self, d: &Descriptor) -> Option<Result<Request>> {
-        Some(Client::blob_request(self, d))
+    fn fetches_by_request(&self) -> bool {
+        true
+    }
+    fn blob_request(&self, d: &Descriptor) -> Result<Request> {
+        Client::blob_request(self, d)
     }
 }
 
