@@ -424,35 +424,41 @@ fn pull_request(request: wit::Bundle) -> ops::PullRequest {
     }
 }
 
-/// `std::io::Write` over a wasi output stream of its own; flush before dropping it, or
-/// writes still under way may be lost.
-struct OwnedStreamWriter(OutputStream);
-
-impl Write for OwnedStreamWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        StreamWriter(&self.0).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        StreamWriter(&self.0).flush()
-    }
-}
-
-/// The archive file the host handed in, written through one stream per region.
+/// The archive file the host handed in, written at any offset.
 struct FileArchive<'a>(&'a Descriptor);
 
 impl ops::ArchiveFile for FileArchive<'_> {
     fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>, Error> {
-        let stream = self
-            .0
-            .write_via_stream(offset)
-            .map_err(|e| Error::Io(format!("writing the archive from byte {offset}: {e}")))?;
-        // A file stream takes one write at a time, each a trip to a host thread: whole
-        // chunks, not the pieces a response body arrives in.
+        // Each write is a trip to the host: whole chunks, not the pieces a response body
+        // arrives in.
         Ok(Box::new(io::BufWriter::with_capacity(
             FETCH_CHUNK as usize,
-            OwnedStreamWriter(stream),
+            FileRegion {
+                file: self.0,
+                at: offset,
+            },
         )))
+    }
+}
+
+/// Writes into a file from a position on (`descriptor.write`: a stream of the file would take
+/// 64 KiB per trip).
+struct FileRegion<'a> {
+    file: &'a Descriptor,
+    at: u64,
+}
+
+impl Write for FileRegion<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf, self.at).map_err(|e| {
+            io::Error::other(format!("writing the archive at byte {}: {e}", self.at))
+        })?;
+        self.at += n;
+        Ok(usize::try_from(n).expect("no more than was given"))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

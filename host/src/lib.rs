@@ -1005,12 +1005,9 @@ impl Imo {
     /// that it fetches several blobs at once.
     async fn pull_into(&self, bundle: &Bundle, file: std::fs::File) -> Result<Summary, Error> {
         let (request, policy, mut store, imo) = self.pull_sandbox(bundle).await?;
-        let descriptor = Descriptor::File(FsFile::new(
-            file,
-            FsPerms::ReadWrite,
-            OpenMode::WRITE,
-            false,
-        ));
+        // Its writes run on the calling thread: the component waits for each anyway.
+        let descriptor =
+            Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, OpenMode::WRITE, true));
         let own = store
             .data_mut()
             .table
