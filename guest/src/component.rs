@@ -689,6 +689,7 @@ impl ops::Fetcher for WasiHttp {
 struct Download<'a> {
     index: usize,
     job: ops::Fetch<'a>,
+    progress: ops::Progress<'a>,
     stage: Stage,
     check: Verifier,
 }
@@ -719,6 +720,7 @@ impl<'a> Download<'a> {
         let check = Verifier::new(&job.d.digest, job.d.size);
         Ok(Download {
             index,
+            progress: ops::Progress::start(job.report, ("copying", "copied"), job.d),
             job,
             stage: Stage::Asking {
                 answer,
@@ -793,7 +795,7 @@ impl<'a> Download<'a> {
                     if let Err(e) = self.job.out.write_all(&chunk) {
                         return Pumped::End(Err(format!("writing the archive: {e}")));
                     }
-                    self.job.progress.advance(chunk.len());
+                    self.progress.advance(chunk.len());
                     Pumped::Some
                 }
                 Err(StreamError::Closed) => Pumped::End(Ok(())),
@@ -809,7 +811,7 @@ impl<'a> Download<'a> {
             .out
             .flush()
             .map_err(|e| format!("writing the archive: {e}"))?;
-        self.job.progress.end();
+        self.progress.end();
         Ok(())
     }
 }

@@ -372,7 +372,8 @@ pub struct Fetch<'a> {
     /// Asked for the request when the fetch starts, so that its token is fresh.
     pub source: &'a dyn Source,
     pub out: Box<dyn Write + 'a>,
-    pub progress: Progress<'a>,
+    /// Where its progress goes, once it starts.
+    pub report: &'a dyn Reporter,
 }
 
 /// Fetches several blobs at once, on one thread.
@@ -436,7 +437,7 @@ pub fn pull_bundle_to_file(
                 d,
                 source,
                 out: file.at(offsets[i])?,
-                progress: Progress::start(report, ("copying", "copied"), d),
+                report,
             });
         } else {
             alone.push(i);
