@@ -28,6 +28,20 @@ fn source() -> Registry {
     src
 }
 
+/// The whole of app:v2, pulled from `src` into `work/full.tar`.
+fn full_archive(src: &Registry, work: &TempDir) -> std::path::PathBuf {
+    let archive = work.join("full.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    archive
+}
+
 #[test]
 fn pulls_survive_transient_faults_on_every_kind_of_request() {
     let src = source();
@@ -199,15 +213,7 @@ fn pulls_that_cannot_recover_fail_clearly_and_leave_no_archive() {
 fn pushes_retry_what_can_be_replayed_and_never_leave_a_half_pushed_tag() {
     let src = source();
     let work = TempDir::new("work");
-    let archive = work.join("full.tar");
-    imo_ok(&[
-        "pull",
-        "-q",
-        "scratch",
-        &src.image("app:v2"),
-        "-o",
-        s(&archive),
-    ]);
+    let archive = full_archive(&src, &work);
     let digest = sha256(&raw_manifest(&src.image("app:v2")));
 
     let survivable: Vec<(&str, Rule)> = vec![
@@ -304,15 +310,7 @@ fn largest_blob(archive: &std::path::Path) -> (String, &'static str) {
 fn pushes_resume_an_upload_cut_mid_body() {
     let src = source();
     let work = TempDir::new("work");
-    let archive = work.join("full.tar");
-    imo_ok(&[
-        "pull",
-        "-q",
-        "scratch",
-        &src.image("app:v2"),
-        "-o",
-        s(&archive),
-    ]);
+    let archive = full_archive(&src, &work);
     let digest = sha256(&raw_manifest(&src.image("app:v2")));
     // The 1.5 MB layer's upload: its PUT is cut 700 kB into the body, or answered with a 500
     // after the whole body.
@@ -398,15 +396,7 @@ fn pulls_into_a_file_fetch_blobs_together_and_write_what_a_stream_gets() {
 fn pushes_stream_the_next_blob_while_the_registry_commits_the_last() {
     let src = source();
     let work = TempDir::new("work");
-    let archive = work.join("full.tar");
-    imo_ok(&[
-        "pull",
-        "-q",
-        "scratch",
-        &src.image("app:v2"),
-        "-o",
-        s(&archive),
-    ]);
+    let archive = full_archive(&src, &work);
     let dst = Registry::start();
     // The first upload's answer is held until the next upload's PUT arrives (or 10 s pass),
     // as a registry syncing a large blob to disk holds it.
@@ -509,15 +499,7 @@ fn a_401_mid_upload_gets_a_new_token_and_the_upload_resumes() {
     use support::token::{Account, TokenServer};
     let src = source();
     let work = TempDir::new("work");
-    let archive = work.join("full.tar");
-    imo_ok(&[
-        "pull",
-        "-q",
-        "scratch",
-        &src.image("app:v2"),
-        "-o",
-        s(&archive),
-    ]);
+    let archive = full_archive(&src, &work);
     let digest = sha256(&raw_manifest(&src.image("app:v2")));
     let (layer, put) = largest_blob(&archive);
     let tokens = TokenServer::start(vec![
