@@ -339,6 +339,11 @@ impl From<wit::Options> for Options {
             base_credentials: o.base_credentials.map(Into::into),
             final_credentials: o.final_credentials.map(Into::into),
             push_credentials: o.push_credentials.map(Into::into),
+            registry_credentials: o
+                .registry_credentials
+                .into_iter()
+                .map(|(key, c)| (key, c.into()))
+                .collect(),
             insecure_registries: o.insecure_registries,
             mount_from: o.mount_from,
             platforms: o.platforms,

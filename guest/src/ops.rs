@@ -20,6 +20,9 @@ pub struct Options {
     pub base_credentials: Option<Credentials>,
     pub final_credentials: Option<Credentials>,
     pub push_credentials: Option<Credentials>,
+    /// Credentials by auth-file key (`host[:port]` or `host[:port]/path`), for references
+    /// whose role has none of its own.
+    pub registry_credentials: Vec<(String, Credentials)>,
     pub insecure_registries: Vec<String>,
     /// Repositories of the destination registry to mount blobs from at push.
     pub mount_from: Vec<String>,

@@ -680,6 +680,7 @@ impl Imo {
             base_credentials: c(&self.settings.base),
             final_credentials: c(&self.settings.final_),
             push_credentials: c(&self.settings.push),
+            registry_credentials: Vec::new(),
             insecure_registries: self.settings.insecure.clone(),
             mount_from: self.settings.mount_from.clone(),
             platforms: self.settings.platforms.clone(),
