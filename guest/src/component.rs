@@ -382,6 +382,7 @@ impl From<Error> for wit::Error {
         match e {
             Error::InvalidReference(_) => wit::Error::InvalidReference(message),
             Error::Unreachable(_) => wit::Error::Unreachable(message),
+            Error::Denied(_) => wit::Error::Denied(message),
             Error::Unauthorized(_) => wit::Error::Unauthorized(message),
             Error::NotFound(_) => wit::Error::NotFound(message),
             Error::Registry(_) => wit::Error::Registry(message),

@@ -6,6 +6,8 @@ use std::fmt;
 pub enum Error {
     InvalidReference(String),
     Unreachable(String),
+    /// The host refused the request (`HttpRequestDenied`); final, never retried.
+    Denied(String),
     Unauthorized(String),
     NotFound(String),
     Registry(String),
@@ -23,6 +25,7 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidReference(m) => write!(f, "{m}"),
             Error::Unreachable(m) => write!(f, "registry unreachable: {m}"),
+            Error::Denied(m) => write!(f, "refused by the host's network policy: {m}"),
             Error::Unauthorized(m) => write!(f, "not authorized: {m}"),
             Error::NotFound(m) => write!(f, "not found: {m}"),
             Error::Registry(m) => write!(f, "registry error: {m}"),

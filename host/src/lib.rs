@@ -173,6 +173,8 @@ pub enum Error {
     /// A registry could not be reached: connection, TLS, DNS, or refused by the network
     /// policy (the message then says which host was refused and why).
     Unreachable(String),
+    /// The network policy refused a request; the message names the host refused and why.
+    Denied(String),
     /// A registry refused the credentials given, or asked for credentials and had none.
     Unauthorized(String),
     /// A manifest or blob does not exist where it was looked for.
@@ -206,6 +208,7 @@ impl std::fmt::Display for Error {
             ),
             Error::InvalidReference(m)
             | Error::Unreachable(m)
+            | Error::Denied(m)
             | Error::Unauthorized(m)
             | Error::NotFound(m)
             | Error::Registry(m)
@@ -225,6 +228,7 @@ impl From<wit::Error> for Error {
         match e {
             wit::Error::InvalidReference(m) => Error::InvalidReference(m),
             wit::Error::Unreachable(m) => Error::Unreachable(m),
+            wit::Error::Denied(m) => Error::Denied(m),
             wit::Error::Unauthorized(m) => Error::Unauthorized(m),
             wit::Error::NotFound(m) => Error::NotFound(m),
             wit::Error::Registry(m) => Error::Registry(m),
@@ -1323,7 +1327,7 @@ fn finish_with<T>(
         Ok(Err(e)) => {
             let mut e = Error::from(e);
             let denied = policy.denied.lock().expect("policy lock");
-            if let (Error::Unreachable(m), Some(d)) = (&mut e, denied.last()) {
+            if let (Error::Unreachable(m) | Error::Denied(m), Some(d)) = (&mut e, denied.last()) {
                 m.push_str(&format!(" (the host {d})"));
             }
             Err(e)
