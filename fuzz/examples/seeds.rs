@@ -1,5 +1,5 @@
 //! Writes the seed inputs of the fuzz targets: small valid imo archives built with the
-//! guest's own tar writer and layout code, manifests and indexes of the shapes registries
+//! guest's own tar writer and archive code, manifests and indexes of the shapes registries
 //! serve, references, and `WWW-Authenticate` headers and token answers in the styles of the
 //! registries imo talks to.
 //!
@@ -7,7 +7,7 @@
 //! fuzz/corpus); it adds `seed-*` files to DIR/<target>/, replacing earlier ones.
 
 use imo_guest::digest::Digest;
-use imo_guest::layout;
+use imo_guest::archive;
 use imo_guest::manifest::{DOCKER_LIST, DOCKER_MANIFEST, Descriptor, OCI_INDEX, OCI_MANIFEST};
 use imo_guest::tar;
 use serde_json::json;
@@ -45,7 +45,7 @@ fn check_archive(name: &str, bytes: &[u8]) {
         return;
     }
     let walk = || -> Result<usize, String> {
-        let mut o = layout::open(bytes)?;
+        let mut o = archive::open(bytes)?;
         let mut buf = [0u8; 4096];
         let mut n = 0;
         while o.next_blob()?.is_some() {
@@ -158,7 +158,7 @@ impl Meta {
                 .bases
                 .first()
                 .cloned()
-                .unwrap_or_else(|| (layout::SCRATCH.into(), None));
+                .unwrap_or_else(|| (archive::SCRATCH.into(), None));
             let mut v = json!({
                 "imoArchiveVersion": 1,
                 "finalReference": self.images[0].reference,
@@ -211,7 +211,7 @@ impl Meta {
         let mut base: Vec<String> = self.bases.iter().map(|b| b.0.clone()).collect();
         base.extend(self.inventories.iter().map(|i| format!("inventory {i}")));
         let base = if base.is_empty() {
-            layout::SCRATCH.to_owned()
+            archive::SCRATCH.to_owned()
         } else {
             base.join(", ")
         };
@@ -228,15 +228,15 @@ impl Meta {
                 top.platform = None;
                 let name = image.reference.rsplit('/').next().unwrap_or_default();
                 if let Some((_, tag)) = name.split_once(':') {
-                    top.annotations.insert(layout::REF_NAME.into(), tag.into());
+                    top.annotations.insert(archive::REF_NAME.into(), tag.into());
                 }
                 top.annotations
-                    .insert(layout::ANNOTATION_FINAL.into(), image.reference.clone());
+                    .insert(archive::ANNOTATION_FINAL.into(), image.reference.clone());
                 top.annotations
-                    .insert(layout::ANNOTATION_BASE.into(), base.clone());
+                    .insert(archive::ANNOTATION_BASE.into(), base.clone());
                 if let [(_, Some(d))] = self.bases.as_slice() {
                     top.annotations
-                        .insert(layout::ANNOTATION_BASE_DIGEST.into(), d.to_string());
+                        .insert(archive::ANNOTATION_BASE_DIGEST.into(), d.to_string());
                 }
                 top
             })
@@ -258,20 +258,20 @@ fn archive(meta: &Meta, manifests: &[Vec<u8>], blobs: &[Vec<u8>], style: Style) 
         Style::Plain => p.to_owned(),
         Style::DotSlash => format!("./{p}"),
     };
-    w.file(&name(layout::LAYOUT_FILE), layout::LAYOUT_CONTENT)
+    w.file(&name(archive::LAYOUT_FILE), archive::LAYOUT_CONTENT)
         .unwrap();
-    w.file(&name(layout::METADATA_FILE), &meta.json()).unwrap();
-    w.file(&name(layout::INDEX_FILE), &meta.index()).unwrap();
+    w.file(&name(archive::METADATA_FILE), &meta.json()).unwrap();
+    w.file(&name(archive::INDEX_FILE), &meta.index()).unwrap();
     if let Style::DotSlash = style {
         for dir in ["./blobs/", "./blobs/sha256/"] {
             w.data(&directory_header(dir)).unwrap();
         }
     }
     for (d, bytes) in meta.manifests.iter().zip(manifests) {
-        w.file(&name(&layout::blob_path(&d.digest)), bytes).unwrap();
+        w.file(&name(&archive::blob_path(&d.digest)), bytes).unwrap();
     }
     for (d, bytes) in meta.blobs.iter().zip(blobs) {
-        w.file(&name(&layout::blob_path(&d.digest)), bytes).unwrap();
+        w.file(&name(&archive::blob_path(&d.digest)), bytes).unwrap();
     }
     w.finish().unwrap();
     w.into_parts().0

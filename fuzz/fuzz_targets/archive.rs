@@ -1,4 +1,4 @@
-//! The archive reader: `layout::open` over the bytes, then every blob read to its end; and
+//! The archive reader: `archive::open` over the bytes, then every blob read to its end; and
 //! the tar reader alone over the same bytes. Neither may panic, loop or allocate without
 //! bound, whatever the archive holds.
 //!
@@ -11,7 +11,7 @@
 
 use imo_guest::digest::Digest;
 use imo_guest::manifest::Manifest;
-use imo_guest::{layout, tar};
+use imo_guest::{archive, tar};
 use libfuzzer_sys::{fuzz_mutator, fuzz_target, fuzzer_mutate};
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn walk_archive(data: &[u8]) {
-    let Ok(mut o) = layout::open(data) else {
+    let Ok(mut o) = archive::open(data) else {
         return;
     };
     assert!(!o.meta.manifests.is_empty());
@@ -37,7 +37,7 @@ fn walk_archive(data: &[u8]) {
     }
     // (An empty base reference is read as given: its description may be empty.)
     let _ = o.meta.base_description();
-    let index = layout::index_json(&o.meta);
+    let index = archive::index_json(&o.meta);
     let index = Manifest::parse(&index, None).expect("imo reads the index.json it writes");
     let pointed: Vec<&Digest> = index.children().iter().map(|d| &d.digest).collect();
     let named: Vec<&Digest> = o.meta.images.iter().map(|i| &i.manifest).collect();

@@ -5,8 +5,7 @@
 
 use imo_guest::digest::Digest;
 use imo_guest::platform::PlatformSpec;
-use imo_guest::reference::{Reference, is_loopback_host};
-use imo_guest::store::Location;
+use imo_guest::reference::{Location, Reference, is_loopback_host};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,16 +23,16 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(Reference::parse(s).as_ref(), Ok(&r), "{s:?}");
             check_reference(&r);
         }
-        Ok(Location::Layout { dir, tag }) => {
+        Ok(Location::OciDir { dir, tag }) => {
             assert!(!dir.is_empty(), "{s:?} gave an empty directory");
             assert_ne!(tag.as_deref(), Some(""), "{s:?} gave an empty tag");
             let written = match &tag {
                 Some(t) => format!("oci:{dir}:{t}"),
                 None => format!("oci:{dir}"),
             };
-            assert_eq!(written, s, "a layout location is kept as written");
-            let again = Location::parse(&written).expect("a layout location parses again");
-            assert_eq!(again, Location::Layout { dir, tag }, "{s:?}");
+            assert_eq!(written, s, "an oci: location is kept as written");
+            let again = Location::parse(&written).expect("an oci: location parses again");
+            assert_eq!(again, Location::OciDir { dir, tag }, "{s:?}");
         }
         Err(e) => assert!(!e.is_empty()),
     }

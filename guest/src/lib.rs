@@ -1,12 +1,16 @@
 //! imo's logic: references, manifests, diff planning, the archive format and a registry
 //! client, all free of I/O so they test natively; `component` binds them to WASI 0.2.
 
+pub mod archive;
 pub mod auth;
 pub mod cli;
 pub mod digest;
 pub mod error;
 pub mod inventory;
-pub mod layout;
+// merge: remove (the archive format's old path, for code written against it)
+pub mod layout {
+    pub use crate::archive::*;
+}
 pub mod manifest;
 pub mod ops;
 pub mod plan;

@@ -215,6 +215,49 @@ impl Prefix {
     }
 }
 
+/// Where images are read from or written to: a registry reference, or an OCI image layout
+/// directory (`oci:DIR[:TAG]`, as skopeo writes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Registry(Reference),
+    /// An OCI image layout directory, `oci:DIR[:TAG]`.
+    OciDir {
+        dir: String,
+        tag: Option<String>,
+    },
+}
+
+impl Location {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let Some(rest) = s.strip_prefix("oci:") else {
+            return Reference::parse(s).map(Location::Registry);
+        };
+        // `oci:DIR:TAG`: the tag follows the last ':' unless that part holds a '/'.
+        let (dir, tag) = match rest.rsplit_once(':') {
+            Some((d, t)) if !t.contains('/') && !d.is_empty() => (d, Some(t)),
+            _ => (rest, None),
+        };
+        if dir.is_empty() {
+            return Err(format!("{s:?} names no directory (oci:DIR[:TAG])"));
+        }
+        if tag.is_some_and(str::is_empty) {
+            return Err(format!("{s:?} has an empty tag after ':'"));
+        }
+        Ok(Location::OciDir {
+            dir: dir.into(),
+            tag: tag.map(Into::into),
+        })
+    }
+
+    /// The tag written, if any.
+    pub fn tag(&self) -> Option<&str> {
+        match self {
+            Location::Registry(r) => r.tag.as_deref(),
+            Location::OciDir { tag, .. } => tag.as_deref(),
+        }
+    }
+}
+
 /// distribution's rule: the first component is a host if it has a '.' or ':', is
 /// `localhost`, or has an upper-case letter (repository paths are lower-case).
 fn looks_like_host(first: &str) -> bool {
@@ -343,6 +386,37 @@ fn check_tag(tag: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("oci:/a/b:v1").unwrap(),
+            Location::OciDir {
+                dir: "/a/b".into(),
+                tag: Some("v1".into())
+            }
+        );
+        assert_eq!(
+            Location::parse("oci:rel/dir").unwrap(),
+            Location::OciDir {
+                dir: "rel/dir".into(),
+                tag: None
+            }
+        );
+        assert_eq!(
+            Location::parse("oci:/x:y/z").unwrap(),
+            Location::OciDir {
+                dir: "/x:y/z".into(),
+                tag: None
+            }
+        );
+        assert!(Location::parse("oci:").is_err());
+        assert!(Location::parse("oci:/a:").is_err());
+        assert!(matches!(
+            Location::parse("r.io/a:v1").unwrap(),
+            Location::Registry(_)
+        ));
+    }
 
     #[test]
     fn prefixes_name_a_registry_and_an_optional_path() {

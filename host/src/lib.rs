@@ -1272,7 +1272,7 @@ pub struct LayoutGrant {
 /// written) and the reference rewritten with its absolute path; other references pass as
 /// they are.
 fn layout_grant(reference: &str, writable: bool) -> Result<(String, Option<LayoutGrant>), Error> {
-    let Ok(imo_guest::store::Location::Layout { dir, tag }) =
+    let Ok(imo_guest::store::Location::OciDir { dir, tag }) =
         imo_guest::store::Location::parse(reference)
     else {
         return Ok((reference.to_owned(), None));

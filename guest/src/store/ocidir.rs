@@ -1,152 +1,23 @@
-//! Where images come from and go to: a registry repository, or a local OCI image layout
-//! (`oci:DIR[:TAG]`, as skopeo writes it). Operations see only these two traits.
+//! An OCI image layout directory (`oci:DIR[:TAG]`) as a [`Source`] and a [`Destination`]:
+//! images are found by their `org.opencontainers.image.ref.name`, and every file is written
+//! through a temporary one, so a blob or `index.json` is always whole.
 
+use super::{Destination, Source};
 use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
-use crate::reference::Reference;
-use crate::registry::{BlobSource, Client, Committing, Request};
+use crate::registry::{BlobSource, Committing};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Reads images.
-pub trait Source {
-    /// For messages: `registry/repository` or `oci:DIR`.
-    fn describe(&self) -> String;
-    fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)>;
-    fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>>;
-    fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>>;
-    /// Every tag (for a layout, every `ref.name`).
-    fn tags(&self) -> Result<Vec<String>>;
-    /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
-    fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
-    /// Whether [`Source::blob_request`] gives requests, for fetching several blobs at once.
-    fn fetches_by_request(&self) -> bool {
-        false
-    }
-    /// The request that fetches a blob, when [`Source::fetches_by_request`].
-    fn blob_request(&self, d: &Descriptor) -> Result<Request> {
-        Err(Error::Io(format!(
-            "{} is not read by requests (blob {})",
-            self.describe(),
-            d.digest
-        )))
-    }
-}
-
-/// Receives images.
-pub trait Destination {
-    fn describe(&self) -> String;
-    /// The repository blobs go to, for mounting them into others of the same registry.
-    fn repository(&self) -> &str;
-    fn has_blob(&self, digest: &Digest) -> Result<bool>;
-    /// Whether another repository of the same store holds the blob (for mounts).
-    fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
-    fn mount(&self, digest: &Digest, from: &str) -> Result<bool>;
-    /// Stores a blob whose bytes `source` hands out, verified: it fails rather than hand out
-    /// the bytes completing a wrong blob, and then nothing is stored. The blob is stored once
-    /// the returned [`Committing`] finishes; until then other uploads may go on.
-    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>>;
-    fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()>;
-}
-
-/// A parsed location: a registry reference or a layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    Registry(Reference),
-    Layout { dir: String, tag: Option<String> },
-}
-
-impl Location {
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        let Some(rest) = s.strip_prefix("oci:") else {
-            return Reference::parse(s).map(Location::Registry);
-        };
-        // `oci:DIR:TAG`: the tag follows the last ':' unless that part holds a '/'.
-        let (dir, tag) = match rest.rsplit_once(':') {
-            Some((d, t)) if !t.contains('/') && !d.is_empty() => (d, Some(t)),
-            _ => (rest, None),
-        };
-        if dir.is_empty() {
-            return Err(format!("{s:?} names no directory (oci:DIR[:TAG])"));
-        }
-        if tag.is_some_and(str::is_empty) {
-            return Err(format!("{s:?} has an empty tag after ':'"));
-        }
-        Ok(Location::Layout {
-            dir: dir.into(),
-            tag: tag.map(Into::into),
-        })
-    }
-
-    /// The tag written, if any.
-    pub fn tag(&self) -> Option<&str> {
-        match self {
-            Location::Registry(r) => r.tag.as_deref(),
-            Location::Layout { tag, .. } => tag.as_deref(),
-        }
-    }
-}
-
-impl Source for Client<'_> {
-    fn describe(&self) -> String {
-        format!("{}/{}", self.registry(), self.repository())
-    }
-    fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
-        Client::manifest(self, key)
-    }
-    fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
-        Client::manifest_if_exists(self, key)
-    }
-    fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
-        Client::referrers(self, digest)
-    }
-    fn tags(&self) -> Result<Vec<String>> {
-        Client::tags(self)
-    }
-    fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        Client::blob(self, d, sink)
-    }
-    fn fetches_by_request(&self) -> bool {
-        true
-    }
-    fn blob_request(&self, d: &Descriptor) -> Result<Request> {
-        Client::blob_request(self, d)
-    }
-}
-
-impl Destination for Client<'_> {
-    fn describe(&self) -> String {
-        format!("{}/{}", self.registry(), self.repository())
-    }
-    fn repository(&self) -> &str {
-        Client::repository(self)
-    }
-    fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        Client::has_blob(self, digest)
-    }
-    fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
-        Client::has_blob_in(self, repository, digest)
-    }
-    fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
-        Client::mount(self, digest, from)
-    }
-    fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
-        Client::upload(self, d, source)
-    }
-    fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
-        Client::put_manifest(self, key, d, bytes)
-    }
-}
-
 /// An OCI image layout directory.
-pub struct Layout {
+pub struct OciDir {
     dir: PathBuf,
 }
 
 const INDEX: &str = "index.json";
 
-impl Layout {
+impl OciDir {
     pub fn new(dir: &str) -> Self {
         Self {
             dir: PathBuf::from(dir),
@@ -194,7 +65,7 @@ impl Layout {
         Ok(match tag {
             Some(t) => entries.into_iter().find(|d| {
                 d.annotations
-                    .get(crate::layout::REF_NAME)
+                    .get(crate::archive::REF_NAME)
                     .map(String::as_str)
                     == Some(t)
             }),
@@ -254,7 +125,7 @@ impl Layout {
     }
 }
 
-impl Source for Layout {
+impl Source for OciDir {
     fn describe(&self) -> String {
         format!("oci:{}", self.dir.display())
     }
@@ -301,7 +172,7 @@ impl Source for Layout {
     }
 
     fn referrers(&self, _: &Digest) -> Result<Vec<Descriptor>> {
-        // Referrers in a layout travel as tagged entries, found by tag.
+        // Referrers in an OCI directory travel as tagged entries, found by tag.
         Ok(vec![])
     }
 
@@ -309,7 +180,7 @@ impl Source for Layout {
         Ok(self
             .entries()?
             .into_iter()
-            .filter_map(|d| d.annotations.get(crate::layout::REF_NAME).cloned())
+            .filter_map(|d| d.annotations.get(crate::archive::REF_NAME).cloned())
             .collect())
     }
 
@@ -327,7 +198,7 @@ impl Source for Layout {
     }
 }
 
-impl Destination for Layout {
+impl Destination for OciDir {
     fn describe(&self) -> String {
         format!("oci:{}", self.dir.display())
     }
@@ -379,16 +250,16 @@ impl Destination for Layout {
                 self.dir.display()
             ))
         })?;
-        list.retain(|e| e["annotations"][crate::layout::REF_NAME] != key);
+        list.retain(|e| e["annotations"][crate::archive::REF_NAME] != key);
         let mut entry = serde_json::to_value(Descriptor {
             platform: None,
             annotations: Default::default(),
             ..d.clone()
         })
         .expect("descriptors serialise");
-        entry["annotations"] = serde_json::json!({ crate::layout::REF_NAME: key });
+        entry["annotations"] = serde_json::json!({ crate::archive::REF_NAME: key });
         list.push(entry);
-        self.write_file("oci-layout", crate::layout::LAYOUT_CONTENT)?;
+        self.write_file("oci-layout", crate::archive::LAYOUT_CONTENT)?;
         self.write_file(INDEX, &serde_json::to_vec(&index).expect("JSON serialises"))
     }
 }
@@ -398,42 +269,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn locations() {
-        assert_eq!(
-            Location::parse("oci:/a/b:v1").unwrap(),
-            Location::Layout {
-                dir: "/a/b".into(),
-                tag: Some("v1".into())
-            }
-        );
-        assert_eq!(
-            Location::parse("oci:rel/dir").unwrap(),
-            Location::Layout {
-                dir: "rel/dir".into(),
-                tag: None
-            }
-        );
-        assert_eq!(
-            Location::parse("oci:/x:y/z").unwrap(),
-            Location::Layout {
-                dir: "/x:y/z".into(),
-                tag: None
-            }
-        );
-        assert!(Location::parse("oci:").is_err());
-        assert!(Location::parse("oci:/a:").is_err());
-        assert!(matches!(
-            Location::parse("r.io/a:v1").unwrap(),
-            Location::Registry(_)
-        ));
-    }
-
-    #[test]
-    fn a_layout_round_trips_a_tagged_manifest_and_its_blob() {
-        let dir = std::env::temp_dir().join(format!("imo-layout-test-{}", std::process::id()));
+    fn an_oci_dir_round_trips_a_tagged_manifest_and_its_blob() {
+        let dir = std::env::temp_dir().join(format!("imo-ocidir-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let layout = Layout::new(dir.to_str().unwrap());
+        let dir_store = OciDir::new(dir.to_str().unwrap());
         let blob = b"layer bytes".to_vec();
         let bd = Descriptor {
             media_type: "application/vnd.oci.image.layer.v1.tar".into(),
@@ -442,16 +282,16 @@ mod tests {
             platform: None,
             annotations: Default::default(),
         };
-        assert!(!layout.has_blob(&bd.digest).unwrap());
+        assert!(!dir_store.has_blob(&bd.digest).unwrap());
         let mut rest = &blob[..];
-        layout
+        dir_store
             .upload(&bd, &mut |b| {
                 rest.read(b).map_err(|e| Error::Io(e.to_string()))
             })
             .unwrap()
             .finish()
             .unwrap();
-        assert!(layout.has_blob(&bd.digest).unwrap());
+        assert!(dir_store.has_blob(&bd.digest).unwrap());
         let m = crate::manifest::tests::image_json(
             Some(manifest::OCI_MANIFEST),
             &bd.digest,
@@ -463,17 +303,17 @@ mod tests {
             size: m.len() as u64,
             ..bd.clone()
         };
-        layout.put_manifest("v1", &md, &m).unwrap();
-        layout.put_manifest("v1", &md, &m).unwrap();
-        let (got, bytes) = Source::manifest(&layout, "v1").unwrap();
+        dir_store.put_manifest("v1", &md, &m).unwrap();
+        dir_store.put_manifest("v1", &md, &m).unwrap();
+        let (got, bytes) = Source::manifest(&dir_store, "v1").unwrap();
         assert_eq!((got.digest, bytes), (md.digest, m));
         assert_eq!(
-            layout.entries().unwrap().len(),
+            dir_store.entries().unwrap().len(),
             1,
             "re-tagging replaces the entry"
         );
         let mut out = Vec::new();
-        layout
+        dir_store
             .blob(&bd, &mut |c| {
                 out.extend_from_slice(c);
                 Ok(())
@@ -486,12 +326,16 @@ mod tests {
             ..bd
         };
         assert!(
-            layout
+            dir_store
                 .upload(&other, &mut |_| Err(Error::DigestMismatch("no".into())))
                 .is_err()
         );
-        assert!(!layout.has_blob(&other.digest).unwrap());
-        assert!(Source::manifest_if_exists(&layout, "v2").unwrap().is_none());
+        assert!(!dir_store.has_blob(&other.digest).unwrap());
+        assert!(
+            Source::manifest_if_exists(&dir_store, "v2")
+                .unwrap()
+                .is_none()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

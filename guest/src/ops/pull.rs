@@ -1,0 +1,401 @@
+//! Pull: the archive of the final images over their bases (or inventories), written to a
+//! stream, or into a file with several blobs fetched at once.
+
+use super::tree::{
+    MAX_MANIFESTS, choose_platforms, fetch_all, fetch_tree, find_attached, image_tree,
+};
+use super::{
+    Options, Progress, Reporter, Summary, display_location, manifest_key, open_source,
+    parse_location, summary_of_meta,
+};
+use crate::archive::{self, Metadata};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::inventory::Inventory;
+use crate::manifest::Descriptor;
+use crate::plan::{self, Fetched};
+use crate::platform::PlatformSpec;
+use crate::registry::Transport;
+use crate::store::Source;
+use crate::tar;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+
+/// What a pull carries, and what it may leave out.
+#[derive(Clone, Debug, Default)]
+pub struct PullRequest {
+    /// Base images (references or `oci:` layouts): a blob any of them holds is left out.
+    /// `scratch` stands for none.
+    pub bases: Vec<String>,
+    /// Inventories of the site, each a name for messages and the JSON document.
+    pub inventories: Vec<(String, Vec<u8>)>,
+    /// The final images, at least one; blobs they share are carried once.
+    pub finals: Vec<String>,
+}
+
+/// Writes the difference archive of `final_ref` over `base_ref` (or `scratch`) to `out`.
+pub fn pull(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    base_ref: &str,
+    final_ref: &str,
+    out: &mut dyn Write,
+) -> Result<Summary> {
+    let request = PullRequest {
+        bases: vec![base_ref.to_owned()],
+        inventories: vec![],
+        finals: vec![final_ref.to_owned()],
+    };
+    pull_bundle(transport, options, report, &request, out)
+}
+
+/// One final image as fetched for a pull.
+struct Final {
+    image: archive::Image,
+    /// Index into the clients, for fetching its blobs.
+    client: usize,
+}
+
+/// Writes one archive holding every final image of `request`, leaving out the blobs that any
+/// base or inventory holds.
+pub fn pull_bundle(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    out: &mut dyn Write,
+) -> Result<Summary> {
+    let pull = prepare(transport, options, report, request)?;
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let mut w = tar::Writer::new(out);
+    archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
+    for d in &pull.meta.blobs {
+        let mut progress = Progress::start(report, ("copying", "copied"), d);
+        w.header(&archive::blob_path(&d.digest), d.size)
+            .map_err(io)?;
+        pull.source(d).blob(d, &mut |chunk| {
+            progress.advance(chunk.len());
+            w.data(chunk).map_err(io)
+        })?;
+        w.end_entry(d.size).map_err(io)?;
+        progress.end();
+    }
+    w.finish().map_err(io)?;
+    let mut summary = summary_of_meta(&pull.meta);
+    summary.archive_bytes = w.written;
+    Ok(summary)
+}
+
+/// An archive file, written at any offset, so that blobs can land in any order.
+pub trait ArchiveFile {
+    /// A writer of the bytes from `offset` on.
+    fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>>;
+}
+
+/// One blob to fetch while others are fetched too: where from, and where its bytes go.
+pub struct Fetch<'a> {
+    pub d: &'a Descriptor,
+    /// Asked for the request when the fetch starts, so that its token is fresh.
+    pub source: &'a dyn Source,
+    pub out: Box<dyn Write + 'a>,
+    /// Where its progress goes, once it starts.
+    pub report: &'a dyn Reporter,
+}
+
+/// Fetches several blobs at once, on one thread.
+pub trait Fetcher {
+    /// Runs `jobs`, at most `width` at a time, each checked against its digest and size as
+    /// it streams; for each job in order, `Ok` or why it failed.
+    fn fetch(&self, jobs: Vec<Fetch<'_>>, width: usize) -> Vec<std::result::Result<(), String>>;
+}
+
+/// How many blobs [`pull_bundle_to_file`] fetches at once.
+pub const FETCH_WIDTH: usize = 4;
+
+/// [`pull_bundle`] into a file: where each archive entry lies is fixed by the sizes in the
+/// manifests
+/// before the first blob byte, so up to [`FETCH_WIDTH`] blobs stream at once, each into its
+/// place. A blob whose concurrent fetch fails is fetched again alone, with the usual retries
+/// and resumes. The file holds the same bytes `pull_bundle` would write.
+pub fn pull_bundle_to_file(
+    transport: &dyn Transport,
+    fetcher: &dyn Fetcher,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    file: &dyn ArchiveFile,
+) -> Result<Summary> {
+    let pull = prepare(transport, options, report, request)?;
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let blobs = &pull.meta.blobs;
+    let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
+
+    // Everything but the blobs' bytes first: the head; around each blob's bytes, its header
+    // before and its padding after; the end marker last.
+    let mut w = tar::Writer::new(file.at(0)?);
+    archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
+    let head_len = w.written;
+    w.into_parts().0.flush().map_err(io)?;
+    let (offsets, end) = tar::data_offsets(head_len, &sizes);
+    for i in 0..=blobs.len() {
+        let (at, before) = match i {
+            0 => (head_len, None),
+            i => (offsets[i - 1] + sizes[i - 1], Some(sizes[i - 1])),
+        };
+        let mut w = tar::Writer::new(file.at(at)?);
+        if let Some(size) = before {
+            w.end_entry(size).map_err(io)?;
+        }
+        match blobs.get(i) {
+            Some(d) => w
+                .header(&archive::blob_path(&d.digest), d.size)
+                .map_err(io)?,
+            None => w.finish().map_err(io)?,
+        }
+        w.into_parts().0.flush().map_err(io)?;
+    }
+
+    let mut jobs = Vec::new();
+    let mut alone = Vec::new();
+    for (i, d) in blobs.iter().enumerate() {
+        let source = pull.source(d);
+        if source.fetches_by_request() {
+            jobs.push(Fetch {
+                d,
+                source,
+                out: file.at(offsets[i])?,
+                report,
+            });
+        } else {
+            alone.push(i);
+        }
+    }
+    let fetched: Vec<&Descriptor> = jobs.iter().map(|j| j.d).collect();
+    for (d, outcome) in fetched.into_iter().zip(fetcher.fetch(jobs, FETCH_WIDTH)) {
+        let Err(why) = outcome else { continue };
+        if options.max_retries == 0 {
+            return Err(Error::Unreachable(format!(
+                "fetching blob {} failed: {why} (retries are off)",
+                d.digest
+            )));
+        }
+        report.line(&format!(
+            "retrying GET of blob {} alone after {why}",
+            d.digest
+        ));
+        alone.push(
+            blobs
+                .iter()
+                .position(|b| b == d)
+                .expect("a job is one of the blobs"),
+        );
+    }
+    alone.sort_unstable();
+    for i in alone {
+        let d = &blobs[i];
+        let mut out = file.at(offsets[i])?;
+        let mut progress = Progress::start(report, ("copying", "copied"), d);
+        pull.source(d).blob(d, &mut |chunk| {
+            progress.advance(chunk.len());
+            out.write_all(chunk).map_err(io)
+        })?;
+        out.flush().map_err(io)?;
+        progress.end();
+    }
+    let mut summary = summary_of_meta(&pull.meta);
+    summary.archive_bytes = end;
+    Ok(summary)
+}
+
+/// A pull, planned: what the archive holds and where each carried blob comes from.
+struct Prepared<'t> {
+    meta: Metadata,
+    manifests: Vec<Fetched>,
+    clients: Vec<Box<dyn Source + 't>>,
+    /// Each carried blob's client: the first final image that references it.
+    source_of: BTreeMap<Digest, usize>,
+}
+
+impl Prepared<'_> {
+    fn source(&self, d: &Descriptor) -> &dyn Source {
+        self.clients[self.source_of[&d.digest]].as_ref()
+    }
+}
+
+/// Fetches the final images' manifests and the bases' (or reads the inventories), and plans
+/// the archive.
+fn prepare<'t>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    request: &PullRequest,
+) -> Result<Prepared<'t>> {
+    if request.finals.is_empty() {
+        return Err(Error::InvalidReference(
+            "name at least one final image to pull".into(),
+        ));
+    }
+    // Everything is parsed before the first request, so a typo costs no traffic.
+    let finals = request
+        .finals
+        .iter()
+        .map(|f| Ok((parse_location("final image", f)?, f.as_str())))
+        .collect::<Result<Vec<_>>>()?;
+    let bases = request
+        .bases
+        .iter()
+        .filter(|b| *b != archive::SCRATCH)
+        .map(|b| Ok((parse_location("base image", b)?, b.as_str())))
+        .collect::<Result<Vec<_>>>()?;
+    let inventories = request
+        .inventories
+        .iter()
+        .map(|(name, bytes)| Inventory::parse(name, bytes).map_err(Error::InvalidArchive))
+        .collect::<Result<Vec<_>>>()?;
+    let specs = options
+        .platforms
+        .iter()
+        .map(|p| PlatformSpec::parse(p).map_err(Error::InvalidReference))
+        .collect::<Result<Vec<_>>>()?;
+
+    let mut clients: Vec<Box<dyn Source + '_>> = Vec::new();
+    let mut manifests: Vec<Fetched> = Vec::new();
+    let mut images: Vec<Final> = Vec::new();
+    for (fin, given) in &finals {
+        let client = open_source(
+            transport,
+            fin,
+            options.final_credentials.clone(),
+            options,
+            report,
+        )?;
+        let (top, bytes) = client.manifest(&manifest_key(fin))?;
+        let (top, bytes) = choose_platforms(client.as_ref(), top, bytes, &specs, report)?;
+        let mut tree = fetch_tree(client.as_ref(), top, bytes)?;
+        let reference = display_location(fin, given);
+        if images.iter().any(|i| i.image.reference == reference) {
+            return Err(Error::InvalidReference(format!(
+                "{reference} is named twice"
+            )));
+        }
+        let mut image = archive::Image {
+            reference,
+            manifest: tree[0].descriptor.digest.clone(),
+            attached: vec![],
+        };
+        if options.referrers {
+            for (tag, attached) in find_attached(client.as_ref(), &tree, report)? {
+                image.attached.push(archive::Attached {
+                    tag,
+                    manifest: attached[0].descriptor.digest.clone(),
+                });
+                tree.extend(attached);
+            }
+        }
+        report.line(&format!(
+            "final {}: {} ({} manifest(s))",
+            image.reference,
+            image.manifest,
+            tree.len()
+        ));
+        // A manifest two images share (a platform image in two indexes, say) is carried once.
+        for m in tree {
+            if !manifests
+                .iter()
+                .any(|x| x.descriptor.digest == m.descriptor.digest)
+            {
+                manifests.push(m);
+            }
+        }
+        images.push(Final {
+            image,
+            client: clients.len(),
+        });
+        clients.push(client);
+    }
+    if manifests.len() > MAX_MANIFESTS {
+        return Err(Error::InvalidManifest(format!(
+            "the images have more than {MAX_MANIFESTS} manifests together"
+        )));
+    }
+
+    let mut held: BTreeSet<Digest> = BTreeSet::new();
+    let mut recorded_bases = Vec::new();
+    for (base, given) in &bases {
+        let client = open_source(
+            transport,
+            base,
+            options.base_credentials.clone(),
+            options,
+            report,
+        )?;
+        let base_manifests = fetch_all(client.as_ref(), &manifest_key(base))?;
+        let blobs: BTreeSet<Digest> = base_manifests
+            .iter()
+            .flat_map(|m| m.manifest.blobs())
+            .map(|d| d.digest.clone())
+            .collect();
+        report.line(&format!(
+            "base {}: {} ({} blob(s))",
+            display_location(base, given),
+            base_manifests[0].descriptor.digest,
+            blobs.len()
+        ));
+        held.extend(blobs);
+        recorded_bases.push(archive::Base {
+            reference: display_location(base, given),
+            digest: Some(base_manifests[0].descriptor.digest.clone()),
+        });
+    }
+    let mut held_in: BTreeMap<Digest, BTreeSet<String>> = BTreeMap::new();
+    for (inventory, (name, _)) in inventories.iter().zip(&request.inventories) {
+        report.line(&format!(
+            "inventory {name}: {} blob(s) from {}",
+            inventory.blobs.len(),
+            inventory.sources.join(", ")
+        ));
+        for (digest, repositories) in inventory.holdings() {
+            held.insert(digest.clone());
+            held_in
+                .entry(digest.clone())
+                .or_default()
+                .extend(repositories.iter().cloned());
+        }
+    }
+
+    let plan = plan::diff(&manifests, &held);
+    let meta = Metadata {
+        imo_archive_version: archive::FORMAT_VERSION,
+        images: images.iter().map(|i| i.image.clone()).collect(),
+        bases: recorded_bases,
+        inventories: request.inventories.iter().map(|(n, _)| n.clone()).collect(),
+        manifests: manifests.iter().map(|m| m.descriptor.clone()).collect(),
+        blobs: plan.include.clone(),
+        omitted: plan.omit.clone(),
+        held_in: plan
+            .omit
+            .iter()
+            .filter_map(|d| {
+                let repos = held_in.get(&d.digest).filter(|r| !r.is_empty())?;
+                Some((d.digest.clone(), repos.iter().cloned().collect()))
+            })
+            .collect(),
+    };
+    // Each carried blob comes from the first image that references it.
+    let mut source_of: BTreeMap<Digest, usize> = BTreeMap::new();
+    for i in &images {
+        for m in image_tree(&manifests, &i.image) {
+            for b in m.manifest.blobs() {
+                source_of.entry(b.digest.clone()).or_insert(i.client);
+            }
+        }
+    }
+
+    Ok(Prepared {
+        meta,
+        manifests,
+        clients,
+        source_of,
+    })
+}

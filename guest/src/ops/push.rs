@@ -1,0 +1,311 @@
+//! Vet and push: every blob an archive's images need is found at their destinations
+//! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
+//! what another repository holds, and puts the manifests.
+
+use super::targets::{Target, mount_sources, parse_destination, targets};
+use super::tree::{children_first, image_blobs};
+use super::{
+    Options, Progress, Reporter, Summary, open_archive, open_destination, short, summary_of,
+};
+use crate::archive::Opened;
+use crate::digest::{Digest, Verifying};
+use crate::error::{Error, Result};
+use crate::manifest::Descriptor;
+use crate::registry::{Committing, Transport};
+use crate::store::Destination;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+/// Where the destination can find a blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// Already in the destination repository.
+    Here,
+    /// In another repository of the destination registry, to be mounted from.
+    In(String),
+    Nowhere,
+}
+
+/// Finds each blob with `HEAD` requests only: nothing is written while surveying. Where an
+/// inventory placed a blob, its repositories are tried first.
+fn survey(
+    client: &dyn Destination,
+    blobs: &[&Descriptor],
+    sources: &[String],
+    held_in: &BTreeMap<Digest, Vec<String>>,
+) -> Result<Vec<Found>> {
+    let mut found = Vec::with_capacity(blobs.len());
+    'blobs: for d in blobs {
+        if client.has_blob(&d.digest)? {
+            found.push(Found::Here);
+            continue;
+        }
+        let placed = held_in.get(&d.digest).into_iter().flatten();
+        let mut tried = BTreeSet::new();
+        for repo in placed.chain(sources) {
+            if repo == client.repository() || !tried.insert(repo) {
+                continue;
+            }
+            if client.has_blob_in(repo, &d.digest)? {
+                found.push(Found::In(repo.clone()));
+                continue 'blobs;
+            }
+        }
+        found.push(Found::Nowhere);
+    }
+    Ok(found)
+}
+
+/// One image's destination, connected, with what it needs.
+struct Connected<'t> {
+    client: Box<dyn Destination + 't>,
+    target: Target,
+    /// Omitted and carried blobs this image references, with where each was found.
+    omitted: Vec<(Descriptor, Found)>,
+    carried: Vec<(Descriptor, Found)>,
+}
+
+/// Connects to every image's destination and finds each blob the image needs there; fails
+/// with every omitted blob that no repository of the destination can provide.
+fn connect_and_vet<'t, R: Read>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    archive: &Opened<R>,
+    destination: &str,
+    push: bool,
+) -> Result<Vec<Connected<'t>>> {
+    let meta = &archive.meta;
+    let targets = targets(meta, destination, &options.destination_map)?;
+    let sources = mount_sources(&targets, meta, options);
+    let mut also_pull: Vec<String> = sources.clone();
+    for repos in meta.held_in.values() {
+        for r in repos {
+            if !also_pull.contains(r) {
+                also_pull.push(r.clone());
+            }
+        }
+    }
+    let mut connected = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for (image, target) in meta.images.iter().zip(targets) {
+        let client = open_destination(
+            transport,
+            &target.location,
+            options,
+            push,
+            &also_pull,
+            report,
+        )?;
+        let needs = image_blobs(&archive.manifests, image);
+        let omitted: Vec<&Descriptor> = meta
+            .omitted
+            .iter()
+            .filter(|d| needs.contains(&d.digest))
+            .collect();
+        let carried: Vec<&Descriptor> = meta
+            .blobs
+            .iter()
+            .filter(|d| needs.contains(&d.digest))
+            .collect();
+        let found = survey(client.as_ref(), &omitted, &sources, &meta.held_in)?;
+        let absent: Vec<&Descriptor> = omitted
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| **f == Found::Nowhere)
+            .map(|(d, _)| *d)
+            .collect();
+        let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
+        report.line(&format!(
+            "vet {}: {} of {} omitted blob(s) present{}",
+            client.describe(),
+            omitted.len() - absent.len(),
+            omitted.len(),
+            if mountable > 0 {
+                format!(" ({mountable} by mounting from another repository)")
+            } else {
+                String::new()
+            }
+        ));
+        for d in absent {
+            if !missing.contains(&d.digest.to_string()) {
+                missing.push(d.digest.to_string());
+            }
+        }
+        let carried_found = if push {
+            survey(client.as_ref(), &carried, &sources, &BTreeMap::new())?
+        } else {
+            vec![]
+        };
+        connected.push(Connected {
+            client,
+            target,
+            omitted: omitted.into_iter().cloned().zip(found).collect(),
+            carried: carried.into_iter().cloned().zip(carried_found).collect(),
+        });
+    }
+    if missing.is_empty() {
+        Ok(connected)
+    } else {
+        Err(Error::MissingBlobs(missing))
+    }
+}
+
+/// Checks that the destination holds (or can mount) every blob the archive leaves out.
+pub fn push_vet(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    archive: &mut dyn Read,
+    destination: &str,
+) -> Result<Summary> {
+    // The destination is checked first: a typo costs no reading.
+    parse_destination(destination, options)?;
+    let archive = open_archive(archive)?;
+    connect_and_vet(transport, options, report, &archive, destination, false)?;
+    Ok(summary_of(&archive))
+}
+
+/// Vets, uploads what the destination lacks, then puts the manifests, top-level last.
+pub fn push(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    archive: &mut dyn Read,
+    destination: &str,
+) -> Result<Summary> {
+    parse_destination(destination, options)?;
+    let mut archive = open_archive(archive)?;
+    let targets = connect_and_vet(transport, options, report, &archive, destination, true)?;
+
+    // Everything is known to be available: only now does anything change at the destination.
+    let mut summary = summary_of(&archive);
+    // Per image, the blobs it still lacks; the first image lacking a carried blob receives
+    // its upload, the others mount it from there.
+    let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
+    let mut skipped = BTreeSet::new();
+    for (t, c) in targets.iter().enumerate() {
+        for (d, found) in c.omitted.iter().chain(&c.carried) {
+            match found {
+                Found::Here => {
+                    if c.carried.iter().any(|(x, _)| x == d) {
+                        skipped.insert(d.digest.clone());
+                    }
+                }
+                Found::In(repo) => {
+                    if c.client.mount(&d.digest, repo)? {
+                        report.line(&format!("mounted {} from {repo}", short(&d.digest)));
+                        summary.blobs_mounted += 1;
+                    } else if c.omitted.iter().any(|(x, _)| x == d) {
+                        return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
+                    } else {
+                        lacking[t].insert(d.digest.clone());
+                    }
+                }
+                Found::Nowhere => {
+                    lacking[t].insert(d.digest.clone());
+                }
+            }
+        }
+    }
+    summary.blobs_skipped = skipped.len() as u32;
+
+    // A registry answers an upload once it has stored the blob, which takes it a while (it
+    // syncs the file to disk): the next blob streams meanwhile.
+    let mut committing = None;
+    while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
+        let Some(first) = (0..targets.len()).find(|t| lacking[*t].contains(&d.digest)) else {
+            continue;
+        };
+        let client = targets[first].client.as_ref();
+        let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
+        let upload = upload_from_archive(client, &mut archive, &d, &mut progress)?;
+        progress.end();
+        summary.blobs_uploaded += 1;
+        summary.bytes_uploaded += d.size;
+        if let Some(sent) = committing.replace((d, first, upload)) {
+            stored(sent, &targets, &lacking, &mut summary)?;
+        }
+    }
+    if let Some(sent) = committing {
+        stored(sent, &targets, &lacking, &mut summary)?;
+    }
+
+    // Per image: children before the indexes that name them and the top-level manifest last
+    // under its tag; then what is attached to it, each under its own tag.
+    for (image, c) in archive.meta.images.iter().zip(&targets) {
+        let mut roots = vec![(image.manifest.clone(), c.target.key.clone())];
+        for a in &image.attached {
+            roots.push((
+                a.manifest.clone(),
+                a.tag.clone().unwrap_or_else(|| a.manifest.to_string()),
+            ));
+        }
+        let mut done = BTreeSet::new();
+        for (root, root_key) in roots {
+            let mut order = Vec::new();
+            children_first(&root, &archive.manifests, &mut order, &mut done);
+            for m in order {
+                let key = if m.descriptor.digest == root {
+                    root_key.as_str()
+                } else {
+                    m.descriptor.digest.as_str()
+                };
+                c.client.put_manifest(key, &m.descriptor, &m.bytes)?;
+            }
+        }
+        report.line(&format!(
+            "pushed {} as {}",
+            image.reference,
+            c.client.describe()
+        ));
+    }
+    summary.archive_bytes = archive.offset();
+    Ok(summary)
+}
+
+/// Uploads one archive blob, which the upload pulls through a verifying reader: the bytes
+/// that complete the blob are handed out only once its digest checks out, so a corrupt blob
+/// fails its request instead of completing it.
+fn upload_from_archive<'c, R: Read>(
+    client: &'c dyn Destination,
+    archive: &mut Opened<R>,
+    d: &Descriptor,
+    progress: &mut Progress<'_>,
+) -> Result<Committing<'c>> {
+    let mut read = |b: &mut [u8]| archive.read(b).map_err(Error::InvalidArchive);
+    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
+    let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
+    client.upload(d, &mut |b| {
+        let n = blob.read(b)?;
+        progress.advance(n);
+        Ok(n)
+    })
+}
+
+/// Waits until the upload of a blob to the first target lacking it is stored, then mounts
+/// the blob from there into the other targets lacking it.
+fn stored(
+    (d, first, upload): (Descriptor, usize, Committing<'_>),
+    targets: &[Connected<'_>],
+    lacking: &[BTreeSet<Digest>],
+    summary: &mut Summary,
+) -> Result<()> {
+    upload.finish()?;
+    let client = targets[first].client.as_ref();
+    for other in (first + 1..targets.len()).filter(|t| lacking[*t].contains(&d.digest)) {
+        let into = targets[other].client.as_ref();
+        if !into.mount(&d.digest, client.repository())? {
+            return Err(Error::Registry(format!(
+                "{} would not mount blob {} from {} into {}; push the images one at a time \
+                 (--map) instead",
+                into.describe(),
+                d.digest,
+                client.repository(),
+                into.repository()
+            )));
+        }
+        summary.blobs_mounted += 1;
+    }
+    Ok(())
+}

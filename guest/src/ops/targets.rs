@@ -1,0 +1,268 @@
+//! Where each image of an archive goes: the destination itself, a prefix each image keeps
+//! its repository path under, or a `--map` entry; and the repositories blobs may be mounted
+//! from there.
+
+use super::{Options, display_location, parse_location};
+use crate::archive::Metadata;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::reference::{Location, Prefix, Reference};
+use std::collections::BTreeSet;
+
+/// Where one image of the archive goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub location: Location,
+    /// The tag (or digest) its top-level manifest is put under.
+    pub key: String,
+}
+
+/// Where each image of an archive goes: an explicit `map` entry (final reference to
+/// destination) first; else, for a single image, `destination` itself; else `destination`
+/// as a prefix (`registry[/path]`) under which each image keeps its repository path and
+/// tag. Several images must all go to one registry, where blobs are uploaded once and
+/// mounted into the other repositories.
+pub fn targets(
+    meta: &Metadata,
+    destination: &str,
+    map: &[(String, String)],
+) -> Result<Vec<Target>> {
+    let normal = |s: &str| Location::parse(s).map(|l| display_location(&l, s));
+    let mut used = vec![false; map.len()];
+    let mut out = Vec::new();
+    for image in &meta.images {
+        let top = &image.manifest;
+        let mapped = map.iter().enumerate().find(|(_, (from, _))| {
+            normal(from).is_ok_and(|f| f == image.reference) || *from == image.reference
+        });
+        let location = if let Some((i, (_, to))) = mapped {
+            used[i] = true;
+            parse_location("destination", to)?
+        } else if meta.images.len() == 1 {
+            parse_location("destination", destination)?
+        } else {
+            under_prefix(destination, &image.reference)?
+        };
+        let key = destination_key(&location, &image.reference, top)?;
+        out.push(Target { location, key });
+    }
+    if let Some(((from, _), _)) = map.iter().zip(&used).find(|(_, u)| !**u) {
+        return Err(Error::InvalidReference(format!(
+            "--map names {from}, which is not an image of this archive ({})",
+            meta.images
+                .iter()
+                .map(|i| i.reference.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if out.len() > 1 {
+        let registries: BTreeSet<Option<&str>> = out
+            .iter()
+            .map(|t| match &t.location {
+                Location::Registry(r) => Some(r.registry.as_str()),
+                Location::OciDir { .. } => None,
+            })
+            .collect();
+        if registries.len() != 1 || registries.contains(&None) {
+            return Err(Error::InvalidReference(
+                "the images of a bundle must all go to one registry; push them to a prefix \
+                 there, or push the archive once per registry with --map"
+                    .into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `prefix` (`registry[:port][/path]`) joined with the repository path and tag of `reference`.
+fn under_prefix(prefix: &str, reference: &str) -> Result<Location> {
+    let Ok(Location::Registry(image)) = Location::parse(reference) else {
+        return Err(Error::InvalidReference(format!(
+            "image {reference} has no repository path to keep under {prefix}; give its \
+             destination with --map {reference}=DESTINATION"
+        )));
+    };
+    if prefix.starts_with("oci:") {
+        return Err(Error::InvalidReference(format!(
+            "the archive holds several images and {prefix} is one layout; push them to a \
+             registry prefix, or give each its own destination with --map"
+        )));
+    }
+    let prefix = Prefix::parse(prefix).map_err(Error::InvalidReference)?;
+    Ok(Location::Registry(prefix.join(&image)))
+}
+
+/// Repositories of the destination registry that blobs may be mounted from: those the user
+/// names, the base images' repository paths (where a mirror usually keeps them, as they are
+/// or under the same prefix as the images), and the other images' destinations.
+pub(super) fn mount_sources(targets: &[Target], meta: &Metadata, options: &Options) -> Vec<String> {
+    let mut candidates: Vec<String> = options.mount_from.clone();
+    let prefixes: BTreeSet<String> = targets
+        .iter()
+        .zip(&meta.images)
+        .filter_map(|(t, image)| {
+            let Location::Registry(dest) = &t.location else {
+                return None;
+            };
+            let source = Reference::parse(&image.reference).ok()?;
+            dest.repository
+                .strip_suffix(&source.repository)
+                .map(str::to_owned)
+        })
+        .collect();
+    for base in &meta.bases {
+        if let Ok(r) = Reference::parse(&base.reference) {
+            for p in &prefixes {
+                candidates.push(format!("{p}{}", r.repository));
+            }
+            candidates.push(r.repository);
+        }
+    }
+    for t in targets {
+        if let Location::Registry(r) = &t.location {
+            candidates.push(r.repository.clone());
+        }
+    }
+    let mut sources: Vec<String> = Vec::new();
+    for c in candidates {
+        if !c.is_empty() && !sources.contains(&c) {
+            sources.push(c);
+        }
+    }
+    sources
+}
+
+/// A destination argument is checked before the archive is read: a reference, a layout, or
+/// (for bundles) a prefix.
+pub(super) fn parse_destination(destination: &str, options: &Options) -> Result<()> {
+    if let Err(e) = Location::parse(destination)
+        && Prefix::parse(destination).is_err()
+    {
+        return Err(Error::InvalidReference(format!("destination: {e}")));
+    }
+    for (from, to) in &options.destination_map {
+        parse_location("--map image", from)?;
+        parse_location("--map destination", to)?;
+    }
+    Ok(())
+}
+
+/// The tag (or digest) an image's top-level manifest is pushed under: the destination's, else
+/// the final image's tag, else `latest`.
+fn destination_key(dest: &Location, reference: &str, top: &Digest) -> Result<String> {
+    if let Location::Registry(r) = dest
+        && let Some(d) = &r.digest
+    {
+        if d != top {
+            return Err(Error::InvalidReference(format!(
+                "destination {r} pins digest {d}, but the archive's image is {top}"
+            )));
+        }
+        if r.tag.is_none() {
+            return Ok(d.to_string());
+        }
+    }
+    if let Some(t) = dest.tag() {
+        return Ok(t.to_owned());
+    }
+    let from_final = Location::parse(reference)
+        .ok()
+        .and_then(|l| l.tag().map(str::to_owned));
+    Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive;
+    use std::collections::BTreeMap;
+
+    fn bundle(references: &[&str]) -> Metadata {
+        Metadata {
+            imo_archive_version: archive::FORMAT_VERSION,
+            images: references
+                .iter()
+                .enumerate()
+                .map(|(i, r)| archive::Image {
+                    reference: (*r).into(),
+                    manifest: Digest::of(&[i as u8]),
+                    attached: vec![],
+                })
+                .collect(),
+            bases: vec![],
+            inventories: vec![],
+            manifests: vec![],
+            blobs: vec![],
+            omitted: vec![],
+            held_in: BTreeMap::new(),
+        }
+    }
+
+    fn shown(ts: &[Target]) -> Vec<String> {
+        ts.iter()
+            .map(|t| match &t.location {
+                Location::Registry(r) => format!("{}/{} {}", r.registry, r.repository, t.key),
+                Location::OciDir { dir, .. } => format!("oci:{dir} {}", t.key),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_image_goes_where_the_destination_says() {
+        let m = bundle(&["quay.io/org/app:v2"]);
+        let t = targets(&m, "mirror:5000/apps/app", &[]).unwrap();
+        assert_eq!(shown(&t), ["mirror:5000/apps/app v2"]);
+        let t = targets(&m, "mirror:5000/apps/app:stable", &[]).unwrap();
+        assert_eq!(shown(&t), ["mirror:5000/apps/app stable"]);
+        let t = targets(&m, "oci:/srv/layout", &[]).unwrap();
+        assert_eq!(shown(&t), ["oci:/srv/layout v2"]);
+    }
+
+    #[test]
+    fn a_bundle_keeps_each_repository_path_under_the_prefix() {
+        let m = bundle(&["quay.io/org/app:v2", "docker.io/library/db:16"]);
+        let t = targets(&m, "mirror:5000/site", &[]).unwrap();
+        assert_eq!(
+            shown(&t),
+            [
+                "mirror:5000/site/org/app v2",
+                "mirror:5000/site/library/db 16"
+            ]
+        );
+        let t = targets(&m, "mirror:5000", &[]).unwrap();
+        assert_eq!(
+            shown(&t),
+            ["mirror:5000/org/app v2", "mirror:5000/library/db 16"]
+        );
+        // An explicit mapping wins, and may name the image as the user wrote it.
+        let map = vec![("db:16".to_owned(), "mirror:5000/databases/pg:16".to_owned())];
+        let t = targets(&m, "mirror:5000/site", &map).unwrap();
+        assert_eq!(
+            shown(&t),
+            ["mirror:5000/site/org/app v2", "mirror:5000/databases/pg 16"]
+        );
+    }
+
+    #[test]
+    fn bundle_destinations_that_cannot_work_are_refused() {
+        let m = bundle(&["quay.io/org/app:v2", "quay.io/org/db:v2"]);
+        let err = |dest: &str, map: &[(&str, &str)]| {
+            let map: Vec<(String, String)> = map
+                .iter()
+                .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+                .collect();
+            targets(&m, dest, &map).unwrap_err().to_string()
+        };
+        assert!(err("oci:/srv/x", &[]).contains("one layout"));
+        assert!(err("app", &[]).contains("names no registry"));
+        assert!(err("mirror:5000/site:v1", &[]).contains("takes no tag"));
+        assert!(
+            err("mirror:5000", &[("quay.io/org/db:v2", "other:5000/db:v2")])
+                .contains("one registry")
+        );
+        assert!(
+            err("mirror:5000", &[("quay.io/org/web:v2", "mirror:5000/w")]).contains("not an image")
+        );
+    }
+}
