@@ -256,6 +256,76 @@ impl Location {
             Location::OciDir { tag, .. } => tag.as_deref(),
         }
     }
+
+    /// The manifest to read first: a registry reference's digest or tag; a directory's tag,
+    /// or (empty) its only image.
+    pub fn manifest_key(&self) -> String {
+        match self {
+            Location::Registry(r) => r.manifest_key(),
+            Location::OciDir { tag, .. } => tag.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// A registry reference normalised; an `oci:` location as it was written (parsing splits it
+/// at the last ':', so writing the parts back gives the text parsed).
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Registry(r) => r.fmt(f),
+            Location::OciDir { dir, tag: None } => write!(f, "oci:{dir}"),
+            Location::OciDir {
+                dir,
+                tag: Some(tag),
+            } => write!(f, "oci:{dir}:{tag}"),
+        }
+    }
+}
+
+/// Where `imo push` and `imo vet` send an archive, parsed before the archive is read. What it
+/// means depends on the archive: its only image goes to the destination itself (a repository
+/// or an `oci:` directory); several go under it as a [`Prefix`]. A registry destination may
+/// read as both (`mirror:5000/site`), or as one only; the other reading's error is kept for
+/// when the archive needs that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `oci:DIR[:TAG]`, for an archive of one image.
+    OciDir { dir: String, tag: Option<String> },
+    Registry {
+        /// As a repository (`HOST[:PORT]/PATH[:TAG][@DIGEST]`), for one image.
+        repository: Result<Reference, String>,
+        /// As a prefix (`HOST[:PORT][/PATH]`), for several.
+        prefix: Result<Prefix, String>,
+    },
+}
+
+impl Destination {
+    /// Parses a destination; it fails only when no reading fits, with the location's error.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let repository = match Location::parse(s) {
+            Ok(Location::OciDir { dir, tag }) => return Ok(Destination::OciDir { dir, tag }),
+            Ok(Location::Registry(r)) => Ok(r),
+            // A malformed `oci:` location is no prefix either (its host would be `oci:…`).
+            Err(e) if s.starts_with("oci:") => return Err(e),
+            Err(e) => Err(e),
+        };
+        let prefix = Prefix::parse(s);
+        if let (Err(e), Err(_)) = (&repository, &prefix) {
+            return Err(e.clone());
+        }
+        Ok(Destination::Registry { repository, prefix })
+    }
+
+    /// Where an archive's only image goes, or why this destination cannot take it.
+    pub fn location(&self) -> Result<Location, String> {
+        match self {
+            Destination::OciDir { dir, tag } => Ok(Location::OciDir {
+                dir: dir.clone(),
+                tag: tag.clone(),
+            }),
+            Destination::Registry { repository, .. } => repository.clone().map(Location::Registry),
+        }
+    }
 }
 
 /// distribution's rule: the first component is a host if it has a '.' or ':', is
@@ -386,6 +456,80 @@ fn check_tag(tag: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_destination_keeps_each_reading_that_fits() {
+        let registry = |s: &str| match Destination::parse(s).unwrap() {
+            Destination::Registry { repository, prefix } => (repository.ok(), prefix.ok()),
+            other => panic!("{s}: {other:?}"),
+        };
+        // A repository and a prefix at once: which one applies depends on the archive.
+        let (r, p) = registry("mirror:5000/site");
+        assert_eq!(r.unwrap().to_string(), "mirror:5000/site");
+        assert_eq!(p.unwrap().path, "site/");
+        // `mirror:5000` is a prefix, and (as docker reads it) Docker Hub's mirror:5000.
+        let (r, p) = registry("mirror:5000");
+        assert_eq!(r.unwrap().to_string(), "docker.io/library/mirror:5000");
+        assert_eq!(p.unwrap().registry, "mirror:5000");
+        // Only a repository: a tag, or no registry named.
+        assert!(matches!(registry("mirror:5000/site:v1"), (Some(_), None)));
+        assert!(matches!(registry("app"), (Some(_), None)));
+        // Only a prefix: a trailing '/'.
+        assert!(matches!(registry("mirror:5000/site/"), (None, Some(_))));
+        assert_eq!(
+            Destination::parse("oci:/srv/x:v2").unwrap(),
+            Destination::OciDir {
+                dir: "/srv/x".into(),
+                tag: Some("v2".into())
+            }
+        );
+        assert_eq!(
+            Destination::parse("oci:/srv/x")
+                .unwrap()
+                .location()
+                .unwrap(),
+            Location::parse("oci:/srv/x").unwrap()
+        );
+        let e = Destination::parse("mirror:5000/site/").unwrap().location();
+        assert_eq!(e, Err(Location::parse("mirror:5000/site/").unwrap_err()));
+        // No reading fits: the location's error.
+        for bad in [
+            "",
+            "Mirror/App",
+            "oci:",
+            "oci:/a:",
+            "oci:5000:",
+            "oci:5000/a:",
+            "a//b",
+        ] {
+            assert_eq!(
+                Destination::parse(bad),
+                Err(Location::parse(bad).unwrap_err()),
+                "{bad:?}"
+            );
+            assert!(Prefix::parse(bad).is_err(), "{bad:?} reads as a prefix");
+        }
+    }
+
+    #[test]
+    fn a_location_displays_as_parsed() {
+        for s in [
+            "oci:/a/b:v1",
+            "oci:rel/dir",
+            "oci:/x:y/z",
+            "oci::x",
+            "r.io/a:v1",
+        ] {
+            assert_eq!(Location::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(
+            Location::parse("app").unwrap().to_string(),
+            "docker.io/library/app"
+        );
+        assert_eq!(Location::parse("oci:/a:v1").unwrap().manifest_key(), "v1");
+        assert_eq!(Location::parse("oci:/a").unwrap().manifest_key(), "");
+        assert_eq!(Location::parse("r.io/a").unwrap().manifest_key(), "latest");
+    }
 
     #[test]
     fn locations() {

@@ -13,7 +13,7 @@ pub use pull::{
     ArchiveFile, FETCH_WIDTH, Fetch, Fetcher, PullRequest, pull, pull_bundle, pull_bundle_to_file,
 };
 pub use push::{push, push_vet};
-pub use targets::{Target, targets};
+pub use targets::{Mapping, Route, Target, targets};
 
 use crate::archive::{self, Metadata, Opened};
 use crate::digest::Digest;
@@ -151,23 +151,6 @@ fn summary_of<R: Read>(archive: &Opened<R>) -> Summary {
 
 fn parse_location(what: &str, s: &str) -> Result<Location> {
     Location::parse(s).map_err(|e| Error::InvalidReference(format!("{what}: {e}")))
-}
-
-/// How a location is recorded and shown: a registry reference normalised, a layout as given.
-fn display_location(l: &Location, given: &str) -> String {
-    match l {
-        Location::Registry(r) => r.to_string(),
-        Location::OciDir { .. } => given.to_owned(),
-    }
-}
-
-/// The manifest to read first: a registry reference's digest or tag; a layout's tag, or
-/// its only image.
-fn manifest_key(l: &Location) -> String {
-    match l {
-        Location::Registry(r) => r.manifest_key(),
-        Location::OciDir { tag, .. } => tag.clone().unwrap_or_default(),
-    }
 }
 
 fn net<'t>(options: &Options, report: &'t dyn Reporter) -> Net<'t> {

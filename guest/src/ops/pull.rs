@@ -4,10 +4,7 @@
 use super::tree::{
     MAX_MANIFESTS, choose_platforms, fetch_all, fetch_tree, find_attached, image_tree,
 };
-use super::{
-    Options, Progress, Reporter, Summary, display_location, manifest_key, open_source,
-    parse_location, summary_of_meta,
-};
+use super::{Options, Progress, Reporter, Summary, open_source, parse_location, summary_of_meta};
 use crate::archive::{self, Metadata};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -240,13 +237,13 @@ fn prepare<'t>(
     let finals = request
         .finals
         .iter()
-        .map(|f| Ok((parse_location("final image", f)?, f.as_str())))
+        .map(|f| parse_location("final image", f))
         .collect::<Result<Vec<_>>>()?;
     let bases = request
         .bases
         .iter()
         .filter(|b| *b != archive::SCRATCH)
-        .map(|b| Ok((parse_location("base image", b)?, b.as_str())))
+        .map(|b| parse_location("base image", b))
         .collect::<Result<Vec<_>>>()?;
     let inventories = request
         .inventories
@@ -262,7 +259,7 @@ fn prepare<'t>(
     let mut clients: Vec<Box<dyn Source + '_>> = Vec::new();
     let mut manifests: Vec<Fetched> = Vec::new();
     let mut images: Vec<Final> = Vec::new();
-    for (fin, given) in &finals {
+    for fin in &finals {
         let client = open_source(
             transport,
             fin,
@@ -270,10 +267,10 @@ fn prepare<'t>(
             options,
             report,
         )?;
-        let (top, bytes) = client.manifest(&manifest_key(fin))?;
+        let (top, bytes) = client.manifest(&fin.manifest_key())?;
         let (top, bytes) = choose_platforms(client.as_ref(), top, bytes, &specs, report)?;
         let mut tree = fetch_tree(client.as_ref(), top, bytes)?;
-        let reference = display_location(fin, given);
+        let reference = fin.to_string();
         if images.iter().any(|i| i.image.reference == reference) {
             return Err(Error::InvalidReference(format!(
                 "{reference} is named twice"
@@ -322,7 +319,7 @@ fn prepare<'t>(
 
     let mut held: BTreeSet<Digest> = BTreeSet::new();
     let mut recorded_bases = Vec::new();
-    for (base, given) in &bases {
+    for base in &bases {
         let client = open_source(
             transport,
             base,
@@ -330,7 +327,7 @@ fn prepare<'t>(
             options,
             report,
         )?;
-        let base_manifests = fetch_all(client.as_ref(), &manifest_key(base))?;
+        let base_manifests = fetch_all(client.as_ref(), &base.manifest_key())?;
         let blobs: BTreeSet<Digest> = base_manifests
             .iter()
             .flat_map(|m| m.manifest.blobs())
@@ -338,13 +335,13 @@ fn prepare<'t>(
             .collect();
         report.line(&format!(
             "base {}: {} ({} blob(s))",
-            display_location(base, given),
+            base,
             base_manifests[0].descriptor.digest,
             blobs.len()
         ));
         held.extend(blobs);
         recorded_bases.push(archive::Base {
-            reference: display_location(base, given),
+            reference: base.to_string(),
             digest: Some(base_manifests[0].descriptor.digest.clone()),
         });
     }

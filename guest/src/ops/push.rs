@@ -2,7 +2,7 @@
 //! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
 //! what another repository holds, and puts the manifests.
 
-use super::targets::{Target, mount_sources, parse_destination, targets};
+use super::targets::{Route, Target, mount_sources, targets};
 use super::tree::{children_first, image_blobs};
 use super::{
     Options, Progress, Reporter, Summary, open_archive, open_destination, short, summary_of,
@@ -72,11 +72,11 @@ fn connect_and_vet<'t, R: Read>(
     options: &Options,
     report: &'t dyn Reporter,
     archive: &Opened<R>,
-    destination: &str,
+    route: &Route,
     push: bool,
 ) -> Result<Vec<Connected<'t>>> {
     let meta = &archive.meta;
-    let targets = targets(meta, destination, &options.destination_map)?;
+    let targets = targets(meta, route)?;
     let sources = mount_sources(&targets, meta, options);
     let mut also_pull: Vec<String> = sources.clone();
     for repos in meta.held_in.values() {
@@ -160,9 +160,9 @@ pub fn push_vet(
     destination: &str,
 ) -> Result<Summary> {
     // The destination is checked first: a typo costs no reading.
-    parse_destination(destination, options)?;
+    let route = Route::parse(destination, &options.destination_map)?;
     let archive = open_archive(archive)?;
-    connect_and_vet(transport, options, report, &archive, destination, false)?;
+    connect_and_vet(transport, options, report, &archive, &route, false)?;
     Ok(summary_of(&archive))
 }
 
@@ -174,9 +174,9 @@ pub fn push(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    parse_destination(destination, options)?;
+    let route = Route::parse(destination, &options.destination_map)?;
     let mut archive = open_archive(archive)?;
-    let targets = connect_and_vet(transport, options, report, &archive, destination, true)?;
+    let targets = connect_and_vet(transport, options, report, &archive, &route, true)?;
 
     // Everything is known to be available: only now does anything change at the destination.
     let mut summary = summary_of(&archive);

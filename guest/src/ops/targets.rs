@@ -2,11 +2,11 @@
 //! its repository path under, or a `--map` entry; and the repositories blobs may be mounted
 //! from there.
 
-use super::{Options, display_location, parse_location};
+use super::{Options, parse_location};
 use crate::archive::Metadata;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::reference::{Location, Prefix, Reference};
+use crate::reference::{Destination, Location, Reference};
 use std::collections::BTreeSet;
 
 /// Where one image of the archive goes.
@@ -17,38 +17,81 @@ pub struct Target {
     pub key: String,
 }
 
+/// A push or vet destination argument and the `--map` entries, parsed before the archive is
+/// read, so that a typo costs no reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The destination as written, for messages.
+    pub given: String,
+    pub destination: Destination,
+    pub map: Vec<Mapping>,
+}
+
+/// `--map IMAGE=DESTINATION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The image as written: it matches as written or normalised.
+    pub given: String,
+    pub image: Location,
+    pub to: Location,
+}
+
+impl Route {
+    pub fn parse(destination: &str, map: &[(String, String)]) -> Result<Self> {
+        let parsed = Destination::parse(destination)
+            .map_err(|e| Error::InvalidReference(format!("destination: {e}")))?;
+        let map = map
+            .iter()
+            .map(|(from, to)| {
+                Ok(Mapping {
+                    given: from.clone(),
+                    image: parse_location("--map image", from)?,
+                    to: parse_location("--map destination", to)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Route {
+            given: destination.to_owned(),
+            destination: parsed,
+            map,
+        })
+    }
+}
+
 /// Where each image of an archive goes: an explicit `map` entry (final reference to
-/// destination) first; else, for a single image, `destination` itself; else `destination`
-/// as a prefix (`registry[/path]`) under which each image keeps its repository path and
-/// tag. Several images must all go to one registry, where blobs are uploaded once and
-/// mounted into the other repositories.
-pub fn targets(
-    meta: &Metadata,
-    destination: &str,
-    map: &[(String, String)],
-) -> Result<Vec<Target>> {
-    let normal = |s: &str| Location::parse(s).map(|l| display_location(&l, s));
-    let mut used = vec![false; map.len()];
+/// destination) first; else, for a single image, the destination itself; else the
+/// destination as a prefix (`registry[/path]`) under which each image keeps its repository
+/// path and tag. Several images must all go to one registry, where blobs are uploaded once
+/// and mounted into the other repositories.
+pub fn targets(meta: &Metadata, route: &Route) -> Result<Vec<Target>> {
+    let mut used = vec![false; route.map.len()];
     let mut out = Vec::new();
     for image in &meta.images {
         let top = &image.manifest;
-        let mapped = map.iter().enumerate().find(|(_, (from, _))| {
-            normal(from).is_ok_and(|f| f == image.reference) || *from == image.reference
-        });
-        let location = if let Some((i, (_, to))) = mapped {
+        // The image's reference as the archive records it: its path and tag carry over.
+        let source = Location::parse(&image.reference).ok();
+        let mapped =
+            route.map.iter().enumerate().find(|(_, m)| {
+                m.image.to_string() == image.reference || m.given == image.reference
+            });
+        let location = if let Some((i, m)) = mapped {
             used[i] = true;
-            parse_location("destination", to)?
+            m.to.clone()
         } else if meta.images.len() == 1 {
-            parse_location("destination", destination)?
+            route
+                .destination
+                .location()
+                .map_err(|e| Error::InvalidReference(format!("destination: {e}")))?
         } else {
-            under_prefix(destination, &image.reference)?
+            under_prefix(route, &image.reference, source.as_ref())?
         };
-        let key = destination_key(&location, &image.reference, top)?;
+        let key = destination_key(&location, source.as_ref(), top)?;
         out.push(Target { location, key });
     }
-    if let Some(((from, _), _)) = map.iter().zip(&used).find(|(_, u)| !**u) {
+    if let Some((m, _)) = route.map.iter().zip(&used).find(|(_, u)| !**u) {
         return Err(Error::InvalidReference(format!(
-            "--map names {from}, which is not an image of this archive ({})",
+            "--map names {}, which is not an image of this archive ({})",
+            m.given,
             meta.images
                 .iter()
                 .map(|i| i.reference.as_str())
@@ -75,22 +118,28 @@ pub fn targets(
     Ok(out)
 }
 
-/// `prefix` (`registry[:port][/path]`) joined with the repository path and tag of `reference`.
-fn under_prefix(prefix: &str, reference: &str) -> Result<Location> {
-    let Ok(Location::Registry(image)) = Location::parse(reference) else {
+/// The route's destination as a prefix (`registry[:port][/path]`) joined with the repository
+/// path and tag of the image `reference` (`source`, parsed).
+fn under_prefix(route: &Route, reference: &str, source: Option<&Location>) -> Result<Location> {
+    let prefix = &route.given;
+    let Some(Location::Registry(image)) = source else {
         return Err(Error::InvalidReference(format!(
             "image {reference} has no repository path to keep under {prefix}; give its \
              destination with --map {reference}=DESTINATION"
         )));
     };
-    if prefix.starts_with("oci:") {
-        return Err(Error::InvalidReference(format!(
+    match &route.destination {
+        Destination::OciDir { .. } => Err(Error::InvalidReference(format!(
             "the archive holds several images and {prefix} is one layout; push them to a \
              registry prefix, or give each its own destination with --map"
-        )));
+        ))),
+        Destination::Registry { prefix, .. } => {
+            let prefix = prefix
+                .as_ref()
+                .map_err(|e| Error::InvalidReference(e.clone()))?;
+            Ok(Location::Registry(prefix.join(image)))
+        }
     }
-    let prefix = Prefix::parse(prefix).map_err(Error::InvalidReference)?;
-    Ok(Location::Registry(prefix.join(&image)))
 }
 
 /// Repositories of the destination registry that blobs may be mounted from: those the user
@@ -133,24 +182,9 @@ pub(super) fn mount_sources(targets: &[Target], meta: &Metadata, options: &Optio
     sources
 }
 
-/// A destination argument is checked before the archive is read: a reference, a layout, or
-/// (for bundles) a prefix.
-pub(super) fn parse_destination(destination: &str, options: &Options) -> Result<()> {
-    if let Err(e) = Location::parse(destination)
-        && Prefix::parse(destination).is_err()
-    {
-        return Err(Error::InvalidReference(format!("destination: {e}")));
-    }
-    for (from, to) in &options.destination_map {
-        parse_location("--map image", from)?;
-        parse_location("--map destination", to)?;
-    }
-    Ok(())
-}
-
 /// The tag (or digest) an image's top-level manifest is pushed under: the destination's, else
 /// the final image's tag, else `latest`.
-fn destination_key(dest: &Location, reference: &str, top: &Digest) -> Result<String> {
+fn destination_key(dest: &Location, source: Option<&Location>, top: &Digest) -> Result<String> {
     if let Location::Registry(r) = dest
         && let Some(d) = &r.digest
     {
@@ -166,9 +200,7 @@ fn destination_key(dest: &Location, reference: &str, top: &Digest) -> Result<Str
     if let Some(t) = dest.tag() {
         return Ok(t.to_owned());
     }
-    let from_final = Location::parse(reference)
-        .ok()
-        .and_then(|l| l.tag().map(str::to_owned));
+    let from_final = source.and_then(|l| l.tag().map(str::to_owned));
     Ok(from_final.unwrap_or_else(|| "latest".to_owned()))
 }
 
@@ -199,6 +231,18 @@ mod tests {
         }
     }
 
+    fn route(destination: &str, map: &[(String, String)]) -> Route {
+        Route::parse(destination, map).unwrap()
+    }
+
+    fn route_and_targets(
+        m: &Metadata,
+        destination: &str,
+        map: &[(String, String)],
+    ) -> Result<Vec<Target>> {
+        targets(m, &Route::parse(destination, map)?)
+    }
+
     fn shown(ts: &[Target]) -> Vec<String> {
         ts.iter()
             .map(|t| match &t.location {
@@ -211,18 +255,18 @@ mod tests {
     #[test]
     fn one_image_goes_where_the_destination_says() {
         let m = bundle(&["quay.io/org/app:v2"]);
-        let t = targets(&m, "mirror:5000/apps/app", &[]).unwrap();
+        let t = targets(&m, &route("mirror:5000/apps/app", &[])).unwrap();
         assert_eq!(shown(&t), ["mirror:5000/apps/app v2"]);
-        let t = targets(&m, "mirror:5000/apps/app:stable", &[]).unwrap();
+        let t = targets(&m, &route("mirror:5000/apps/app:stable", &[])).unwrap();
         assert_eq!(shown(&t), ["mirror:5000/apps/app stable"]);
-        let t = targets(&m, "oci:/srv/layout", &[]).unwrap();
+        let t = targets(&m, &route("oci:/srv/layout", &[])).unwrap();
         assert_eq!(shown(&t), ["oci:/srv/layout v2"]);
     }
 
     #[test]
     fn a_bundle_keeps_each_repository_path_under_the_prefix() {
         let m = bundle(&["quay.io/org/app:v2", "docker.io/library/db:16"]);
-        let t = targets(&m, "mirror:5000/site", &[]).unwrap();
+        let t = targets(&m, &route("mirror:5000/site", &[])).unwrap();
         assert_eq!(
             shown(&t),
             [
@@ -230,14 +274,14 @@ mod tests {
                 "mirror:5000/site/library/db 16"
             ]
         );
-        let t = targets(&m, "mirror:5000", &[]).unwrap();
+        let t = targets(&m, &route("mirror:5000", &[])).unwrap();
         assert_eq!(
             shown(&t),
             ["mirror:5000/org/app v2", "mirror:5000/library/db 16"]
         );
         // An explicit mapping wins, and may name the image as the user wrote it.
         let map = vec![("db:16".to_owned(), "mirror:5000/databases/pg:16".to_owned())];
-        let t = targets(&m, "mirror:5000/site", &map).unwrap();
+        let t = targets(&m, &route("mirror:5000/site", &map)).unwrap();
         assert_eq!(
             shown(&t),
             ["mirror:5000/site/org/app v2", "mirror:5000/databases/pg 16"]
@@ -252,7 +296,7 @@ mod tests {
                 .iter()
                 .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
                 .collect();
-            targets(&m, dest, &map).unwrap_err().to_string()
+            route_and_targets(&m, dest, &map).unwrap_err().to_string()
         };
         assert!(err("oci:/srv/x", &[]).contains("one layout"));
         assert!(err("app", &[]).contains("names no registry"));
