@@ -350,3 +350,44 @@ fn blobs_an_inventory_places_in_another_repository_are_mounted() {
     assert_eq!(sha256(&raw_manifest(&dest)), w.app_v2.manifest_digest);
     copy_out(&dest);
 }
+
+/// A push reports a blob uploaded only once the registry accepts its `PUT`: the next blob
+/// streams while the registry commits the last, and the answer (here a refusal, with no
+/// retries) may still fail it.
+#[test]
+fn a_blob_is_reported_uploaded_only_once_its_put_is_accepted() {
+    let v1 = oci_layout("v1", &[("up-a", 80_000), ("up-b", 60_000)]);
+    let work = TempDir::new("uploaded");
+    let archive = work.join("full.tar");
+    let fin = format!("oci:{}:v1", v1.dir.path().display());
+    imo_ok(&["pull", "-q", "scratch", &fin, "-o", s(&archive)]);
+
+    let dst = Registry::start();
+    let proxy = support::proxy::Proxy::start(
+        &dst.addr,
+        vec![support::proxy::Rule::new(
+            "PUT",
+            "/blobs/uploads/",
+            1,
+            support::proxy::Fault::Status(500, None),
+        )],
+    );
+    let out = imo(&[
+        "push",
+        "--retries",
+        "0",
+        s(&archive),
+        &proxy.image("app:v1"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(proxy.faults(), 1, "the first blob's PUT was refused");
+    let refused = stderr
+        .lines()
+        .find_map(|l| l.split("uploading ").nth(1)?.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no upload started: {stderr}"));
+    assert!(
+        !stderr.contains(&format!("uploaded {refused}")),
+        "{refused} was reported uploaded though its PUT was refused: {stderr}"
+    );
+}

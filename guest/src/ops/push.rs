@@ -220,10 +220,15 @@ pub fn push(
         let client = targets[first].client.as_ref();
         let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
         let upload = upload_from_archive(client, &mut archive, &d, &mut progress)?;
-        progress.end();
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
-        if let Some(sent) = committing.replace((d, first, upload)) {
+        let sent = Sent {
+            d,
+            first,
+            upload,
+            progress,
+        };
+        if let Some(sent) = committing.replace(sent) {
             stored(sent, &targets, &lacking, &mut summary)?;
         }
     }
@@ -283,15 +288,29 @@ fn upload_from_archive<'c, R: Read>(
     })
 }
 
-/// Waits until the upload of a blob to the first target lacking it is stored, then mounts
-/// the blob from there into the other targets lacking it.
+/// A blob sent to the first target lacking it, whose registry has yet to answer.
+struct Sent<'c, 'r> {
+    d: Descriptor,
+    first: usize,
+    upload: Committing<'c>,
+    progress: Progress<'r>,
+}
+
+/// Waits until the upload of a blob to the first target lacking it is stored (only then is
+/// it reported uploaded), then mounts the blob from there into the other targets lacking it.
 fn stored(
-    (d, first, upload): (Descriptor, usize, Committing<'_>),
+    Sent {
+        d,
+        first,
+        upload,
+        progress,
+    }: Sent<'_, '_>,
     targets: &[Connected<'_>],
     lacking: &[BTreeSet<Digest>],
     summary: &mut Summary,
 ) -> Result<()> {
     upload.finish()?;
+    progress.end();
     let client = targets[first].client.as_ref();
     for other in (first + 1..targets.len()).filter(|t| lacking[*t].contains(&d.digest)) {
         let into = targets[other].client.as_ref();
