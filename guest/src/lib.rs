@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod ops;
 pub mod plan;
 pub mod platform;
+pub mod progress;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -19,6 +19,7 @@ use crate::archive::{self, Metadata, Opened};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
+use crate::progress::{self, Event};
 use crate::reference::Location;
 use crate::registry::{Access, Client, Credentials, Net, Retry, Transport};
 use crate::store::{Destination, OciDir, Source};
@@ -71,9 +72,9 @@ pub struct Summary {
 /// Where progress lines go; stderr in the component.
 pub use crate::registry::Reporter;
 
-/// Progress lines for one blob: `VERB sha256:<12 hex> (N bytes)` at the start,
-/// `VERB sha256:<12 hex>: D of N bytes` every [`PROGRESS_STEP`], `DONE sha256:<12 hex>` at the
-/// end. Plain text for the wasmtime CLI; the imo host turns them into progress bars.
+/// The progress of one blob, reported as [`progress::Event`] lines: its start, every
+/// [`PROGRESS_STEP`] bytes, and its end. Plain text for the wasmtime CLI; the imo host turns
+/// them into progress bars.
 pub struct Progress<'a> {
     report: &'a dyn Reporter,
     verbs: (&'static str, &'static str),
@@ -83,16 +84,22 @@ pub struct Progress<'a> {
     next: u64,
 }
 
-pub const PROGRESS_STEP: u64 = 32 << 20;
+pub const PROGRESS_STEP: u64 = progress::STEP;
 
 impl<'a> Progress<'a> {
+    /// Reports the start of `d`, under `verbs.0` while it goes on and `verbs.1` at its end.
     pub fn start(
         report: &'a dyn Reporter,
         verbs: (&'static str, &'static str),
         d: &Descriptor,
     ) -> Self {
         let id = short(&d.digest).to_owned();
-        report.line(&format!("{} {id} ({} bytes)", verbs.0, d.size));
+        let start = Event::Start {
+            verb: verbs.0,
+            id: &id,
+            total: d.size,
+        };
+        report.line(&start.to_string());
         Progress {
             report,
             verbs,
@@ -106,16 +113,23 @@ impl<'a> Progress<'a> {
     pub fn advance(&mut self, n: usize) {
         self.done += n as u64;
         if self.done >= self.next && self.done < self.total {
-            self.report.line(&format!(
-                "{} {}: {} of {} bytes",
-                self.verbs.0, self.id, self.done, self.total
-            ));
+            let advance = Event::Advance {
+                verb: self.verbs.0,
+                id: &self.id,
+                done: self.done,
+                total: self.total,
+            };
+            self.report.line(&advance.to_string());
             self.next = self.done + PROGRESS_STEP;
         }
     }
 
     pub fn end(self) {
-        self.report.line(&format!("{} {}", self.verbs.1, self.id));
+        let end = Event::End {
+            verb: self.verbs.1,
+            id: &self.id,
+        };
+        self.report.line(&end.to_string());
     }
 }
 
@@ -212,4 +226,53 @@ fn open_destination<'t>(
         }
         Location::OciDir { dir, .. } => Box::new(OciDir::new(dir)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    #[test]
+    fn a_blobs_progress_is_reported_as_events() {
+        let lines = RefCell::new(Vec::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let d = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: Digest::of(b"blob"),
+            size: 3 * PROGRESS_STEP,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let mut p = Progress::start(&report, ("uploading", "uploaded"), &d);
+        for _ in 0..3 * 4 {
+            p.advance((PROGRESS_STEP / 4) as usize);
+        }
+        p.end();
+        let id = &d.digest.as_str()[..19];
+        let lines = lines.into_inner();
+        let events: Vec<Event<'_>> = lines.iter().map(|l| progress::parse(l)).collect();
+        let advance = |done| Event::Advance {
+            verb: "uploading",
+            id,
+            done,
+            total: d.size,
+        };
+        assert_eq!(
+            events,
+            [
+                Event::Start {
+                    verb: "uploading",
+                    id,
+                    total: d.size
+                },
+                advance(PROGRESS_STEP),
+                advance(2 * PROGRESS_STEP),
+                Event::End {
+                    verb: "uploaded",
+                    id
+                },
+            ]
+        );
+    }
 }
