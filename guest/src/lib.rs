@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod inventory;
