@@ -784,6 +784,11 @@ fn an_https_registry_cannot_send_credentials_to_plain_http_on_loopback() {
         "-o",
         path_str(&archive),
     ]);
+    assert_eq!(
+        listener.hits(),
+        0,
+        "the plain-HTTP realm was reached: {err}"
+    );
     assert!(
         err.contains(&format!("refused http://{}", listener.addr))
             && err.contains(&format!("the token realm {realm}"))
@@ -791,6 +796,5 @@ fn an_https_registry_cannot_send_credentials_to_plain_http_on_loopback() {
         "the error names the refused URL and the rule: {err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
-    assert_eq!(listener.hits(), 0, "the realm was reached");
     assert!(!archive.exists());
 }

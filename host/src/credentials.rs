@@ -105,9 +105,14 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, String> {
 /// Entries for other registries are never decoded.
 ///
 /// ```rust
-/// // No auth file names this registry: nothing to send.
-/// assert!(imo::credentials::lookup_keyed("registry.example.invalid")?.is_empty());
-/// # Ok::<(), String>(())
+/// match imo::credentials::lookup_keyed("quay.io") {
+///     Ok(found) => {
+///         for (key, c) in found {
+///             println!("{key}: {}", c.username);
+///         }
+///     }
+///     Err(e) => println!("the auth files are broken: {e}"),
+/// }
 /// ```
 pub fn lookup_keyed(registry: &str) -> Result<Vec<(String, Credentials)>, String> {
     let mut out: Vec<(String, Credentials)> = Vec::new();
