@@ -379,7 +379,9 @@ impl Builder {
 
     /// Credentials for what `key` names, as an auth-file key: `host[:port]` for a whole
     /// registry, `host[:port]/path` for one namespace or repository (repeatable). A
-    /// reference whose role has no credentials above uses the most specific key covering it.
+    /// reference whose role has no credentials of its own (such as
+    /// [`base_credentials`](Builder::base_credentials)) uses the most specific key that
+    /// covers it, and no key ever reaches another registry. `imo` fills these from auth files.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder()
@@ -707,7 +709,13 @@ impl Imo {
                 .settings
                 .registry_credentials
                 .iter()
-                .filter_map(|(key, cred)| Some((key.clone(), c(&Some(cred.clone()))?)))
+                .map(|(key, cred)| {
+                    let cred = wit::Credentials {
+                        username: cred.username.clone(),
+                        password: cred.password.clone(),
+                    };
+                    (key.clone(), cred)
+                })
                 .collect(),
             insecure_registries: self.settings.insecure.clone(),
             mount_from: self.settings.mount_from.clone(),
