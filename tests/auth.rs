@@ -704,3 +704,97 @@ fn token_service_faults_are_retried_or_reported() {
     );
     assert!(!archive.exists());
 }
+
+/// A CA (`cas/ca.crt`) and a certificate for 127.0.0.1 it signed, made with openssl in
+/// `dir`; returns the CA's directory, the certificate and its key.
+fn ca_and_certificate(dir: &TempDir) -> (std::path::PathBuf, String, String) {
+    let ca_dir = dir.join("cas");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "-keyout",
+        "ca.key",
+        "-out",
+        "cas/ca.crt",
+        "-subj",
+        "/CN=imo test CA",
+    ]);
+    openssl(&[
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.crt",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=CA:FALSE",
+        "-CA",
+        "cas/ca.crt",
+        "-CAkey",
+        "ca.key",
+    ]);
+    let p = |n: &str| path_str(&dir.join(n)).to_owned();
+    (ca_dir, p("server.crt"), p("server.key"))
+}
+
+#[test]
+fn an_https_registry_cannot_send_credentials_to_plain_http_on_loopback() {
+    // Whatever reaches this listener is counted; it answers like a token service would.
+    let body = r#"{"token":"t"}"#;
+    let listener = FixedServer::start(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    let certs = TempDir::new("certs");
+    let (ca_dir, cert, key) = ca_and_certificate(&certs);
+    let realm = format!("http://{}/x", listener.addr);
+    let reg = Registry::start_with(&format!(
+        "  tls:\n    certificate: {cert}\n    key: {key}\nauth:\n  token:\n    realm: {realm}\n    \
+         service: imo-test\n    issuer: imo-test\n    rootcertbundle: {}\n",
+        path_str(&ca_dir.join("ca.crt"))
+    ));
+    let work = TempDir::new("work");
+    let archive = work.join("a.tar");
+    let err = fails(&[
+        "pull",
+        "--retries",
+        "0",
+        "--cert-dir",
+        path_str(&ca_dir),
+        "--creds",
+        "user:s3cret",
+        "scratch",
+        &reg.image("app:v1"),
+        "-o",
+        path_str(&archive),
+    ]);
+    assert_eq!(
+        listener.hits(),
+        0,
+        "the plain-HTTP realm was reached: {err}"
+    );
+    assert!(
+        err.contains(&format!("refused http://{}", listener.addr))
+            && err.contains(&format!("the token realm {realm}"))
+            && err.contains("plain HTTP"),
+        "the error names the refused URL and the rule: {err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    assert!(!archive.exists());
+}

@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod auth;
 pub mod cli;
+pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod inventory;

@@ -1,6 +1,7 @@
 //! Credentials the way skopeo and docker find them: auth files, then credential helpers.
 //! Only the registries a command names are looked up, so no other secret reaches the
-//! component.
+//! component, and each entry stays keyed by what it names, so it reaches only that
+//! registry (or namespace, or repository) of it.
 //!
 //! What the `imo` command does for each registry it names (not run here: the answer depends
 //! on this machine's files):
@@ -8,13 +9,14 @@
 //! ```rust,no_run
 //! # fn main() -> Result<(), String> {
 //! let mut builder = imo::Imo::builder();
-//! if let Some(c) = imo::credentials::lookup("quay.io")? {
-//!     builder = builder.final_credentials(&c.username, &c.password);
+//! for (key, c) in imo::credentials::lookup_keyed("quay.io")? {
+//!     builder = builder.registry_credentials(&key, &c.username, &c.password);
 //! }
 //! # Ok(()) }
 //! ```
 
 use crate::Credentials;
+use imo_guest::credentials::Key;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -84,13 +86,8 @@ pub enum Entry {
 /// }
 /// ```
 pub fn lookup(registry: &str) -> Result<Option<Credentials>, String> {
-    for file in auth_files() {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()))?;
-        match entry(&json, registry).map_err(|e| format!("{}: {e}", file.display()))? {
+    for (file, json) in files() {
+        match entry(&json?, registry).map_err(|e| format!("{}: {e}", file.display()))? {
             Entry::Found(c) => return Ok(Some(c)),
             Entry::Helper(h) => return helper(&h, registry),
             Entry::None => {}
@@ -99,21 +96,99 @@ pub fn lookup(registry: &str) -> Result<Option<Credentials>, String> {
     Ok(None)
 }
 
-/// The keys that name `registry` in an auth file.
-fn key_matches(key: &str, registry: &str) -> bool {
-    let host = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let host = host.split('/').next().unwrap_or(host);
-    let hub = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-    host.eq_ignore_ascii_case(registry) || (hub.contains(&registry) && hub.contains(&host))
+/// Every credential the auth files hold for `registry` (`host[:port]`, `docker.io` for
+/// Docker Hub), keyed by what it names: `host[:port]` for the whole registry (from `auths`
+/// or a credential helper, as [`lookup`] finds it), or `host[:port]/path` for a namespace or
+/// repository (`auths` keys such as `quay.io/org`). Keys are normalised: no scheme, Docker
+/// Hub as `docker.io`. Files are read in [`auth_files`] order up to the first that names
+/// the registry itself; of two entries with the same key, the first file's is kept.
+/// Entries for other registries are never decoded.
+///
+/// ```rust
+/// match imo::credentials::lookup_keyed("quay.io") {
+///     Ok(found) => {
+///         for (key, c) in found {
+///             println!("{key}: {}", c.username);
+///         }
+///     }
+///     Err(e) => println!("the auth files are broken: {e}"),
+/// }
+/// ```
+pub fn lookup_keyed(registry: &str) -> Result<Vec<(String, Credentials)>, String> {
+    let mut out: Vec<(String, Credentials)> = Vec::new();
+    for (file, json) in files() {
+        let json = json?;
+        let named = |e: String| format!("{}: {e}", file.display());
+        for (key, c) in namespaced(&json, registry).map_err(named)? {
+            if !out.iter().any(|(k, _)| *k == key) {
+                out.push((key, c));
+            }
+        }
+        let found = match entry(&json, registry).map_err(named)? {
+            Entry::Found(c) => Some(c),
+            Entry::Helper(h) => helper(&h, registry)?,
+            Entry::None => continue,
+        };
+        out.extend(found.map(|c| (host_key(registry), c)));
+        break;
+    }
+    Ok(out)
 }
 
-/// Reads one auth file's `auths`, `credHelpers` and `credsStore` for `registry`, in that
-/// order, as [`lookup`] does. Keys may carry a scheme and path (`https://quay.io/v1/`);
-/// `docker.io`, `index.docker.io` and `registry-1.docker.io` all name Docker Hub. Errors
-/// (a malformed `auth`) name the key and never include the secret.
+/// The auth files that exist, each with its JSON or why it is not JSON.
+fn files() -> impl Iterator<Item = (PathBuf, Result<serde_json::Value, String>)> {
+    auth_files().into_iter().filter_map(|file| {
+        let text = std::fs::read_to_string(&file).ok()?;
+        let json = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not valid JSON: {e}", file.display()));
+        Some((file, json))
+    })
+}
+
+/// `registry` as a normalised key: lower case, `docker.io` for Docker Hub.
+fn host_key(registry: &str) -> String {
+    Key::parse(registry).map_or_else(|| registry.to_owned(), |k| k.host)
+}
+
+/// The `auths` entries of one file for a namespace or repository of `registry`, keyed
+/// `host[:port]/path`; entries without credentials are skipped.
+fn namespaced(
+    json: &serde_json::Value,
+    registry: &str,
+) -> Result<Vec<(String, Credentials)>, String> {
+    let host = host_key(registry);
+    let mut out = Vec::new();
+    for (key, value) in auths(json) {
+        if let Some(Key {
+            host: h,
+            path: Some(path),
+        }) = Key::parse(key)
+            && h == host
+            && let Some(c) = decode(key, value)?
+        {
+            out.push((format!("{h}/{path}"), c));
+        }
+    }
+    Ok(out)
+}
+
+fn auths(json: &serde_json::Value) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+    json.get("auths")
+        .and_then(|a| a.as_object())
+        .into_iter()
+        .flatten()
+}
+
+/// Whether an auth-file key names the whole of `registry` (not one namespace of it).
+fn key_matches(key: &str, registry: &str) -> bool {
+    Key::parse(key).is_some_and(|k| k.path.is_none() && k.host == host_key(registry))
+}
+
+/// Reads one auth file's `auths`, `credHelpers` and `credsStore` for the whole of
+/// `registry`, in that order, as [`lookup`] does. Keys may be URLs (`https://quay.io/v1/`);
+/// `docker.io`, `index.docker.io` and `registry-1.docker.io` all name Docker Hub. A key
+/// with a path (`quay.io/org`) names one namespace, not the registry: see
+/// [`lookup_keyed`]. Errors (a malformed `auth`) name the key and never include the secret.
 ///
 /// ```rust
 /// use imo::credentials::{Entry, entry};
@@ -130,38 +205,11 @@ fn key_matches(key: &str, registry: &str) -> bool {
 /// # Ok::<(), String>(())
 /// ```
 pub fn entry(json: &serde_json::Value, registry: &str) -> Result<Entry, String> {
-    if let Some(auths) = json.get("auths").and_then(|a| a.as_object()) {
-        for (key, value) in auths {
-            if !key_matches(key, registry) {
-                continue;
-            }
-            if let Some(token) = value
-                .get("identitytoken")
-                .and_then(|t| t.as_str())
-                .filter(|t| !t.is_empty())
-            {
-                return Ok(Entry::Found(Credentials {
-                    username: IDENTITY_TOKEN_USER.into(),
-                    password: token.into(),
-                }));
-            }
-            if let Some(auth) = value
-                .get("auth")
-                .and_then(|a| a.as_str())
-                .filter(|a| !a.is_empty())
-            {
-                let decoded = base64_decode(auth)
-                    .ok_or_else(|| format!("the auth entry for {key} is not base64"))?;
-                let decoded = String::from_utf8(decoded)
-                    .map_err(|_| format!("the auth entry for {key} is not UTF-8"))?;
-                let (u, p) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| format!("the auth entry for {key} is not user:password"))?;
-                return Ok(Entry::Found(Credentials {
-                    username: u.into(),
-                    password: p.into(),
-                }));
-            }
+    for (key, value) in auths(json) {
+        if key_matches(key, registry)
+            && let Some(c) = decode(key, value)?
+        {
+            return Ok(Entry::Found(c));
         }
     }
     if let Some(helpers) = json.get("credHelpers").and_then(|h| h.as_object()) {
@@ -181,6 +229,38 @@ pub fn entry(json: &serde_json::Value, registry: &str) -> Result<Entry, String> 
         return Ok(Entry::Helper(store.into()));
     }
     Ok(Entry::None)
+}
+
+/// The credentials of one `auths` entry (`identitytoken` first, then `auth`), or `None`
+/// when it holds neither (docker writes such entries for registries kept in a helper).
+/// Errors name the key, never the secret.
+fn decode(key: &str, value: &serde_json::Value) -> Result<Option<Credentials>, String> {
+    let text = |field: &str| {
+        value
+            .get(field)
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+    };
+    if let Some(token) = text("identitytoken") {
+        return Ok(Some(Credentials {
+            username: IDENTITY_TOKEN_USER.into(),
+            password: token.into(),
+        }));
+    }
+    let Some(auth) = text("auth") else {
+        return Ok(None);
+    };
+    let decoded =
+        base64_decode(auth).ok_or_else(|| format!("the auth entry for {key} is not base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| format!("the auth entry for {key} is not UTF-8"))?;
+    let (u, p) = decoded
+        .split_once(':')
+        .ok_or_else(|| format!("the auth entry for {key} is not user:password"))?;
+    Ok(Some(Credentials {
+        username: u.into(),
+        password: p.into(),
+    }))
 }
 
 /// Runs `docker-credential-NAME get` with the registry on stdin (the component cannot run
@@ -297,6 +377,38 @@ mod tests {
             entry(&store, "r.example").unwrap(),
             Entry::Helper("pass".into())
         );
+    }
+
+    #[test]
+    fn namespace_keys_name_only_their_namespace() {
+        // dXNlcjpwdw== is user:pw, b3JnOnB3 org:pw, YXBwOnB3 app:pw.
+        let json = serde_json::json!({"auths": {
+            "quay.io/org": {"auth": "b3JnOnB3"},
+            "Quay.io/org/app/": {"auth": "YXBwOnB3"},
+            "https://quay.io/v1/": {"auth": "dXNlcjpwdw=="},
+            "quay.io/empty": {},
+            "index.docker.io/library": {"auth": "dXNlcjpwdw=="},
+            "other.example/org": {"auth": "!! never decoded"},
+        }});
+        assert_eq!(entry(&json, "quay.io").unwrap(), creds("user", "pw"));
+        let mut keys: Vec<(String, String)> = namespaced(&json, "quay.io")
+            .unwrap()
+            .into_iter()
+            .map(|(k, c)| (k, c.username))
+            .collect();
+        keys.sort();
+        let want = |k: &str, u: &str| (k.to_owned(), u.to_owned());
+        assert_eq!(
+            keys,
+            [want("quay.io/org", "org"), want("quay.io/org/app", "app")]
+        );
+        let hub = namespaced(&json, "docker.io").unwrap();
+        assert_eq!(hub.len(), 1);
+        assert_eq!(hub[0].0, "docker.io/library");
+        // A namespace key alone says nothing about the rest of the registry.
+        let json = serde_json::json!({"auths": {"quay.io/org": {"auth": "b3JnOnB3"}}});
+        assert_eq!(entry(&json, "quay.io").unwrap(), Entry::None);
+        assert!(namespaced(&json, "quay.io:8443").unwrap().is_empty());
     }
 
     #[test]

@@ -271,6 +271,7 @@ impl Default for Builder {
             base: None,
             final_: None,
             push: None,
+            registry_credentials: Vec::new(),
             insecure: Vec::new(),
             mount_from: Vec::new(),
             platforms: Vec::new(),
@@ -308,6 +309,7 @@ pub struct Builder {
     base: Option<Credentials>,
     final_: Option<Credentials>,
     push: Option<Credentials>,
+    registry_credentials: Vec<(String, Credentials)>,
     insecure: Vec<String>,
     mount_from: Vec<String>,
     platforms: Vec<String>,
@@ -372,6 +374,25 @@ impl Builder {
     /// ```
     pub fn push_credentials(mut self, user: &str, password: &str) -> Self {
         self.push = creds(user, password);
+        self
+    }
+
+    /// Credentials for what `key` names, as an auth-file key: `host[:port]` for a whole
+    /// registry, `host[:port]/path` for one namespace or repository (repeatable). A
+    /// reference whose role has no credentials of its own (such as
+    /// [`base_credentials`](Builder::base_credentials)) uses the most specific key that
+    /// covers it, and no key ever reaches another registry. `imo` fills these from auth files.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder()
+    ///     .registry_credentials("quay.io", "reader", "s3cret")
+    ///     .registry_credentials("quay.io/org", "org-bot", "0rg")
+    ///     .build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn registry_credentials(mut self, key: &str, user: &str, password: &str) -> Self {
+        self.registry_credentials
+            .extend(creds(user, password).map(|c| (key.to_owned(), c)));
         self
     }
 
@@ -684,7 +705,18 @@ impl Imo {
             base_credentials: c(&self.settings.base),
             final_credentials: c(&self.settings.final_),
             push_credentials: c(&self.settings.push),
-            registry_credentials: Vec::new(),
+            registry_credentials: self
+                .settings
+                .registry_credentials
+                .iter()
+                .map(|(key, cred)| {
+                    let cred = wit::Credentials {
+                        username: cred.username.clone(),
+                        password: cred.password.clone(),
+                    };
+                    (key.clone(), cred)
+                })
+                .collect(),
             insecure_registries: self.settings.insecure.clone(),
             mount_from: self.settings.mount_from.clone(),
             platforms: self.settings.platforms.clone(),

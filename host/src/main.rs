@@ -131,17 +131,27 @@ struct Global {
     json: bool,
 }
 
-/// The registries each role talks to, for looking credentials up in auth files.
+/// What each role of a command names: references, or for the destination also prefixes
+/// (`REGISTRY[/PATH]`). Auth files are read for their registries only.
+#[derive(Default)]
 struct Roles<'a> {
-    base: Option<&'a str>,
-    final_: Option<&'a str>,
-    dest: Option<&'a str>,
+    base: Vec<&'a str>,
+    final_: Vec<&'a str>,
+    dest: Vec<&'a str>,
 }
 
-fn registry_of(reference: &str) -> Option<String> {
-    imo_guest::reference::Reference::parse(reference)
+/// The registry a reference or destination prefix names; `None` for `scratch`, `oci:`
+/// layouts and malformed names (the operation reports those).
+fn registry_of(name: &str) -> Option<String> {
+    use imo_guest::reference::{Prefix, Reference};
+    if name == "scratch" || name.starts_with("oci:") {
+        return None;
+    }
+    // A prefix first: `host:5000` alone is a registry, not the image `host` tagged `5000`.
+    Prefix::parse(name)
+        .map(|p| p.registry)
+        .or_else(|_| Reference::parse(name).map(|r| r.registry))
         .ok()
-        .map(|r| r.registry)
 }
 
 fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
@@ -178,32 +188,40 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
         }
     };
     let all = g.creds.as_deref().map(|c| split("creds", c)).transpose()?;
-    let mut pick = |flag: &str,
-                    v: &Option<String>,
-                    reference: Option<&str>|
-     -> Result<Option<(String, String)>, Error> {
-        if let Some(c) = v
-            .as_deref()
+    // A role's flag, else --creds; these go to that role's registries only.
+    let mut pick = |flag: &str, v: &Option<String>| -> Result<Option<(String, String)>, Error> {
+        Ok(v.as_deref()
             .map(|c| split(flag, c))
             .transpose()?
-            .or_else(|| all.clone())
-        {
-            return Ok(Some(c));
-        }
-        // Nothing on the command line: the auth files, for this role's registry only.
-        let Some(registry) = reference.and_then(registry_of) else {
-            return Ok(None);
-        };
-        let found = imo::credentials::lookup(&registry).map_err(Error::Unauthorized)?;
-        Ok(found.map(|c| (c.username, c.password)))
+            .or_else(|| all.clone()))
     };
-    if let Some((u, p)) = pick("base-creds", &g.base_creds, roles.base)? {
+    let base = pick("base-creds", &g.base_creds)?;
+    let final_ = pick("final-creds", &g.final_creds)?;
+    let dest = pick("dest-creds", &g.dest_creds)?;
+    // Registries some reference reaches without role credentials: their auth-file entries go
+    // to the component keyed by what each names, so each reaches only its own registry.
+    let mut lookup = std::collections::BTreeSet::new();
+    for (given, names) in [
+        (&base, &roles.base),
+        (&final_, &roles.final_),
+        (&dest, &roles.dest),
+    ] {
+        if given.is_none() {
+            lookup.extend(names.iter().filter_map(|n| registry_of(n)));
+        }
+    }
+    for registry in lookup {
+        for (key, c) in imo::credentials::lookup_keyed(&registry).map_err(Error::Unauthorized)? {
+            b = b.registry_credentials(&key, &c.username, &c.password);
+        }
+    }
+    if let Some((u, p)) = base {
         b = b.base_credentials(&u, &p);
     }
-    if let Some((u, p)) = pick("final-creds", &g.final_creds, roles.final_)? {
+    if let Some((u, p)) = final_ {
         b = b.final_credentials(&u, &p);
     }
-    if let Some((u, p)) = pick("dest-creds", &g.dest_creds, roles.dest)? {
+    if let Some((u, p)) = dest {
         b = b.push_credentials(&u, &p);
     }
     for h in &g.insecure {
@@ -264,21 +282,26 @@ fn print_summary(headline: &str, s: &Summary) {
     }
 }
 
-/// The `Imo` for vet and push: credentials looked up for the destination only.
+/// The `Imo` for vet and push: credentials looked up for the destinations only.
 fn for_destination(g: &Global, destination: &str, map: &[String]) -> Result<Imo, Error> {
+    let map = map
+        .iter()
+        .map(|m| {
+            m.split_once('=')
+                .filter(|(f, t)| !f.is_empty() && !t.is_empty())
+                .ok_or_else(|| {
+                    Error::InvalidReference(format!("--map wants FINAL=DESTINATION, not {m:?}"))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let roles = Roles {
-        base: None,
-        final_: None,
-        dest: Some(destination),
+        dest: std::iter::once(destination)
+            .chain(map.iter().map(|(_, to)| *to))
+            .collect(),
+        ..Roles::default()
     };
     let mut b = builder(g, roles)?;
-    for m in map {
-        let (from, to) = m
-            .split_once('=')
-            .filter(|(f, t)| !f.is_empty() && !t.is_empty())
-            .ok_or_else(|| {
-                Error::InvalidReference(format!("--map wants FINAL=DESTINATION, not {m:?}"))
-            })?;
+    for (from, to) in map {
         b = b.map_destination(from, to);
     }
     b.build()
@@ -348,13 +371,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             };
             let roles = Roles {
-                base: bundle
-                    .bases
-                    .first()
-                    .map(String::as_str)
-                    .filter(|b| *b != "scratch"),
-                final_: bundle.finals.first().map(String::as_str),
-                dest: None,
+                base: bundle.bases.iter().map(String::as_str).collect(),
+                final_: bundle.finals.iter().map(String::as_str).collect(),
+                dest: vec![],
             };
             let imo = builder(&cli.global, roles)?.build()?;
             let s = if output == "-" {
@@ -376,9 +395,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ));
             }
             let roles = Roles {
-                base: None,
-                final_: None,
-                dest: sources.first().map(String::as_str),
+                dest: sources.iter().map(String::as_str).collect(),
+                ..Roles::default()
             };
             let imo = builder(&cli.global, roles)?.build()?;
             let sources: Vec<&str> = sources.iter().map(String::as_str).collect();

@@ -245,7 +245,7 @@ impl WasiHttpHooks for Hooks {
             }
             let timeout = options.and_then(|o| o.connect_timeout);
             let response = connector.send(request, timeout).await?;
-            policy.learn_from_response(response.headers());
+            policy.learn_from_response(&scheme, &authority, response.headers());
             Ok((
                 response,
                 Box::new(async { Ok(()) })

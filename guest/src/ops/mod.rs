@@ -188,7 +188,12 @@ fn open_source<'t>(
         Location::Registry(r) => Box::new(Client::connect(
             transport,
             r,
-            credentials,
+            crate::credentials::select(
+                &r.registry,
+                &r.repository,
+                credentials.as_ref(),
+                &options.registry_credentials,
+            ),
             Access::pull(),
             &options.insecure_registries,
             net(options, report),
@@ -218,7 +223,12 @@ fn open_destination<'t>(
             Box::new(Client::connect(
                 transport,
                 r,
-                options.push_credentials.clone(),
+                crate::credentials::select(
+                    &r.registry,
+                    &r.repository,
+                    options.push_credentials.as_ref(),
+                    &options.registry_credentials,
+                ),
                 access,
                 &options.insecure_registries,
                 net(options, report),
