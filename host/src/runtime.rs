@@ -1,8 +1,8 @@
 //! The wasmtime embedding: one engine and compiled component per process, one store per
 //! operation, granting the component only what the operation needs.
 
+use crate::http_client::Connector;
 use crate::policy::NetworkPolicy;
-use crate::tls::Connector;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::Result;

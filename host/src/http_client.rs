@@ -3,7 +3,7 @@
 //! trusts only a bundled root list.
 //!
 //! ```rust
-//! use imo::tls::{Connector, TlsSettings};
+//! use imo::http_client::{Connector, TlsSettings};
 //!
 //! let mut settings = TlsSettings::system();
 //! settings.cert_dir = Some("/etc/pki/site-ca".into());
@@ -22,8 +22,8 @@ use wasmtime_wasi_http::{Error, WasiBody};
 /// Where per-registry CAs live, as for podman/skopeo and docker: `DIR/HOST[:PORT]/*.crt`.
 ///
 /// ```rust
-/// let dirs = imo::tls::TlsSettings::system().certs_d;
-/// assert_eq!(dirs, imo::tls::CERTS_D.map(std::path::PathBuf::from));
+/// let dirs = imo::http_client::TlsSettings::system().certs_d;
+/// assert_eq!(dirs, imo::http_client::CERTS_D.map(std::path::PathBuf::from));
 /// ```
 pub const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
@@ -37,10 +37,10 @@ type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
 /// [`TlsSettings::system`] adds the system's per-registry directories.
 ///
 /// ```rust
-/// let settings = imo::tls::TlsSettings {
+/// let settings = imo::http_client::TlsSettings {
 ///     cert_dir: Some("/etc/pki/site-ca".into()),
 ///     skip_verify: vec!["registry.test:5000".into()],
-///     ..imo::tls::TlsSettings::system()
+///     ..imo::http_client::TlsSettings::system()
 /// };
 /// assert_eq!(settings.certs_d.len(), 2);
 /// ```
@@ -58,7 +58,7 @@ impl TlsSettings {
     /// The system's trust: its roots, and the per-registry CAs under [`CERTS_D`].
     ///
     /// ```rust
-    /// let settings = imo::tls::TlsSettings::system();
+    /// let settings = imo::http_client::TlsSettings::system();
     /// assert!(settings.cert_dir.is_none() && settings.skip_verify.is_empty());
     /// ```
     pub fn system() -> Self {
@@ -73,7 +73,7 @@ impl TlsSettings {
 /// authority, from its [`TlsSettings`]. See [`Connector::send`].
 ///
 /// ```rust
-/// use imo::tls::{Connector, TlsSettings};
+/// use imo::http_client::{Connector, TlsSettings};
 ///
 /// // Trust a test registry's own CA besides the system's roots.
 /// let connector = Connector::new(TlsSettings {
@@ -96,7 +96,7 @@ impl Connector {
     /// CA files are read at the first request to each authority, and errors reported there.
     ///
     /// ```rust
-    /// let connector = imo::tls::Connector::new(imo::tls::TlsSettings::system());
+    /// let connector = imo::http_client::Connector::new(imo::http_client::TlsSettings::system());
     /// ```
     pub fn new(settings: TlsSettings) -> Self {
         // Unreadable system certificates leave only the user's CAs; the handshake then
@@ -194,7 +194,7 @@ impl Connector {
     /// use http_body_util::{BodyExt as _, Empty};
     ///
     /// // A registry listens on 127.0.0.1:`port`.
-    /// let connector = imo::tls::Connector::new(imo::tls::TlsSettings::system());
+    /// let connector = imo::http_client::Connector::new(imo::http_client::TlsSettings::system());
     /// let request = http::Request::get(format!("http://127.0.0.1:{port}/v2/"))
     ///     .body(Empty::new().map_err(|never| match never {}).boxed_unsync())?;
     /// let response = connector.send(request, None).await?;
