@@ -2,9 +2,11 @@
 
 use crate::Imo;
 use crate::api::{Credentials, Error, runtime_error};
+use crate::http_client::Timeouts;
 use crate::runtime::{self, Runtime};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -17,6 +19,7 @@ impl Default for Builder {
             platforms: Vec::new(),
             referrers: true,
             max_retries: 4,
+            timeout: Timeouts::default().idle,
             allow_hosts: Vec::new(),
             cert_dir: None,
             certs_d: None,
@@ -54,6 +57,7 @@ pub struct Builder {
     pub(crate) platforms: Vec<String>,
     pub(crate) referrers: bool,
     pub(crate) max_retries: u32,
+    pub(crate) timeout: Duration,
     pub(crate) allow_hosts: Vec<String>,
     pub(crate) cert_dir: Option<PathBuf>,
     pub(crate) certs_d: Option<Vec<PathBuf>>,
@@ -213,6 +217,22 @@ impl Builder {
     /// ```
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
+        self
+    }
+
+    /// How long to wait on a registry that sends nothing (for the first byte of an answer,
+    /// the next bytes of a body, each step of a TLS handshake) before the request is given
+    /// up on and retried, a cut download resuming where it stopped; 60 s by default. A body
+    /// must also bring at least 1 KiB per such period spent waiting. Connecting is given 30 s.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder()
+    ///     .timeout(std::time::Duration::from_secs(10))
+    ///     .build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 

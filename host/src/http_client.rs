@@ -10,14 +10,18 @@
 //! let connector = Connector::new(settings);
 //! ```
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use wasmtime_wasi_http::{Error, WasiBody};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody};
 
 /// Where per-registry CAs live, as for podman/skopeo and docker: `DIR/HOST[:PORT]/*.crt`.
 ///
@@ -27,7 +31,73 @@ use wasmtime_wasi_http::{Error, WasiBody};
 /// ```
 pub const CERTS_D: [&str; 2] = ["/etc/containers/certs.d", "/etc/docker/certs.d"];
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client waits on a registry before it gives up on a request, which the
+/// component then retries (resuming a cut download with `Range`).
+///
+/// ```rust
+/// use std::time::Duration;
+///
+/// let t = imo::http_client::Timeouts::default();
+/// assert_eq!((t.connect, t.idle), (Duration::from_secs(30), Duration::from_secs(60)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// For the TCP connection.
+    pub connect: Duration,
+    /// For each wait on the registry: each step of the TLS handshake (all of it within
+    /// `connect`), the first byte of an answer once the request is sent, and the next bytes
+    /// of a body. A body must also bring at least [`MIN_BYTES_PER_IDLE`] per `idle` spent
+    /// waiting, so a registry trickling a byte at a time is given up on too.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Below this many bytes per [`Timeouts::idle`] spent waiting, a body counts as stalled.
+pub const MIN_BYTES_PER_IDLE: u64 = 1024;
+
+/// A registry that stopped answering, for the final error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    /// The registry's `host[:port]`.
+    pub authority: String,
+    /// How long imo waited.
+    pub after: Duration,
+    /// What it waited for.
+    pub kind: StallKind,
+}
+
+/// What a registry failed to do in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallKind {
+    /// Accept the TCP connection.
+    Connect,
+    /// Send anything (a TLS handshake, an answer, the rest of a body).
+    Silent,
+    /// Send a body faster than [`MIN_BYTES_PER_IDLE`] per idle period.
+    Trickle,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (who, secs) = (&self.authority, self.after.as_secs_f64());
+        match self.kind {
+            StallKind::Connect => write!(f, "{who} accepted no connection for {secs} s"),
+            StallKind::Silent => write!(f, "{who} sent nothing for {secs} s"),
+            StallKind::Trickle => write!(
+                f,
+                "{who} sent less than {MIN_BYTES_PER_IDLE} bytes in {secs} s"
+            ),
+        }
+    }
+}
 /// Idle connections kept per registry for reuse.
 const MAX_IDLE: usize = 4;
 
@@ -89,6 +159,9 @@ pub struct Connector {
     /// or push asks one question per blob, and a new TCP and TLS handshake for each would
     /// cost two or three round trips more over a real network.
     idle: Mutex<HashMap<(bool, String), Vec<Sender>>>,
+    timeouts: Timeouts,
+    /// The last registry that stopped answering, for the final error.
+    stall: Arc<Mutex<Option<Stall>>>,
 }
 
 impl Connector {
@@ -107,7 +180,30 @@ impl Connector {
             system_roots,
             configs: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
+            timeouts: Timeouts::default(),
+            stall: Arc::default(),
         }
+    }
+
+    /// The same connector, waiting on registries as long as `timeouts` say.
+    ///
+    /// ```rust
+    /// use imo::http_client::{Connector, Timeouts, TlsSettings};
+    /// use std::time::Duration;
+    ///
+    /// let connector = Connector::new(TlsSettings::system()).with_timeouts(Timeouts {
+    ///     idle: Duration::from_secs(5),
+    ///     ..Timeouts::default()
+    /// });
+    /// assert!(connector.last_stall().is_none());
+    /// ```
+    pub fn with_timeouts(self, timeouts: Timeouts) -> Self {
+        Self { timeouts, ..self }
+    }
+
+    /// The last registry that stopped answering (and the request was given up), if any.
+    pub fn last_stall(&self) -> Option<Stall> {
+        self.stall.lock().expect("stall lock").clone()
     }
 
     /// An idle connection to `key` that can take a request now, if any.
@@ -172,9 +268,12 @@ impl Connector {
         Ok(config)
     }
 
-    /// Sends one request over a new connection (TLS for `https`), returning the response;
-    /// its body streams from the connection until read to its end. `timeout` bounds the
-    /// TCP connect (30 s if `None`).
+    /// Sends one request (TLS for `https`), on an idle connection to the same registry if
+    /// there is one, returning the response; its body streams from the connection until
+    /// read to its end. Every wait on the registry is bounded by the connector's
+    /// [`Timeouts`], or by those `options` set where shorter; a request given up on fails
+    /// with the wasi-http error for it (`connection-timeout`, `HTTP-response-timeout`,
+    /// `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
     ///
     /// ```rust
     /// # #[tokio::main(flavor = "current_thread")]
@@ -205,8 +304,9 @@ impl Connector {
     pub async fn send(
         &self,
         mut request: http::Request<WasiBody>,
-        timeout: Option<Duration>,
+        options: Option<RequestOptions>,
     ) -> Result<http::Response<WasiBody>, Error> {
+        let limits = Limits::new(self.timeouts, options);
         let uri = request.uri().clone();
         let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let authority = uri
@@ -225,6 +325,10 @@ impl Connector {
             .map_or("/", |p| p.as_str())
             .parse()
             .map_err(|_| Error::HttpRequestUriInvalid)?;
+        let watch = Watch {
+            authority: authority.clone(),
+            record: self.stall.clone(),
+        };
         let key = (tls, authority.clone());
         // Only requests without a body go on a reused connection: if the server closed it
         // meanwhile (every pool races with that), nothing was sent and the request goes again
@@ -232,37 +336,42 @@ impl Connector {
         if matches!(*request.method(), http::Method::GET | http::Method::HEAD) {
             while let Some(mut sender) = self.take_idle(&key) {
                 let again = bodiless_copy(&request);
-                match sender.send_request(request).await {
+                match answer(&mut sender, request, &limits, &watch).await {
                     Ok(response) => {
                         self.keep_idle(key, sender);
-                        return Ok(boxed(response));
+                        return Ok(watched(response, &limits, &watch));
                     }
+                    Err(e @ Error::HttpResponseTimeout) => return Err(e),
                     Err(_) => request = again,
                 }
             }
         }
-        let tcp = tokio::time::timeout(
-            timeout.unwrap_or(CONNECT_TIMEOUT),
-            tokio::net::TcpStream::connect(&address),
-        )
-        .await
-        .map_err(|_| Error::ConnectionTimeout)?
-        .map_err(Error::Connect)?;
-        let (sender, response) = if tls {
+        let tcp = tokio::time::timeout(limits.connect, tokio::net::TcpStream::connect(&address))
+            .await
+            .map_err(|_| {
+                watch.stalled(StallKind::Connect, limits.connect, Error::ConnectionTimeout)
+            })?
+            .map_err(Error::Connect)?;
+        let mut sender = if tls {
             let config = self
                 .config(&authority)
                 .map_err(|e| Error::Tls(std::io::Error::other(e)))?;
             let name = server_name(&authority).ok_or(Error::HttpRequestUriInvalid)?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
+            let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+            let stream = tokio::time::timeout(limits.handshake, handshake)
                 .await
+                .map_err(|_| {
+                    let e = Error::ConnectionTimeout;
+                    watch.stalled(StallKind::Silent, limits.handshake, e)
+                })?
                 .map_err(Error::Tls)?;
-            exchange(stream, request).await?
+            connection(stream).await?
         } else {
-            exchange(tcp, request).await?
+            connection(tcp).await?
         };
+        let response = answer(&mut sender, request, &limits, &watch).await?;
         self.keep_idle(key, sender);
-        Ok(boxed(response))
+        Ok(watched(response, &limits, &watch))
     }
 }
 
@@ -277,27 +386,214 @@ fn bodiless_copy(request: &http::Request<WasiBody>) -> http::Request<WasiBody> {
     copy
 }
 
-fn boxed(response: http::Response<hyper::body::Incoming>) -> http::Response<WasiBody> {
+/// The response, its body given up on if the registry stops sending.
+fn watched(
+    response: http::Response<hyper::body::Incoming>,
+    limits: &Limits,
+    watch: &Watch,
+) -> http::Response<WasiBody> {
     use http_body_util::BodyExt as _;
-    response.map(|body| body.map_err(Error::Hyper).boxed_unsync())
+    response.map(|body| {
+        Watched {
+            inner: body.map_err(Error::Hyper).boxed_unsync(),
+            idle: limits.between_bytes,
+            watch: watch.clone(),
+            sleep: Box::pin(tokio::time::sleep(limits.between_bytes)),
+            waiting_since: None,
+            waited: Duration::ZERO,
+            bytes: 0,
+        }
+        .boxed_unsync()
+    })
 }
 
-async fn exchange<S>(
-    stream: S,
-    request: http::Request<WasiBody>,
-) -> Result<(Sender, http::Response<hyper::body::Incoming>), Error>
+/// An HTTP/1.1 connection over `stream`, driven in the background.
+async fn connection<S>(stream: S) -> Result<Sender, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let io = wasmtime_wasi_http::io::TokioIo::new(stream);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(Error::Hyper)?;
     // The connection drives both directions until the response body is read to its end,
     // then waits for the next request or closes when the sender is dropped.
     tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(Error::Hyper)?;
-    Ok((sender, response))
+    Ok(sender)
+}
+
+/// Sends `request` and waits for the head of the answer: without limit while the request
+/// body is still being sent (an upload may take long), then at most `limits.first_byte`.
+async fn answer(
+    sender: &mut Sender,
+    request: http::Request<WasiBody>,
+    limits: &Limits,
+    watch: &Watch,
+) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    use http_body_util::BodyExt as _;
+    let (done, sent) = tokio::sync::oneshot::channel();
+    let done = (!request.body().is_end_stream()).then_some(done);
+    let request = request.map(|inner| Sending { inner, done }.boxed_unsync());
+    let response = sender.send_request(request);
+    tokio::pin!(response);
+    tokio::select! {
+        r = &mut response => return r.map_err(Error::Hyper),
+        // Sent whole, or dropped: either way nothing more goes out.
+        _ = sent => {}
+    }
+    tokio::time::timeout(limits.first_byte, response)
+        .await
+        .map_err(|_| {
+            let e = Error::HttpResponseTimeout;
+            watch.stalled(StallKind::Silent, limits.first_byte, e)
+        })?
+        .map_err(Error::Hyper)
+}
+
+/// Where a registry's stalls are recorded, for the request being sent.
+#[derive(Clone)]
+struct Watch {
+    authority: String,
+    record: Arc<Mutex<Option<Stall>>>,
+}
+
+impl Watch {
+    /// Records that the registry stalled, and returns `error`, the wasi-http code that the
+    /// component retries on.
+    fn stalled(&self, kind: StallKind, after: Duration, error: Error) -> Error {
+        *self.record.lock().expect("stall lock") = Some(Stall {
+            authority: self.authority.clone(),
+            after,
+            kind,
+        });
+        error
+    }
+}
+
+/// The effective waits for one request: the host's, or the request's own where shorter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    connect: Duration,
+    handshake: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+impl Limits {
+    fn new(host: Timeouts, asked: Option<RequestOptions>) -> Self {
+        let asked = asked.unwrap_or_default();
+        let min = |host: Duration, asked: Option<Duration>| asked.map_or(host, |a| a.min(host));
+        let connect = min(host.connect, asked.connect_timeout);
+        Limits {
+            connect,
+            handshake: connect.min(host.idle),
+            first_byte: min(host.idle, asked.first_byte_timeout),
+            between_bytes: min(host.idle, asked.between_bytes_timeout),
+        }
+    }
+}
+
+/// A request body that tells when it has been sent whole (or given up), so that the wait
+/// for the answer starts then: an upload may take long, and the registry owes nothing
+/// before it ends.
+struct Sending {
+    inner: WasiBody,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.done.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that gives up on a registry that stops sending, or sends too slowly to
+/// ever finish (see [`Timeouts::idle`]). Only time spent waiting on the registry counts, not
+/// time the component takes to read.
+struct Watched {
+    inner: WasiBody,
+    idle: Duration,
+    watch: Watch,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    waiting_since: Option<Instant>,
+    /// Time waited and bytes received since the last check of the rate.
+    waited: Duration,
+    bytes: u64,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(since) = this.waiting_since.take() {
+                    this.waited += since.elapsed();
+                }
+                if let Some(Ok(f)) = &frame {
+                    this.bytes += f.data_ref().map_or(0, |d| d.len() as u64);
+                    if this.waited >= this.idle {
+                        if this.bytes < MIN_BYTES_PER_IDLE && !this.inner.is_end_stream() {
+                            let e = Error::ConnectionReadTimeout;
+                            return Poll::Ready(Some(Err(this.watch.stalled(
+                                StallKind::Trickle,
+                                this.idle,
+                                e,
+                            ))));
+                        }
+                        this.waited = Duration::ZERO;
+                        this.bytes = 0;
+                    }
+                }
+                Poll::Ready(frame)
+            }
+            Poll::Pending => {
+                if this.waiting_since.is_none() {
+                    let now = Instant::now();
+                    this.waiting_since = Some(now);
+                    this.sleep.as_mut().reset((now + this.idle).into());
+                }
+                std::task::ready!(this.sleep.as_mut().poll(cx));
+                let e = Error::ConnectionReadTimeout;
+                Poll::Ready(Some(Err(this.watch.stalled(
+                    StallKind::Silent,
+                    this.idle,
+                    e,
+                ))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The name to verify a certificate against: an IP address or a DNS name, without port.
@@ -415,6 +711,42 @@ mod tests {
             server_name("r.example:443"),
             Some(ServerName::DnsName(_))
         ));
+    }
+
+    #[test]
+    fn a_request_may_shorten_the_waits_but_not_lengthen_them() {
+        let secs = Duration::from_secs;
+        let host = Timeouts {
+            connect: secs(30),
+            idle: secs(10),
+        };
+        let limits = Limits::new(host, None);
+        assert_eq!((limits.connect, limits.handshake), (secs(30), secs(10)));
+        assert_eq!(
+            (limits.first_byte, limits.between_bytes),
+            (secs(10), secs(10))
+        );
+        let asked = RequestOptions {
+            connect_timeout: Some(secs(5)),
+            first_byte_timeout: Some(secs(600)),
+            between_bytes_timeout: Some(secs(2)),
+        };
+        let limits = Limits::new(host, Some(asked));
+        assert_eq!((limits.connect, limits.handshake), (secs(5), secs(5)));
+        assert_eq!(
+            (limits.first_byte, limits.between_bytes),
+            (secs(10), secs(2))
+        );
+    }
+
+    #[test]
+    fn a_stall_names_the_registry_and_the_wait() {
+        let stall = Stall {
+            authority: "r.example:5000".into(),
+            after: Duration::from_millis(1500),
+            kind: StallKind::Silent,
+        };
+        assert_eq!(stall.to_string(), "r.example:5000 sent nothing for 1.5 s");
     }
 
     #[test]

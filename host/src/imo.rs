@@ -183,7 +183,7 @@ impl Imo {
     where
         W: AsyncWrite + Send + Unpin + 'static,
     {
-        let (request, policy, mut store, imo) = self.pull_sandbox(bundle).await?;
+        let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let result = imo
@@ -196,7 +196,7 @@ impl Imo {
             )
             .await;
         let _ = store.data_mut().table.delete(own);
-        finish(result, &policy)
+        finish(result, &witness)
     }
 
     /// Writes the difference archive to `path`, under a temporary name until it is complete
@@ -286,7 +286,7 @@ impl Imo {
     /// Pulls into `file`, which the component may write at any offset (and nothing else), so
     /// that it fetches several blobs at once.
     async fn pull_into(&self, bundle: &Bundle, file: std::fs::File) -> Result<Summary, Error> {
-        let (request, policy, mut store, imo) = self.pull_sandbox(bundle).await?;
+        let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
         // Its writes run on the calling thread: the component waits for each anyway.
         let descriptor =
             Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, OpenMode::WRITE, true));
@@ -305,7 +305,7 @@ impl Imo {
             )
             .await;
         let _ = store.data_mut().table.delete(own);
-        finish(result, &policy)
+        finish(result, &witness)
     }
 
     /// Checks, before anything is uploaded, that `destination` holds every blob the archive
@@ -407,14 +407,14 @@ impl Imo {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let references: Vec<&str> = sources.iter().map(String::as_str).collect();
-        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
+        let (witness, mut store, imo) = self.sandbox(&references, &grants).await?;
         let api = imo.imo_overlay_overlay();
         let options = self.options();
         let mut json = String::new();
         if !sources.is_empty() || archives.is_empty() {
             json = finish_with(
                 api.call_inventory(&mut store, &sources, &options).await,
-                &policy,
+                &witness,
             )?;
         }
         for path in archives {
@@ -433,7 +433,7 @@ impl Imo {
                 )
                 .await;
             let _ = store.data_mut().table.delete(own);
-            json = finish_with(result, &policy)?;
+            json = finish_with(result, &witness)?;
         }
         Ok(json)
     }
@@ -453,7 +453,7 @@ impl Imo {
         let grants: Vec<_> = grants.into_iter().collect();
         let references = destination_references(destination, &self.settings.destination_map);
         let references: Vec<&str> = references.iter().map(String::as_str).collect();
-        let (policy, mut store, imo) = self.sandbox(&references, &grants).await?;
+        let (witness, mut store, imo) = self.sandbox(&references, &grants).await?;
         let stream: DynInputStream = Box::new(streams::ReadAhead::new(archive));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let borrowed = Resource::new_borrow(own.rep());
@@ -467,7 +467,7 @@ impl Imo {
                 .await
         };
         let _ = store.data_mut().table.delete(own);
-        finish(result, &policy)
+        finish(result, &witness)
     }
 }
 

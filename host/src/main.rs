@@ -98,6 +98,10 @@ struct Global {
     /// Retries of a failed request, and resumes of a cut download or upload (0 for none)
     #[arg(long, global = true, value_name = "N", default_value_t = 4)]
     retries: u32,
+    /// Give up on a request (and retry it) when a registry sends nothing for SECS seconds
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
@@ -215,7 +219,10 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     for p in &g.platform {
         b = b.platform(p);
     }
-    b = b.referrers(!g.no_referrers).max_retries(g.retries);
+    b = b
+        .referrers(!g.no_referrers)
+        .max_retries(g.retries)
+        .timeout(std::time::Duration::from_secs(g.timeout));
     for h in &g.allow_host {
         b = b.allow_host(h);
     }

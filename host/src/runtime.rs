@@ -243,8 +243,7 @@ impl WasiHttpHooks for Hooks {
                 policy.record(denied);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let timeout = options.and_then(|o| o.connect_timeout);
-            let response = connector.send(request, timeout).await?;
+            let response = connector.send(request, options).await?;
             policy.learn_from_response(response.headers());
             Ok((
                 response,

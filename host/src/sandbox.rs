@@ -4,7 +4,7 @@
 
 use crate::Imo;
 use crate::api::{Bundle, Credentials, Error, LayoutGrant, Summary, runtime_error};
-use crate::http_client::{Connector, TlsSettings};
+use crate::http_client::{Connector, Timeouts, TlsSettings};
 use crate::policy::NetworkPolicy;
 use crate::runtime::{self, bindings::exports::imo::overlay::overlay as wit};
 use std::sync::Arc;
@@ -47,7 +47,11 @@ impl Imo {
                 .map(|r| r.api_host().to_owned())
                 .collect();
         }
-        Arc::new(Connector::new(settings))
+        let timeouts = Timeouts {
+            idle: self.settings.timeout,
+            ..Timeouts::default()
+        };
+        Arc::new(Connector::new(settings).with_timeouts(timeouts))
     }
 
     pub(crate) fn reporter(&self) -> Option<runtime::Reporter> {
@@ -77,7 +81,7 @@ impl Imo {
     ) -> Result<
         (
             wit::Bundle,
-            Arc<NetworkPolicy>,
+            Witness,
             wasmtime::Store<runtime::State>,
             runtime::bindings::Imo,
         ),
@@ -110,13 +114,13 @@ impl Imo {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let references: Vec<&str> = bases.iter().chain(&finals).map(String::as_str).collect();
-        let (policy, store, imo) = self.sandbox(&references, &grants).await?;
+        let (witness, store, imo) = self.sandbox(&references, &grants).await?;
         let request = wit::Bundle {
             bases,
             inventories,
             finals,
         };
-        Ok((request, policy, store, imo))
+        Ok((request, witness, store, imo))
     }
 
     /// A fresh component instance that may reach the registries of `references` (and the
@@ -127,7 +131,7 @@ impl Imo {
         grants: &[LayoutGrant],
     ) -> Result<
         (
-            Arc<NetworkPolicy>,
+            Witness,
             wasmtime::Store<runtime::State>,
             runtime::bindings::Imo,
         ),
@@ -137,14 +141,20 @@ impl Imo {
         let connector = self.connector(references);
         let mut store = self
             .runtime
-            .store(policy.clone(), connector, self.reporter(), &[], grants)
+            .store(
+                policy.clone(),
+                connector.clone(),
+                self.reporter(),
+                &[],
+                grants,
+            )
             .map_err(runtime_error)?;
         let imo = self
             .runtime
             .instantiate(&mut store)
             .await
             .map_err(runtime_error)?;
-        Ok((policy, store, imo))
+        Ok((Witness { policy, connector }, store, imo))
     }
 }
 
@@ -193,25 +203,38 @@ pub(crate) fn destination_references(destination: &str, map: &[(String, String)]
     out
 }
 
-/// Turns the component's answer into the host's, adding what the policy refused.
+/// What watched an operation's traffic, to explain its failure: the requests the policy
+/// refused and the registries that stopped answering.
+pub(crate) struct Witness {
+    policy: Arc<NetworkPolicy>,
+    connector: Arc<Connector>,
+}
+
+/// Turns the component's answer into the host's, adding what the policy refused and which
+/// registry stopped answering.
 pub(crate) fn finish(
     result: wasmtime::Result<Result<wit::Summary, wit::Error>>,
-    policy: &NetworkPolicy,
+    witness: &Witness,
 ) -> Result<Summary, Error> {
-    finish_with(result, policy).map(Into::into)
+    finish_with(result, witness).map(Into::into)
 }
 
 pub(crate) fn finish_with<T>(
     result: wasmtime::Result<Result<T, wit::Error>>,
-    policy: &NetworkPolicy,
+    witness: &Witness,
 ) -> Result<T, Error> {
     match result {
         Ok(Ok(s)) => Ok(s),
         Ok(Err(e)) => {
             let mut e = Error::from(e);
-            let denied = policy.denied.lock().expect("policy lock");
-            if let (Error::Unreachable(m) | Error::Denied(m), Some(d)) = (&mut e, denied.last()) {
-                m.push_str(&format!(" (the host {d})"));
+            if let Error::Unreachable(m) | Error::Denied(m) = &mut e {
+                let denied = witness.policy.denied.lock().expect("policy lock");
+                if let Some(d) = denied.last() {
+                    m.push_str(&format!(" (the host {d})"));
+                }
+                if let Some(stall) = witness.connector.last_stall() {
+                    m.push_str(&format!(" ({stall})"));
+                }
             }
             Err(e)
         }
