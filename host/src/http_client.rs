@@ -10,6 +10,7 @@
 //! let connector = Connector::new(settings);
 //! ```
 
+use crate::authority::Authority;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -598,28 +599,14 @@ impl Body for Watched {
 
 /// The name to verify a certificate against: an IP address or a DNS name, without port.
 fn server_name(authority: &str) -> Option<ServerName<'static>> {
-    let host = if authority.starts_with('[') {
-        authority[1..authority.find(']')?].to_owned()
-    } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .to_owned()
-    };
-    ServerName::try_from(host).ok()
+    let authority = Authority::parse(authority)?;
+    ServerName::try_from(authority.bare_host().to_owned()).ok()
 }
 
 /// `a` and `b` name the same registry, a missing port matching 443.
 fn same_authority(a: &str, b: &str) -> bool {
-    let norm = |s: &str| {
-        let s = s.to_ascii_lowercase();
-        if s.ends_with(']') || !s.contains(':') {
-            format!("{s}:443")
-        } else {
-            s
-        }
-    };
-    norm(a) == norm(b)
+    let norm = |s: &str| Authority::parse(s).map(|a| (a.host, a.port.unwrap_or(443)));
+    norm(a).is_some() && norm(a) == norm(b)
 }
 
 /// The certificates in every `*.crt` file of `dir` (none if it does not exist).

@@ -1,6 +1,7 @@
 //! [`Imo`] and its operations: pull, vet, push and inventory, each in a fresh sandbox.
 
 use crate::api::{Bundle, Error, Summary, runtime_error};
+use crate::atomic_file::AtomicFile;
 use crate::builder::Builder;
 use crate::runtime::Runtime;
 use crate::sandbox::{destination_references, finish, finish_with, layout_grant};
@@ -264,23 +265,12 @@ impl Imo {
         bundle: &Bundle,
         path: &Path,
     ) -> Result<Summary, Error> {
-        let partial = partial_path(path);
-        let io = |p: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", p.display()));
-        let file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
-        let writer = file.try_clone().map_err(|e| io(&partial, e))?;
-        let result = self.pull_into(bundle, writer).await;
-        let result = result.and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
-        drop(file);
-        match result {
-            Ok(s) => {
-                std::fs::rename(&partial, path).map_err(|e| io(path, e))?;
-                Ok(s)
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                Err(e)
-            }
-        }
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        let out = AtomicFile::create(path).map_err(io)?;
+        let writer = out.file().try_clone().map_err(io)?;
+        let summary = self.pull_into(bundle, writer).await?;
+        out.commit().map_err(io)?;
+        Ok(summary)
     }
 
     /// Pulls into `file`, which the component may write at any offset (and nothing else), so
@@ -469,15 +459,6 @@ impl Imo {
         let _ = store.data_mut().table.delete(own);
         finish(result, &witness)
     }
-}
-
-/// `dir/.name.<pid>.partial` beside the final path, so the rename is atomic.
-fn partial_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "archive".into());
-    path.with_file_name(format!(".{name}.{}.partial", std::process::id()))
 }
 
 /// An archive being pulled, readable (as a tokio [`AsyncRead`]) while it is produced. Made

@@ -39,6 +39,9 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod api;
+#[doc(hidden)]
+pub mod atomic_file;
+mod authority;
 mod builder;
 pub mod credentials;
 pub mod http_client;

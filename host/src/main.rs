@@ -300,13 +300,7 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
             .write_all(bytes)
             .map_err(|e| io("stdout", e));
     }
-    let partial = format!("{path}.partial");
-    std::fs::write(&partial, bytes)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            io(path, e)
-        })
+    imo::atomic_file::write(path.as_ref(), bytes).map_err(|e| io(path, e))
 }
 
 async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {

@@ -155,10 +155,7 @@ fn load_component(engine: &Engine) -> Result<Component> {
     if let Ok(bytes) = component.serialize()
         && std::fs::create_dir_all(&dir).is_ok()
     {
-        let tmp = dir.join(format!(".imo-{}.{}.tmp", &key[..32], std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = crate::atomic_file::write(&path, &bytes);
     }
     Ok(component)
 }
