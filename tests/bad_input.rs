@@ -71,17 +71,7 @@ fn fails(args: &[&str]) -> String {
 
 /// [`fails`], within `limit`.
 fn fails_within(args: &[&str], limit: Duration) -> String {
-    let out = run_within(args, limit);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "imo {args:?} should exit 1: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "imo {args:?} panicked: {stderr}"
-    );
+    let stderr = failed(args, &run_within(args, limit));
     assert!(
         stderr.contains("imo: error: "),
         "imo {args:?} printed no error: {stderr}"
@@ -112,26 +102,6 @@ fn files_in(dir: &Path) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Talking to a registry directly, to see what a failed push left behind
 // ---------------------------------------------------------------------------------------
-
-/// RFC 4648 base64 with padding, for a Basic `Authorization` header.
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for group in bytes.chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in group.iter().enumerate() {
-            n |= u32::from(*b) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// One request to a plain-HTTP registry; the status and the body.
 fn http(addr: &str, method: &str, path: &str, creds: Option<&str>) -> (u16, String) {

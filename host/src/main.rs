@@ -313,6 +313,29 @@ async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send 
     Ok(Box::new(f))
 }
 
+/// `imo vet` (or, with `push`, `imo push`): the headline and the summary.
+async fn vet_or_push(
+    g: &Global,
+    archive: &str,
+    destination: &str,
+    map: &[String],
+    push: bool,
+) -> Result<(String, Summary), Error> {
+    let imo = for_destination(g, destination, map)?;
+    let archive = open_archive(archive).await?;
+    if push {
+        let s = imo.push(archive, destination).await?;
+        Ok((
+            format!("pushed {} to {destination}", s.images.join(", ")),
+            s,
+        ))
+    } else {
+        let s = imo.push_vet(archive, destination).await?;
+        let headline = format!("vetted {destination}: holds every blob the archive leaves out");
+        Ok((headline, s))
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.global.quiet;
     let archive_on_stdout = matches!(&cli.command, Command::Pull { output, .. } if output == "-");
@@ -402,30 +425,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
             map,
-        } => {
-            let imo = for_destination(&cli.global, &destination, &map)?;
-            let s = imo
-                .push_vet(open_archive(&archive).await?, &destination)
-                .await?;
-            (
-                format!("vetted {destination}: holds every blob the archive leaves out"),
-                s,
-            )
-        }
+        } => vet_or_push(&cli.global, &archive, &destination, &map, false).await?,
         Command::Push {
             archive,
             destination,
             map,
-        } => {
-            let imo = for_destination(&cli.global, &destination, &map)?;
-            let s = imo
-                .push(open_archive(&archive).await?, &destination)
-                .await?;
-            (
-                format!("pushed {} to {destination}", s.images.join(", ")),
-                s,
-            )
-        }
+        } => vet_or_push(&cli.global, &archive, &destination, &map, true).await?,
     };
     if cli.global.json {
         let json = serde_json::to_string(&summary).expect("a summary serialises");

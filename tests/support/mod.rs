@@ -19,6 +19,26 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// RFC 4648 base64 with padding, for a Basic `Authorization` header.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, b) in group.iter().enumerate() {
+            n |= u32::from(*b) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
@@ -362,16 +382,16 @@ pub fn imo_ok(args: &[&str]) -> Output {
 
 /// Runs `imo`, expects it to fail, and returns its stderr.
 pub fn imo_err(args: &[&str]) -> String {
-    let out = imo(args);
+    failed(args, &imo(args))
+}
+
+/// Checks that `imo args` failed as it should, with exit status 1 and no panic; its stderr.
+pub fn failed(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "imo {args:?} succeeded but should have failed: {stderr}"
-    );
     assert_eq!(
         out.status.code(),
         Some(1),
-        "imo {args:?} should exit 1: {stderr}"
+        "imo {args:?} should fail with exit status 1: {stderr}"
     );
     assert!(
         !stderr.contains("panicked"),
