@@ -97,6 +97,12 @@ fn tls_registry(seed: &str, size: usize) -> (TempDir, std::path::PathBuf, Regist
     (certs, ca_dir, reg)
 }
 
+/// The manifest `reference` names, as the TLS registry serves it (read with skopeo).
+fn raw_manifest_tls(ca_dir: &Path, reference: &str) -> Vec<u8> {
+    let docker = format!("docker://{reference}");
+    skopeo(&["inspect", "--raw", "--cert-dir", s(ca_dir), &docker]).stdout
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -142,22 +148,8 @@ fn a_private_ca_is_refused_until_trusted() {
         &reg.image("copy:v1"),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("pushed"));
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("copy:v1")),
-    ])
-    .stdout;
-    let src = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("app:v1")),
-    ])
-    .stdout;
+    let raw = raw_manifest_tls(&ca_dir, &reg.image("copy:v1"));
+    let src = raw_manifest_tls(&ca_dir, &reg.image("app:v1"));
     assert_eq!(raw, src);
 }
 
@@ -189,14 +181,7 @@ async fn per_registry_certs_d_directories_are_trusted() {
         .pull_to_writer("scratch", &reg.image("app:v1"), tx)
         .await
         .unwrap();
-    let src = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("app:v1")),
-    ])
-    .stdout;
+    let src = raw_manifest_tls(&ca_dir, &reg.image("app:v1"));
     assert_eq!(summary.manifest_digest, sha256(&src));
     let bytes = reader.await.unwrap();
     assert_eq!(bytes.len() as u64, summary.archive_bytes);
