@@ -10,9 +10,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::fake::{FakeRegistry, Pace, Reply, Routes};
 use support::token::{Account, TokenServer};
 use support::*;
 
@@ -35,8 +34,13 @@ fn s(p: &Path) -> &str {
 /// Runs `imo` with no auth file in reach, so the command line is the only source of
 /// credentials.
 fn run(args: &[&str]) -> Output {
+    run_within(args, Duration::from_secs(600))
+}
+
+/// [`run`], killing `imo` and failing the test if it runs past `limit`.
+fn run_within(args: &[&str], limit: Duration) -> Output {
     let home = TempDir::new("home");
-    Command::new(env!("CARGO_BIN_EXE_imo"))
+    let child = Command::new(env!("CARGO_BIN_EXE_imo"))
         .args(args)
         .env("IMO_CACHE_DIR", cache_dir())
         .env("HOME", home.path())
@@ -44,8 +48,11 @@ fn run(args: &[&str]) -> Output {
         .env_remove("REGISTRY_AUTH_FILE")
         .env_remove("DOCKER_CONFIG")
         .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    output_within(child, limit)
 }
 
 fn succeeds(args: &[&str]) {
@@ -59,17 +66,12 @@ fn succeeds(args: &[&str]) {
 
 /// Runs `imo`, expecting exit status 1 with one error line and no panic; returns stderr.
 fn fails(args: &[&str]) -> String {
-    let out = run(args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "imo {args:?} should exit 1: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "imo {args:?} panicked: {stderr}"
-    );
+    fails_within(args, Duration::from_secs(600))
+}
+
+/// [`fails`], within `limit`.
+fn fails_within(args: &[&str], limit: Duration) -> String {
+    let stderr = failed(args, &run_within(args, limit));
     assert!(
         stderr.contains("imo: error: "),
         "imo {args:?} printed no error: {stderr}"
@@ -100,26 +102,6 @@ fn files_in(dir: &Path) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Talking to a registry directly, to see what a failed push left behind
 // ---------------------------------------------------------------------------------------
-
-/// RFC 4648 base64 with padding, for a Basic `Authorization` header.
-fn base64(bytes: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for group in bytes.chunks(3) {
-        let mut n = 0u32;
-        for (i, b) in group.iter().enumerate() {
-            n |= u32::from(*b) << (16 - 8 * i);
-        }
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// One request to a plain-HTTP registry; the status and the body.
 fn http(addr: &str, method: &str, path: &str, creds: Option<&str>) -> (u16, String) {
@@ -799,145 +781,6 @@ fn archive_blobs_that_do_not_match_their_names_are_refused() {
 // Registries that answer with the wrong thing
 // ---------------------------------------------------------------------------------------
 
-/// What the fake registry answers, by request path.
-type Routes = Vec<(String, Reply)>;
-
-/// One answer of the fake registry.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    /// 200 with `body`, its media type, and the digest of `digest_of` as
-    /// `Docker-Content-Digest` (the body's own, for an honest answer).
-    fn ok(content_type: &str, body: &[u8], digest_of: &[u8]) -> Self {
-        Reply {
-            status: 200,
-            headers: vec![
-                ("Content-Type".into(), content_type.into()),
-                ("Docker-Content-Digest".into(), sha256(digest_of)),
-            ],
-            body: body.to_vec(),
-        }
-    }
-
-    fn manifest(body: &[u8]) -> Self {
-        Self::ok(OCI_MANIFEST, body, body)
-    }
-
-    fn blob(body: &[u8]) -> Self {
-        Self::ok("application/octet-stream", body, body)
-    }
-}
-
-/// A loopback HTTP server that answers registry API paths from a table (`GET /v2/` always
-/// with 200, anything unknown with a distribution-style 404), one request per connection, as
-/// a registry that serves whatever the test tells it to. Stops when dropped.
-struct FakeRegistry {
-    addr: String,
-    requests: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl FakeRegistry {
-    fn start(routes: Routes) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let routes = Arc::new(routes);
-        let (log, halt) = (requests.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if halt.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (routes, log) = (routes.clone(), log.clone());
-                std::thread::spawn(move || {
-                    let _ = Self::answer(conn, &routes, &log);
-                });
-            }
-        });
-        FakeRegistry {
-            addr,
-            requests,
-            stop,
-        }
-    }
-
-    fn answer(
-        mut conn: TcpStream,
-        routes: &[(String, Reply)],
-        log: &Mutex<Vec<String>>,
-    ) -> std::io::Result<()> {
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        // imo tries HTTPS first on loopback: a TLS hello is answered by closing, as a
-        // plain-HTTP registry does.
-        let mut first = [0u8; 1];
-        if conn.peek(&mut first)? == 1 && first[0] == 0x16 {
-            return Ok(());
-        }
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if conn.read(&mut byte)? == 0 || head.len() > 64 * 1024 {
-                return Ok(());
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let mut words = head.split_whitespace();
-        let method = words.next().unwrap_or_default().to_owned();
-        let target = words.next().unwrap_or_default();
-        let path = target.split('?').next().unwrap_or_default().to_owned();
-        log.lock().unwrap().push(format!("{method} {target}"));
-        let reply = if path == "/v2/" {
-            Reply::ok("application/json", b"{}", b"{}")
-        } else if let Some((_, r)) = routes.iter().find(|(p, _)| *p == path) {
-            r.clone()
-        } else {
-            Reply {
-                status: 404,
-                headers: vec![("Content-Type".into(), "application/json".into())],
-                body: br#"{"errors":[{"code":"NOT_FOUND","message":"the fake registry has no such thing"}]}"#
-                    .to_vec(),
-            }
-        };
-        let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
-        for (k, v) in &reply.headers {
-            out.push_str(&format!("{k}: {v}\r\n"));
-        }
-        out.push_str(&format!(
-            "Content-Length: {}\r\nConnection: close\r\n\r\n",
-            reply.body.len()
-        ));
-        conn.write_all(out.as_bytes())?;
-        if method != "HEAD" {
-            conn.write_all(&reply.body)?;
-        }
-        conn.flush()
-    }
-
-    fn image(&self, repo_and_key: &str) -> String {
-        format!("{}/{repo_and_key}", self.addr)
-    }
-
-    fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl Drop for FakeRegistry {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.addr);
-    }
-}
-
 /// The routes of an honest registry serving `image` as `app:v2` (and by digest).
 fn honest(image: &Image) -> Routes {
     let mut routes = vec![
@@ -1596,4 +1439,114 @@ fn a_token_service_that_is_down_is_named_and_nothing_is_pushed() {
         "the push reached the registry's storage"
     );
     assert_eq!(tokens.count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Registries that stop answering
+// ---------------------------------------------------------------------------------------
+
+/// Each of these runs imo with `--timeout 1` (or 2) and one retry; a few seconds suffice,
+/// and a hang fails the test at this bound instead of stalling the run.
+const HANG_BOUND: Duration = Duration::from_secs(60);
+
+#[test]
+fn a_registry_that_accepts_and_never_answers_is_given_up_on_and_named() {
+    // Accept every connection and hold it, silent: neither a TLS handshake nor an answer.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let work = TempDir::new("silent-registry");
+    let archive = work.join("x.tar");
+    let started = std::time::Instant::now();
+    let err = fails_within(
+        &[
+            "pull",
+            "scratch",
+            &format!("{addr}/app:v1"),
+            "-o",
+            s(&archive),
+            "--timeout",
+            "1",
+            "--retries",
+            "1",
+        ],
+        HANG_BOUND,
+    );
+    let took = started.elapsed();
+    eprintln!("after {took:?}: {}", err.trim_end());
+    // About 3 s of waiting, and compiling the component if the cache is cold.
+    assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    says(
+        "a silent registry",
+        &err,
+        &[format!("({addr} sent nothing for 1 s)")],
+    );
+    assert!(
+        files_in(work.path()).is_empty(),
+        "{:?}",
+        files_in(work.path())
+    );
+}
+
+#[test]
+fn a_blob_that_stalls_or_trickles_is_given_up_on_and_named() {
+    let image = Image::new("stalling", &[200_000]);
+    let layer_path = format!("/v2/app/blobs/{}", sha256(&image.layers[0]));
+    let cases = [
+        (Pace::StallAfter(50_000), "1", "sent nothing for 1 s"),
+        // A byte a second is never silent for 2 s, but would take days.
+        (
+            Pace::Trickle(50_000),
+            "2",
+            "sent less than 1024 bytes in 2 s",
+        ),
+    ];
+    for (pace, timeout, want) in cases {
+        let layer = Reply::blob(&image.layers[0]).paced(pace);
+        let fake = FakeRegistry::start(answering(honest(&image), &layer_path, layer));
+        let work = TempDir::new("stalling-registry");
+        let archive = work.join("x.tar");
+        let started = std::time::Instant::now();
+        let err = fails_within(
+            &[
+                "pull",
+                "-q",
+                "scratch",
+                &fake.image("app:v2"),
+                "-o",
+                s(&archive),
+                "--timeout",
+                timeout,
+                "--retries",
+                "1",
+            ],
+            HANG_BOUND,
+        );
+        let took = started.elapsed();
+        eprintln!("{pace:?} after {took:?}: {}", err.trim_end());
+        assert!(
+            took < Duration::from_secs(20),
+            "{pace:?} took {took:?}: {err}"
+        );
+        says(
+            &format!("{pace:?}"),
+            &err,
+            &[format!("({} {want})", fake.addr)],
+        );
+        assert!(
+            files_in(work.path()).is_empty(),
+            "{:?}",
+            files_in(work.path())
+        );
+        assert!(
+            fake.requests().iter().any(|r| r.contains(&layer_path)),
+            "{pace:?}: the layer was never asked for: {:?}",
+            fake.requests()
+        );
+    }
 }

@@ -77,18 +77,15 @@ fn make_ca(dir: &TempDir) -> (std::path::PathBuf, String, String) {
     (ca_dir, p("server.crt"), p("server.key"))
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-#[test]
-fn a_private_ca_is_refused_until_trusted() {
+/// A registry serving TLS with a certificate of its own CA (in `certs`, trusted from
+/// the returned directory), holding `app:v1` with one layer of `size` bytes.
+fn tls_registry(seed: &str, size: usize) -> (TempDir, std::path::PathBuf, Registry) {
     let certs = TempDir::new("certs");
     let (ca_dir, cert, key) = make_ca(&certs);
     let reg = Registry::start_with(&format!(
         "  tls:\n    certificate: {cert}\n    key: {key}\n"
     ));
-    let layout = oci_layout("v1", &[("tls", 100_000)]);
+    let layout = oci_layout("v1", &[(seed, size)]);
     skopeo(&[
         "copy",
         "-q",
@@ -97,6 +94,22 @@ fn a_private_ca_is_refused_until_trusted() {
         &format!("oci:{}:v1", layout.dir.path().display()),
         &format!("docker://{}", reg.image("app:v1")),
     ]);
+    (certs, ca_dir, reg)
+}
+
+/// The manifest `reference` names, as the TLS registry serves it (read with skopeo).
+fn raw_manifest_tls(ca_dir: &Path, reference: &str) -> Vec<u8> {
+    let docker = format!("docker://{reference}");
+    skopeo(&["inspect", "--raw", "--cert-dir", s(ca_dir), &docker]).stdout
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_private_ca_is_refused_until_trusted() {
+    let (_certs, ca_dir, reg) = tls_registry("tls", 100_000);
     let work = TempDir::new("work");
     let archive = work.join("a.tar");
 
@@ -135,41 +148,14 @@ fn a_private_ca_is_refused_until_trusted() {
         &reg.image("copy:v1"),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("pushed"));
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("copy:v1")),
-    ])
-    .stdout;
-    let src = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("app:v1")),
-    ])
-    .stdout;
+    let raw = raw_manifest_tls(&ca_dir, &reg.image("copy:v1"));
+    let src = raw_manifest_tls(&ca_dir, &reg.image("app:v1"));
     assert_eq!(raw, src);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_registry_certs_d_directories_are_trusted() {
-    let certs = TempDir::new("certs");
-    let (ca_dir, cert, key) = make_ca(&certs);
-    let reg = Registry::start_with(&format!(
-        "  tls:\n    certificate: {cert}\n    key: {key}\n"
-    ));
-    let layout = oci_layout("v1", &[("certsd", 50_000)]);
-    skopeo(&[
-        "copy",
-        "-q",
-        "--dest-cert-dir",
-        s(&ca_dir),
-        &format!("oci:{}:v1", layout.dir.path().display()),
-        &format!("docker://{}", reg.image("app:v1")),
-    ]);
+    let (_certs, ca_dir, reg) = tls_registry("certsd", 50_000);
     let certs_d = TempDir::new("certs.d");
     std::fs::create_dir_all(certs_d.join(&reg.addr)).unwrap();
     std::fs::copy(
@@ -195,14 +181,7 @@ async fn per_registry_certs_d_directories_are_trusted() {
         .pull_to_writer("scratch", &reg.image("app:v1"), tx)
         .await
         .unwrap();
-    let src = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        s(&ca_dir),
-        &format!("docker://{}", reg.image("app:v1")),
-    ])
-    .stdout;
+    let src = raw_manifest_tls(&ca_dir, &reg.image("app:v1"));
     assert_eq!(summary.manifest_digest, sha256(&src));
     let bytes = reader.await.unwrap();
     assert_eq!(bytes.len() as u64, summary.archive_bytes);

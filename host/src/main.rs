@@ -98,6 +98,10 @@ struct Global {
     /// Retries of a failed request, and resumes of a cut download or upload (0 for none)
     #[arg(long, global = true, value_name = "N", default_value_t = 4)]
     retries: u32,
+    /// Give up on a request (and retry it) when a registry sends nothing for SECS seconds
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
     /// Let the component reach this HOST[:PORT] too (repeatable)
     #[arg(long, global = true, value_name = "HOST[:PORT]")]
     allow_host: Vec<String>,
@@ -233,7 +237,10 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     for p in &g.platform {
         b = b.platform(p);
     }
-    b = b.referrers(!g.no_referrers).max_retries(g.retries);
+    b = b
+        .referrers(!g.no_referrers)
+        .max_retries(g.retries)
+        .timeout(std::time::Duration::from_secs(g.timeout));
     for h in &g.allow_host {
         b = b.allow_host(h);
     }
@@ -316,13 +323,7 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
             .write_all(bytes)
             .map_err(|e| io("stdout", e));
     }
-    let partial = format!("{path}.partial");
-    std::fs::write(&partial, bytes)
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            io(path, e)
-        })
+    imo::atomic_file::write(path.as_ref(), bytes).map_err(|e| io(path, e))
 }
 
 async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
@@ -333,6 +334,29 @@ async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send 
         .await
         .map_err(|e| Error::Io(format!("{path}: {e}")))?;
     Ok(Box::new(f))
+}
+
+/// `imo vet` (or, with `push`, `imo push`): the headline and the summary.
+async fn vet_or_push(
+    g: &Global,
+    archive: &str,
+    destination: &str,
+    map: &[String],
+    push: bool,
+) -> Result<(String, Summary), Error> {
+    let imo = for_destination(g, destination, map)?;
+    let archive = open_archive(archive).await?;
+    if push {
+        let s = imo.push(archive, destination).await?;
+        Ok((
+            format!("pushed {} to {destination}", s.images.join(", ")),
+            s,
+        ))
+    } else {
+        let s = imo.push_vet(archive, destination).await?;
+        let headline = format!("vetted {destination}: holds every blob the archive leaves out");
+        Ok((headline, s))
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -419,30 +443,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
             map,
-        } => {
-            let imo = for_destination(&cli.global, &destination, &map)?;
-            let s = imo
-                .push_vet(open_archive(&archive).await?, &destination)
-                .await?;
-            (
-                format!("vetted {destination}: holds every blob the archive leaves out"),
-                s,
-            )
-        }
+        } => vet_or_push(&cli.global, &archive, &destination, &map, false).await?,
         Command::Push {
             archive,
             destination,
             map,
-        } => {
-            let imo = for_destination(&cli.global, &destination, &map)?;
-            let s = imo
-                .push(open_archive(&archive).await?, &destination)
-                .await?;
-            (
-                format!("pushed {} to {destination}", s.images.join(", ")),
-                s,
-            )
-        }
+        } => vet_or_push(&cli.global, &archive, &destination, &map, true).await?,
     };
     if cli.global.json {
         let json = serde_json::to_string(&summary).expect("a summary serialises");

@@ -1,8 +1,8 @@
 //! The wasmtime embedding: one engine and compiled component per process, one store per
 //! operation, granting the component only what the operation needs.
 
+use crate::http_client::Connector;
 use crate::policy::NetworkPolicy;
-use crate::tls::Connector;
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::Result;
@@ -155,10 +155,7 @@ fn load_component(engine: &Engine) -> Result<Component> {
     if let Ok(bytes) = component.serialize()
         && std::fs::create_dir_all(&dir).is_ok()
     {
-        let tmp = dir.join(format!(".imo-{}.{}.tmp", &key[..32], std::process::id()));
-        if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, &path).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        let _ = crate::atomic_file::write(&path, &bytes);
     }
     Ok(component)
 }
@@ -243,8 +240,7 @@ impl WasiHttpHooks for Hooks {
                 policy.record(denied);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
             }
-            let timeout = options.and_then(|o| o.connect_timeout);
-            let response = connector.send(request, timeout).await?;
+            let response = connector.send(request, options).await?;
             policy.learn_from_response(&scheme, &authority, response.headers());
             Ok((
                 response,

@@ -7,6 +7,7 @@
     reason = "each test file uses a different part of the support code"
 )]
 
+pub mod fake;
 pub mod proxy;
 pub mod token;
 
@@ -17,6 +18,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// RFC 4648 base64 with padding, for a Basic `Authorization` header.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for group in bytes.chunks(3) {
+        let mut n = 0u32;
+        for (i, b) in group.iter().enumerate() {
+            n |= u32::from(*b) << (16 - 8 * i);
+        }
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
 
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
@@ -314,6 +335,40 @@ pub fn imo(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Waits for `child` to exit and returns its output; past `limit`, kills it and fails the
+/// test, so that a hang fails instead of stalling the run.
+pub fn output_within(mut child: Child, limit: Duration) -> Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    // Read the pipes meanwhile: a full pipe would stall the child.
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            panic!("still running after {limit:?}, killed; stderr: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Runs `imo` and fails the test with its stderr unless it succeeds.
 pub fn imo_ok(args: &[&str]) -> Output {
     let out = imo(args);
@@ -327,16 +382,16 @@ pub fn imo_ok(args: &[&str]) -> Output {
 
 /// Runs `imo`, expects it to fail, and returns its stderr.
 pub fn imo_err(args: &[&str]) -> String {
-    let out = imo(args);
+    failed(args, &imo(args))
+}
+
+/// Checks that `imo args` failed as it should, with exit status 1 and no panic; its stderr.
+pub fn failed(args: &[&str], out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "imo {args:?} succeeded but should have failed: {stderr}"
-    );
     assert_eq!(
         out.status.code(),
         Some(1),
-        "imo {args:?} should exit 1: {stderr}"
+        "imo {args:?} should fail with exit status 1: {stderr}"
     );
     assert!(
         !stderr.contains("panicked"),

@@ -1,0 +1,544 @@
+//! [`Imo`] and its operations: pull, vet, push and inventory, each in a fresh sandbox.
+
+use crate::api::{Bundle, Error, Summary, runtime_error};
+use crate::atomic_file::AtomicFile;
+use crate::builder::Builder;
+use crate::runtime::Runtime;
+use crate::sandbox::{destination_references, finish, finish_with, layout_grant};
+use crate::streams;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use wasmtime::component::Resource;
+use wasmtime_wasi::filesystem::{Descriptor, File as FsFile};
+use wasmtime_wasi::p2::pipe::AsyncWriteStream;
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
+use wasmtime_wasi::{FsPerms, OpenMode};
+
+/// Pulls, vets and pushes difference archives. Made by [`Imo::builder`]; cheap to clone,
+/// and each operation runs in a fresh instance of the component that may reach only the
+/// registries (or `oci:` layouts) it names and the archive stream it is given.
+///
+/// The whole job, with local OCI layouts standing in for the registries:
+///
+/// ```rust
+/// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let work = scratch("imo");
+/// # let v1 = layout(&work.join("build"), "v1", &["os"]);
+/// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+/// # let site = work.join("site");
+/// # layout(&site, "v1", &["os"]);
+/// # let archive = work.join("app-v2.tar");
+/// // `v1` and `v2` are `oci:DIR:TAG` references; the layout `site` holds v1 already.
+/// let imo = imo::Imo::builder().build()?;
+/// let pulled = imo.pull_to_file(&v1, &v2, &archive).await?;
+///
+/// let destination = format!("oci:{}:v2", site.display());
+/// imo.push_vet(tokio::fs::File::open(&archive).await?, &destination).await?;
+/// let pushed = imo.push(tokio::fs::File::open(&archive).await?, &destination).await?;
+/// assert_eq!(pushed.manifest_digest, pulled.manifest_digest);
+/// # std::fs::remove_dir_all(&work)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Imo {
+    pub(crate) runtime: Arc<Runtime>,
+    pub(crate) settings: Builder,
+}
+
+impl Imo {
+    /// The settings for a new `Imo`, at their defaults (see [`Builder`]).
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().progress(true).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Runs the component's own command line (`imo.wasm ARGS…`) inside the same sandbox as
+    /// every operation: no files, no environment, and the network of `references` only.
+    /// For proving the sandbox; whether the command succeeded.
+    #[doc(hidden)]
+    pub async fn run_sandboxed_cli(
+        &self,
+        args: &[&str],
+        references: &[&str],
+    ) -> Result<bool, Error> {
+        let policy = self.policy(references)?;
+        let connector = self.connector(references);
+        let mut argv = vec!["imo"];
+        argv.extend_from_slice(args);
+        let mut store = self
+            .runtime
+            .store(policy, connector, self.reporter(), &argv, &[])
+            .map_err(runtime_error)?;
+        self.runtime
+            .run_cli(&mut store)
+            .await
+            .map_err(runtime_error)
+    }
+
+    /// Starts pulling and returns the archive as a stream while it is produced, as the Go
+    /// library's `Pull` returns an `io.ReadCloser`. A failure surfaces as a read error; the
+    /// summary comes from [`PullStream::finish`]. Must be called within a tokio runtime.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("pull");
+    /// # let v1 = layout(&work, "v1", &["os"]);
+    /// # let v2 = layout(&work, "v2", &["os", "app"]);
+    /// use tokio::io::AsyncReadExt as _;
+    ///
+    /// // `v1` and `v2` are `oci:DIR:TAG` references to local layouts.
+    /// let imo = imo::Imo::builder().build()?;
+    /// let mut stream = imo.pull(&v1, &v2);
+    /// let mut archive = Vec::new();
+    /// stream.read_to_end(&mut archive).await?;
+    /// let summary = stream.finish().await?;
+    /// assert_eq!(summary.archive_bytes, archive.len() as u64);
+    /// assert!(archive.starts_with(b"oci-layout"), "a tar whose first entry is oci-layout");
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pull(&self, base: &str, final_: &str) -> PullStream {
+        let (writer, reader) = tokio::io::duplex(1 << 20);
+        let imo = self.clone();
+        let (base, final_) = (base.to_owned(), final_.to_owned());
+        let task = tokio::spawn(async move { imo.pull_to_writer(&base, &final_, writer).await });
+        PullStream {
+            reader,
+            task: Some(task),
+            result: None,
+        }
+    }
+
+    /// Writes the difference archive of `final_` over `base` (or `"scratch"`) to `out`.
+    /// On error, what was written is not an archive and must be discarded.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("pull-to-writer");
+    /// # let v1 = layout(&work, "v1", &["os"]);
+    /// # let v2 = layout(&work, "v2", &["os", "app"]);
+    /// // `v1` and `v2` are `oci:DIR:TAG` references to local layouts.
+    /// let imo = imo::Imo::builder().build()?;
+    /// let out = tokio::fs::File::create(work.join("app-v2.tar")).await?;
+    /// let summary = imo.pull_to_writer(&v1, &v2, out).await?;
+    /// assert_eq!(summary.base_reference, v1);
+    /// assert_eq!(std::fs::metadata(work.join("app-v2.tar"))?.len(), summary.archive_bytes);
+    ///
+    /// // With no base, the archive carries every blob.
+    /// let full = imo.pull_to_writer("scratch", &v2, tokio::io::sink()).await?;
+    /// assert_eq!(full.blobs_omitted, 0);
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pull_to_writer<W>(
+        &self,
+        base: &str,
+        final_: &str,
+        out: W,
+    ) -> Result<Summary, Error>
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        self.pull_bundle_to_writer(&Bundle::new(base, final_), out)
+            .await
+    }
+
+    /// Writes one archive holding every final image of `bundle`, leaving out what any of
+    /// its bases or inventories holds; blobs the final images share are carried once. On
+    /// error, what was written must be discarded.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("pull-bundle-to-writer");
+    /// # let base = layout(&work, "base", &["os"]);
+    /// # let app = layout(&work, "app", &["os", "runtime", "app"]);
+    /// # let tools = layout(&work, "tools", &["os", "runtime", "tools"]);
+    /// // `oci:DIR:TAG` references to local layouts: two images over one base.
+    /// let bundle = imo::Bundle {
+    ///     bases: vec![base],
+    ///     inventories: vec![],
+    ///     finals: vec![app, tools],
+    /// };
+    /// let imo = imo::Imo::builder().build()?;
+    /// let summary = imo.pull_bundle_to_writer(&bundle, tokio::io::sink()).await?;
+    /// assert_eq!(summary.images.len(), 2);
+    /// // Two configs, `runtime` once, `app` and `tools`.
+    /// assert_eq!(summary.blobs_in_archive, 5);
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pull_bundle_to_writer<W>(&self, bundle: &Bundle, out: W) -> Result<Summary, Error>
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
+        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull_bundle(
+                &mut store,
+                &request,
+                Resource::new_borrow(own.rep()),
+                &self.options(),
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &witness)
+    }
+
+    /// Writes the difference archive to `path`, under a temporary name until it is complete
+    /// and verified, so a failed pull never leaves a file that looks like an archive.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("pull-to-file");
+    /// # let v1 = layout(&work, "v1", &["os"]);
+    /// # let v2 = layout(&work, "v2", &["os", "app"]);
+    /// // `v1` and `v2` are `oci:DIR:TAG` references to local layouts.
+    /// let imo = imo::Imo::builder().build()?;
+    /// let archive = work.join("app-v2.tar");
+    /// let summary = imo.pull_to_file(&v1, &v2, &archive).await?;
+    /// assert_eq!(std::fs::metadata(&archive)?.len(), summary.archive_bytes);
+    ///
+    /// let missing = format!("oci:{}:v3", work.join("no-such-layout").display());
+    /// let failed = work.join("app-v3.tar");
+    /// assert!(imo.pull_to_file(&v1, &missing, &failed).await.is_err());
+    /// assert!(!failed.exists());
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pull_to_file(
+        &self,
+        base: &str,
+        final_: &str,
+        path: &Path,
+    ) -> Result<Summary, Error> {
+        self.pull_bundle_to_file(&Bundle::new(base, final_), path)
+            .await
+    }
+
+    /// [`Imo::pull_bundle_to_writer`] into `path`, written under a temporary name until it
+    /// is complete and verified.
+    ///
+    /// Here the site's holdings come from an inventory rather than a base image:
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("pull-bundle-to-file");
+    /// # let site = layout(&work.join("site"), "v1", &["os"]);
+    /// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+    /// // `site` and `v2` are `oci:DIR:TAG` references to local layouts.
+    /// let imo = imo::Imo::builder().build()?;
+    /// let inventory = work.join("site.json");
+    /// std::fs::write(&inventory, imo.inventory(&[&site], &[]).await?)?;
+    ///
+    /// let bundle = imo::Bundle {
+    ///     bases: vec![],
+    ///     inventories: vec![inventory],
+    ///     finals: vec![v2],
+    /// };
+    /// let summary = imo.pull_bundle_to_file(&bundle, &work.join("app-v2.tar")).await?;
+    /// assert_eq!(summary.blobs_omitted, 1, "the `os` layer, which the site holds");
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pull_bundle_to_file(
+        &self,
+        bundle: &Bundle,
+        path: &Path,
+    ) -> Result<Summary, Error> {
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        let out = AtomicFile::create(path).map_err(io)?;
+        let writer = out.file().try_clone().map_err(io)?;
+        let summary = self.pull_into(bundle, writer).await?;
+        out.commit().map_err(io)?;
+        Ok(summary)
+    }
+
+    /// Pulls into `file`, which the component may write at any offset (and nothing else), so
+    /// that it fetches several blobs at once.
+    async fn pull_into(&self, bundle: &Bundle, file: std::fs::File) -> Result<Summary, Error> {
+        let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
+        // Its writes run on the calling thread: the component waits for each anyway.
+        let descriptor =
+            Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, OpenMode::WRITE, true));
+        let own = store
+            .data_mut()
+            .table
+            .push(descriptor)
+            .map_err(runtime_error)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull_bundle_to_file(
+                &mut store,
+                &request,
+                Resource::new_borrow(own.rep()),
+                &self.options(),
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &witness)
+    }
+
+    /// Checks, before anything is uploaded, that `destination` holds every blob the archive
+    /// read from `archive` leaves out, with one `HEAD` per blob. It works before the
+    /// destination tag exists and changes nothing there. An `oci:DIR` destination must exist.
+    ///
+    /// Fails with [`Error::MissingBlobs`], naming every digest the destination lacks.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("push-vet");
+    /// # let v1 = layout(&work.join("build"), "v1", &["os"]);
+    /// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+    /// # let site = work.join("site");
+    /// # layout(&site, "v1", &["os"]);
+    /// # let empty = work.join("empty");
+    /// # std::fs::create_dir(&empty)?;
+    /// # let archive = work.join("app-v2.tar");
+    /// // `v1` and `v2` are images in local OCI layouts; `site` holds v1, `empty` nothing.
+    /// let imo = imo::Imo::builder().build()?;
+    /// imo.pull_to_file(&v1, &v2, &archive).await?;
+    ///
+    /// let file = tokio::fs::File::open(&archive).await?;
+    /// let summary = imo.push_vet(file, &format!("oci:{}:v2", site.display())).await?;
+    /// assert_eq!(summary.blobs_omitted, 1, "the `os` layer, which the site holds");
+    ///
+    /// let file = tokio::fs::File::open(&archive).await?;
+    /// let err = imo.push_vet(file, &format!("oci:{}:v2", empty.display())).await;
+    /// assert!(matches!(err, Err(imo::Error::MissingBlobs(digests)) if digests.len() == 1));
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn push_vet<R>(&self, archive: R, destination: &str) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.with_archive(archive, destination, false).await
+    }
+
+    /// Vets, uploads the blobs `destination` lacks (each verified as it streams), then puts
+    /// the manifest, so the destination tag holds the final image with exactly the source's
+    /// digests. Nothing is tagged unless every blob is in place. With no tag in
+    /// `destination`, the final image's own tag is used; an `oci:DIR` destination is created
+    /// if need be.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("push");
+    /// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+    /// # let archive = work.join("app-v2-full.tar");
+    /// // `v2` is an `oci:DIR:TAG` reference to a local layout.
+    /// let imo = imo::Imo::builder().build()?;
+    /// imo.pull_to_file("scratch", &v2, &archive).await?;
+    ///
+    /// let mirror = format!("oci:{}", work.join("mirror").display());
+    /// let summary = imo.push(tokio::fs::File::open(&archive).await?, &mirror).await?;
+    /// assert_eq!(summary.blobs_uploaded, summary.blobs_in_archive);
+    /// let index = std::fs::read_to_string(work.join("mirror/index.json"))?;
+    /// assert!(index.contains(&summary.manifest_digest));
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn push<R>(&self, archive: R, destination: &str) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        self.with_archive(archive, destination, true).await
+    }
+
+    /// Describes what `sources` (repositories: all tags, or the tag named; `oci:` layouts)
+    /// and the `archives` already shipped hold, as an inventory's JSON text for
+    /// [`Bundle::inventories`]. Registries are read with the push credentials.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("inventory");
+    /// # let site = layout(&work, "v1", &["os"]);
+    /// // `site` is an `oci:DIR:TAG` reference to a local layout.
+    /// let imo = imo::Imo::builder().build()?;
+    /// let json: serde_json::Value = serde_json::from_str(&imo.inventory(&[&site], &[]).await?)?;
+    /// assert_eq!(json["imoInventoryVersion"], 1);
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn inventory(&self, sources: &[&str], archives: &[PathBuf]) -> Result<String, Error> {
+        let mut grants = Vec::new();
+        let sources = sources
+            .iter()
+            .map(|s| {
+                let (s, g) = layout_grant(s, false)?;
+                grants.extend(g);
+                Ok(s)
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let references: Vec<&str> = sources.iter().map(String::as_str).collect();
+        let (witness, mut store, imo) = self.sandbox(&references, &grants).await?;
+        let api = imo.imo_overlay_overlay();
+        let options = self.options();
+        let mut json = String::new();
+        if !sources.is_empty() || archives.is_empty() {
+            json = finish_with(
+                api.call_inventory(&mut store, &sources, &options).await,
+                &witness,
+            )?;
+        }
+        for path in archives {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            let stream: DynInputStream = Box::new(streams::ReadAhead::new(file));
+            let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+            let result = api
+                .call_inventory_add_archive(
+                    &mut store,
+                    &json,
+                    &path.display().to_string(),
+                    Resource::new_borrow(own.rep()),
+                    &options,
+                )
+                .await;
+            let _ = store.data_mut().table.delete(own);
+            json = finish_with(result, &witness)?;
+        }
+        Ok(json)
+    }
+
+    /// Vets (or, with `push`, pushes) `archive` to `destination`.
+    async fn with_archive<R>(
+        &self,
+        archive: R,
+        destination: &str,
+        push: bool,
+    ) -> Result<Summary, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let (destination, grants) = layout_grant(destination, push)?;
+        let destination = destination.as_str();
+        let grants: Vec<_> = grants.into_iter().collect();
+        let references = destination_references(destination, &self.settings.destination_map);
+        let references: Vec<&str> = references.iter().map(String::as_str).collect();
+        let (witness, mut store, imo) = self.sandbox(&references, &grants).await?;
+        let stream: DynInputStream = Box::new(streams::ReadAhead::new(archive));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let borrowed = Resource::new_borrow(own.rep());
+        let options = self.options();
+        let api = imo.imo_overlay_overlay();
+        let result = if push {
+            api.call_push(&mut store, borrowed, destination, &options)
+                .await
+        } else {
+            api.call_push_vet(&mut store, borrowed, destination, &options)
+                .await
+        };
+        let _ = store.data_mut().table.delete(own);
+        finish(result, &witness)
+    }
+}
+
+/// An archive being pulled, readable (as a tokio [`AsyncRead`]) while it is produced. Made
+/// by [`Imo::pull`]. If the pull fails, reading ends with an error rather than a short
+/// archive; [`finish`](PullStream::finish) then returns the [`Error`].
+///
+/// ```rust
+/// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let work = scratch("pull-stream");
+/// # let v2 = layout(&work, "v2", &["os", "app"]);
+/// // `v2` is an `oci:DIR:TAG` reference to a local layout.
+/// let imo = imo::Imo::builder().build()?;
+/// let mut stream = imo.pull("scratch", &v2);
+/// let mut file = tokio::fs::File::create(work.join("app-v2.tar")).await?;
+/// let copied = tokio::io::copy(&mut stream, &mut file).await?;
+/// assert_eq!(stream.finish().await?.archive_bytes, copied);
+/// # std::fs::remove_dir_all(&work)?;
+/// # Ok(()) }
+/// ```
+pub struct PullStream {
+    reader: tokio::io::DuplexStream,
+    task: Option<tokio::task::JoinHandle<Result<Summary, Error>>>,
+    result: Option<Result<Summary, Error>>,
+}
+
+impl PullStream {
+    /// Waits for the pull to end and returns its summary. Read the stream to its end first:
+    /// the component waits for the reader when the buffer is full.
+    ///
+    /// ```rust
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::io::AsyncReadExt as _;
+    ///
+    /// let imo = imo::Imo::builder().build()?;
+    /// let missing = std::env::temp_dir().join("imo-doc-no-such-layout");
+    /// let mut stream = imo.pull("scratch", &format!("oci:{}:v2", missing.display()));
+    /// let mut archive = Vec::new();
+    /// assert!(stream.read_to_end(&mut archive).await.is_err());
+    /// assert!(matches!(stream.finish().await, Err(imo::Error::Io(_))));
+    /// # Ok(()) }
+    /// ```
+    pub async fn finish(mut self) -> Result<Summary, Error> {
+        if let Some(r) = self.result.take() {
+            return r;
+        }
+        let task = self
+            .task
+            .take()
+            .expect("the task is taken only here and at the end of reading");
+        task.await.map_err(runtime_error)?
+    }
+}
+
+impl AsyncRead for PullStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.reader).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            other => return other,
+        }
+        // The writer is gone: the archive ended, completely or not. Say which.
+        if self.result.is_none() {
+            let Some(task) = self.task.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            let outcome = std::task::ready!(std::pin::Pin::new(task).poll(cx));
+            self.task = None;
+            self.result = Some(outcome.map_err(runtime_error).and_then(|r| r));
+        }
+        match &self.result {
+            Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e.clone()))),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}
