@@ -35,6 +35,13 @@ impl Authority {
         })
     }
 
+    /// Whether a request to `other` reaches this authority; a missing port is the scheme's
+    /// default.
+    pub fn covers(&self, other: &Authority, default_port: u16) -> bool {
+        self.host == other.host
+            && self.port.unwrap_or(default_port) == other.port.unwrap_or(default_port)
+    }
+
     /// The host as a name or an address, without an IPv6 address's brackets.
     pub fn bare_host(&self) -> &str {
         self.host

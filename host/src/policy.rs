@@ -27,44 +27,10 @@
 
 use imo_guest::auth::parse_challenges;
 use imo_guest::reference::{Reference, is_loopback_host};
+use crate::authority::Authority;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
-
-/// An authority the component may reach: a host, and a port unless any default port will do.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Authority {
-    host: String,
-    port: Option<u16>,
-}
-
-impl Authority {
-    fn parse(s: &str) -> Option<Authority> {
-        let s = s.to_ascii_lowercase();
-        let (host, port) = if s.starts_with('[') {
-            let end = s.find(']')?;
-            let port = s[end + 1..].strip_prefix(':');
-            (s[..=end].to_owned(), port)
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), Some(p)),
-                None => (s.clone(), None),
-            }
-        };
-        let port = match port {
-            Some(p) => Some(p.parse().ok()?),
-            None => None,
-        };
-        (!host.is_empty()).then_some(Authority { host, port })
-    }
-
-    /// Whether a request to `other` reaches this authority; a missing port is the scheme's
-    /// default.
-    fn covers(&self, other: &Authority, default_port: u16) -> bool {
-        self.host == other.host
-            && self.port.unwrap_or(default_port) == other.port.unwrap_or(default_port)
-    }
-}
 
 /// What a host learned from a response may be reached with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
