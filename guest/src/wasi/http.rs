@@ -47,9 +47,8 @@ pub(super) fn send(
     req: &Request,
     body: Option<BodyWriter<'_>>,
 ) -> Result<http::FutureIncomingResponse, Error> {
-    let unreachable = |e: &dyn std::fmt::Display| {
-        Error::Unreachable(format!("{} {}: {e}", req.method.as_str(), req.url))
-    };
+    let what = format!("{} {}", req.method.as_str(), req.url);
+    let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{what}: {e}"));
     let mut fields: Vec<(String, Vec<u8>)> = req
         .headers
         .iter()
@@ -85,7 +84,7 @@ pub(super) fn send(
         return Err(unreachable(&"the URL is not valid"));
     }
     let outgoing = request.body().expect("a new request's body is taken once");
-    let future = outgoing_handler::handle(request, None).map_err(|e| unreachable(&e))?;
+    let future = outgoing_handler::handle(request, None).map_err(|e| failure(&what, &e))?;
     if let Some(write) = body {
         let stream = outgoing.write().expect("a new body's stream is taken once");
         // Once a body reaches its Content-Length the host may close the stream, so a
@@ -102,8 +101,18 @@ pub(super) fn send(
             return Err(e);
         }
     }
-    http::OutgoingBody::finish(outgoing, None).map_err(|e| unreachable(&e))?;
+    http::OutgoingBody::finish(outgoing, None).map_err(|e| failure(&what, &e))?;
     Ok(future)
+}
+
+/// A wasi-http failure of `what` (method and URL) as the client's error: a request the
+/// host refused is final (`Denied`, which the retry loop leaves alone); any other failure
+/// is the connection's, worth retrying.
+fn failure(what: &str, code: &http::ErrorCode) -> Error {
+    match code {
+        http::ErrorCode::HttpRequestDenied => Error::Denied(what.to_owned()),
+        code => Error::Unreachable(format!("{what}: {code}")),
+    }
 }
 
 /// A response as it arrives: the head, and the body to read.
@@ -124,7 +133,7 @@ pub(super) fn answer(future: &http::FutureIncomingResponse, what: &str) -> Resul
     };
     let response = response
         .map_err(|()| unreachable(&"the response was already taken"))?
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| failure(what, &e))?;
     let status = response.status();
     let headers = response
         .headers()
