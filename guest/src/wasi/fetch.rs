@@ -1,7 +1,7 @@
 //! Concurrent blob downloads for a pull into a file, all on one thread.
 
 use super::http::{Answer, Body, WasiHttp, answer, send};
-use super::streams::stream_error;
+use crate::cli::Timeouts;
 use crate::digest::Verifier;
 use crate::ops;
 use crate::registry::Request;
@@ -26,7 +26,7 @@ impl ops::Fetcher for WasiHttp {
                 let Some((index, job)) = queued.next() else {
                     break;
                 };
-                match Download::open(index, job) {
+                match Download::open(index, job, self.limits) {
                     Ok(d) => active.push(d),
                     Err(why) => outcomes[index] = Some(Err(why)),
                 }
@@ -70,6 +70,7 @@ struct Download<'a> {
     progress: ops::Progress<'a>,
     stage: Stage,
     check: Verifier,
+    limits: Timeouts,
 }
 
 enum Stage {
@@ -92,9 +93,9 @@ enum Pumped {
 
 impl<'a> Download<'a> {
     /// Sends the job's `GET`.
-    fn open(index: usize, job: ops::Fetch<'a>) -> Result<Self, String> {
+    fn open(index: usize, job: ops::Fetch<'a>, limits: Timeouts) -> Result<Self, String> {
         let request = job.source.blob_request(job.d).map_err(|e| e.to_string())?;
-        let answer = send(&request, None).map_err(|e| e.to_string())?;
+        let answer = send(&request, None, &limits).map_err(|e| e.to_string())?;
         let check = Verifier::new(&job.d.digest, job.d.size);
         Ok(Download {
             index,
@@ -106,6 +107,7 @@ impl<'a> Download<'a> {
                 redirects: 0,
             },
             check,
+            limits,
         })
     }
 
@@ -134,7 +136,7 @@ impl<'a> Download<'a> {
                     status,
                     headers,
                     body,
-                } = match self::answer(answer, &what) {
+                } = match self::answer(answer, &what, &self.limits) {
                     Ok(head) => head,
                     Err(e) => return Pumped::End(Err(e.to_string())),
                 };
@@ -155,7 +157,7 @@ impl<'a> Download<'a> {
                         }
                         request.url = url;
                         *redirects += 1;
-                        match send(request, None) {
+                        match send(request, None, &self.limits) {
                             Ok(next) => *answer = next,
                             Err(e) => return Pumped::End(Err(e.to_string())),
                         }
@@ -177,7 +179,7 @@ impl<'a> Download<'a> {
                     Pumped::Some
                 }
                 Err(StreamError::Closed) => Pumped::End(Ok(())),
-                Err(e) => Pumped::End(Err(stream_error(e).to_string())),
+                Err(e) => Pumped::End(Err(body.error(e).to_string())),
             },
         }
     }

@@ -46,7 +46,7 @@ impl wit::Guest for Component {
         let options = Options::from(options);
         let mut out = StreamWriter(archive);
         ops::pull(
-            &WasiHttp,
+            &WasiHttp::default(),
             &options,
             &reporter(&options),
             &base,
@@ -64,7 +64,7 @@ impl wit::Guest for Component {
     ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
         ops::pull_bundle(
-            &WasiHttp,
+            &WasiHttp::default(),
             &options,
             &reporter(&options),
             &pull_request(request),
@@ -80,9 +80,10 @@ impl wit::Guest for Component {
         options: wit::Options,
     ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
+        let http = WasiHttp::default();
         ops::pull_bundle_to_file(
-            &WasiHttp,
-            &WasiHttp,
+            &http,
+            &http,
             &options,
             &reporter(&options),
             &pull_request(request),
@@ -94,7 +95,13 @@ impl wit::Guest for Component {
 
     fn inventory(sources: Vec<String>, options: wit::Options) -> Result<String, wit::Error> {
         let options = Options::from(options);
-        let inventory = ops::inventory(&WasiHttp, &options, &reporter(&options), &sources, vec![])?;
+        let inventory = ops::inventory(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &sources,
+            vec![],
+        )?;
         Ok(json_text(&inventory))
     }
 
@@ -112,7 +119,7 @@ impl wit::Guest for Component {
             builder.merge(&so_far);
         }
         let added = ops::inventory(
-            &WasiHttp,
+            &WasiHttp::default(),
             &options,
             &reporter(&options),
             &[],
@@ -129,7 +136,7 @@ impl wit::Guest for Component {
     ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
         ops::push_vet(
-            &WasiHttp,
+            &WasiHttp::default(),
             &options,
             &reporter(&options),
             &mut StreamReader(archive),
@@ -146,7 +153,7 @@ impl wit::Guest for Component {
     ) -> Result<wit::Summary, wit::Error> {
         let options = Options::from(options);
         ops::push(
-            &WasiHttp,
+            &WasiHttp::default(),
             &options,
             &reporter(&options),
             &mut StreamReader(archive),

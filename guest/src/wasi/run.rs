@@ -30,6 +30,9 @@ impl exports::wasi::cli::run::Guest for Component {
 
 fn run_command(command: cli::Command) -> Result<(), Error> {
     let options = command.options;
+    let http = WasiHttp {
+        limits: command.timeouts,
+    };
     let report = reporter(&options);
     let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
     let summary = match command.operation {
@@ -57,7 +60,7 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
                 finals,
             };
             write_output(&output, &mut |out| {
-                ops::pull_bundle(&WasiHttp, &options, &report, &request, out)
+                ops::pull_bundle(&http, &options, &report, &request, out)
             })?
         }
         Operation::Inventory {
@@ -77,7 +80,7 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
                 .iter_mut()
                 .map(|(name, f)| (name.clone(), f as &mut dyn Read))
                 .collect();
-            let inventory = ops::inventory(&WasiHttp, &options, &report, &sources, readers)?;
+            let inventory = ops::inventory(&http, &options, &report, &sources, readers)?;
             write_output(&output, &mut |out| {
                 out.write_all(&inventory.to_json())
                     .map_err(|e| io(&output, e))
@@ -96,13 +99,13 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
             archive,
             destination,
         } => with_input(&archive, |r| {
-            ops::push_vet(&WasiHttp, &options, &report, r, &destination)
+            ops::push_vet(&http, &options, &report, r, &destination)
         })?,
         Operation::Push {
             archive,
             destination,
         } => with_input(&archive, |r| {
-            ops::push(&WasiHttp, &options, &report, r, &destination)
+            ops::push(&http, &options, &report, r, &destination)
         })?,
     };
     if options.progress {

@@ -73,18 +73,23 @@ pub(super) struct StreamReader<'a>(pub(super) &'a InputStream);
 
 impl Read for StreamReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        read_stream(self.0, buf)
+        read_stream(self.0, buf, stream_error)
     }
 }
 
-pub(super) fn read_stream(stream: &InputStream, buf: &mut [u8]) -> io::Result<usize> {
+/// One blocking read; `failed` tells what a failure of the stream was.
+pub(super) fn read_stream(
+    stream: &InputStream,
+    buf: &mut [u8],
+    failed: impl FnOnce(StreamError) -> io::Error,
+) -> io::Result<usize> {
     match stream.blocking_read(buf.len() as u64) {
         Ok(chunk) => {
             buf[..chunk.len()].copy_from_slice(&chunk);
             Ok(chunk.len())
         }
         Err(StreamError::Closed) => Ok(0),
-        Err(e) => Err(stream_error(e)),
+        Err(e) => Err(failed(e)),
     }
 }
 
