@@ -142,6 +142,12 @@ impl<'a> Download<'a> {
                 };
                 match status {
                     200 => self.stage = Stage::Reading(body),
+                    // merge: a second copy of the redirect rule (which statuses, the redirect
+                    // limit, resolving Location, dropping Authorization off-origin); it is to
+                    // call registry::redirect's pure function instead, so issue 13's defect 5
+                    // fixes (`//host/p`, relative Locations, refused schemes, user:password in
+                    // Location) reach this path too. Keep the fetch's own send and the state
+                    // machine here; only the decision moves.
                     301 | 302 | 303 | 307 | 308 if *redirects < FETCH_REDIRECTS => {
                         let location = headers
                             .iter()
