@@ -395,6 +395,72 @@ fn the_component_runs_under_the_wasmtime_cli() {
     );
 }
 
+/// A registry that takes the connection and never answers: the bare component gives up after
+/// the `--timeout` it set on its requests, rather than waiting for the runner's own limit.
+#[test]
+fn the_bare_component_gives_up_on_a_silent_registry() {
+    use std::io::Read;
+    // HTTPS attempts (a TLS handshake starts with 0x16) are cut at once; plain HTTP ones
+    // are held open, unanswered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut first = [0u8; 1];
+                if conn.read_exact(&mut first).is_ok() && first[0] != 0x16 {
+                    std::thread::sleep(std::time::Duration::from_secs(120));
+                }
+            });
+        }
+    });
+    let work = TempDir::new("work");
+    let wasm = work.join("imo.wasm");
+    imo_ok(&["component", "-o", path_str(&wasm)]);
+
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new("wasmtime")
+        .args(["run", "-S", "http"])
+        .arg(&wasm)
+        .args(["--timeout", "1", "--retries", "1", "inventory"])
+        .arg(format!("{addr}/app"))
+        .args(["-o", "-"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running the wasmtime CLI (cargo install wasmtime-cli@48.0.8 --locked)");
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("still waiting on a silent registry after 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the registry stopped answering")
+            && stderr.contains("no answer within 1 s")
+            && stderr.contains(&format!("GET http://{addr}/v2/")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("retrying"),
+        "a timeout is retried: {stderr}"
+    );
+}
+
 #[test]
 fn blobs_in_another_repository_are_mounted_not_uploaded() {
     let src = two_versions(None);

@@ -57,7 +57,7 @@ async fn hosts_not_named_are_refused() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, imo::Error::Unreachable(_)), "{msg}");
+    assert!(matches!(err, imo::Error::Denied(_)), "{msg}");
     assert!(
         msg.contains(&format!("refused http://{}", token.addr)) && msg.contains("--allow-host"),
         "{msg}"
@@ -82,6 +82,41 @@ async fn hosts_not_named_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(token.hits(), 2);
+}
+
+/// A request the policy refuses fails at once, without the retry loop's backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_is_not_retried() {
+    let token = FixedServer::start(
+        "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+    );
+    let registry = registry_pointing_to(&format!("http://{}/token", token.addr));
+    let (seen, report) = lines();
+    let imo = imo::Imo::builder()
+        .learn_hosts(false)
+        .reporter(report)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = imo
+        .pull_to_writer(
+            "scratch",
+            &format!("{}/app:v1", registry.addr),
+            tokio::io::sink(),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    let said = seen.lock().unwrap().join("\n");
+    assert!(!said.contains("retrying"), "a denial was retried: {said}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+    let msg = err.to_string();
+    assert!(matches!(err, imo::Error::Denied(_)), "{msg}");
+    assert!(
+        msg.contains(&format!("GET http://{}/token", token.addr)),
+        "names the request: {msg}"
+    );
+    assert_eq!(token.hits(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -38,6 +38,9 @@ options:
   --platform OS/ARCH[/VARIANT] carry only this platform of an index (repeatable)
   --no-referrers              leave signatures, attestations and SBOMs behind
   --retries N                 retries of a failed request or cut transfer (default 4)
+  --timeout SECS              seconds a registry may stay silent, before the answer
+                              or between bytes of it, before the request fails and
+                              is retried (default 60)
   -q, --quiet                 print no progress
   -h, --help                  print this help";
 
@@ -70,6 +73,29 @@ pub enum Operation {
 pub struct Command {
     pub operation: Operation,
     pub options: Options,
+    pub timeouts: Timeouts,
+}
+
+/// How long, in seconds, a request may wait; set on every wasi-http request, so a runner
+/// that honours them never waits for ever on a silent registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To connect.
+    pub connect_s: u64,
+    /// From the request sent to the first byte of the answer.
+    pub first_byte_s: u64,
+    /// Between two pieces of the answer.
+    pub between_bytes_s: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_s: 30,
+            first_byte_s: 60,
+            between_bytes_s: 60,
+        }
+    }
 }
 
 fn credentials(flag: &str, value: &str) -> Result<Credentials, String> {
@@ -94,6 +120,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut output = None;
     let (mut bases, mut haves, mut archives) = (Vec::new(), Vec::new(), Vec::new());
     let mut all_creds = None;
+    let mut timeouts = Timeouts::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -111,6 +138,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 return Ok(Command {
                     operation: Operation::Help,
                     options,
+                    timeouts,
                 });
             }
             "-q" | "--quiet" => options.progress = false,
@@ -135,6 +163,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 options.max_retries = v
                     .parse()
                     .map_err(|_| format!("--retries wants a number, not {v:?}"))?;
+            }
+            "--timeout" => {
+                let v = value(flag)?;
+                let secs = v
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or_else(|| format!("--timeout wants a number of seconds, not {v:?}"))?;
+                timeouts.first_byte_s = secs;
+                timeouts.between_bytes_s = secs;
             }
             "--creds" => all_creds = Some(credentials(flag, &value(flag)?)?),
             "--base-creds" => options.base_credentials = Some(credentials(flag, &value(flag)?)?),
@@ -214,7 +252,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if !archives.is_empty() {
         return Err("--archive applies only to inventory".into());
     }
-    Ok(Command { operation, options })
+    Ok(Command {
+        operation,
+        options,
+        timeouts,
+    })
 }
 
 #[cfg(test)]
@@ -321,5 +363,49 @@ mod tests {
             assert!(err.contains(expected), "{line:?}: {err}");
         }
         assert_eq!(parse(&args("--help")).unwrap().operation, Operation::Help);
+    }
+
+    #[test]
+    fn timeout_sets_the_idle_limits_only() {
+        let defaults = parse(&args("vet a r/x")).unwrap().timeouts;
+        assert_eq!(
+            defaults,
+            Timeouts {
+                connect_s: 30,
+                first_byte_s: 60,
+                between_bytes_s: 60
+            }
+        );
+        for line in ["vet a r/x --timeout 5", "vet --timeout=5 a r/x"] {
+            let c = parse(&args(line)).unwrap();
+            assert_eq!(
+                c.timeouts,
+                Timeouts {
+                    connect_s: 30,
+                    first_byte_s: 5,
+                    between_bytes_s: 5
+                },
+                "{line}"
+            );
+            assert_eq!(
+                c.operation,
+                Operation::Vet {
+                    archive: "a".into(),
+                    destination: "r/x".into()
+                }
+            );
+        }
+        for bad in ["0", "-1", "1.5", "soon"] {
+            let err = parse(&args(&format!("vet a r/x --timeout={bad}"))).unwrap_err();
+            assert!(
+                err.contains("--timeout wants a number of seconds"),
+                "{bad}: {err}"
+            );
+        }
+        assert!(
+            parse(&args("vet a r/x --timeout"))
+                .unwrap_err()
+                .contains("needs a value")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! imo's logic: references, manifests, diff planning, the archive format and a registry
-//! client, all free of I/O so they test natively; `component` binds them to WASI 0.2.
+//! client, all free of I/O so they test natively; `wasi` binds them to WASI 0.2.
 
 pub mod archive;
 pub mod auth;
@@ -23,4 +23,4 @@ pub mod store;
 pub mod tar;
 
 #[cfg(target_arch = "wasm32")]
-mod component;
+mod wasi;

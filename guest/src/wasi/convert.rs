@@ -1,0 +1,89 @@
+//! Conversions between the WIT types and the operations' own.
+
+use super::wit;
+use crate::error::Error;
+use crate::ops::{self, Options, Summary};
+use crate::registry::Credentials;
+
+impl From<wit::Credentials> for Credentials {
+    fn from(c: wit::Credentials) -> Self {
+        Credentials {
+            username: c.username,
+            password: c.password,
+        }
+    }
+}
+
+impl From<wit::Options> for Options {
+    fn from(o: wit::Options) -> Self {
+        Options {
+            base_credentials: o.base_credentials.map(Into::into),
+            final_credentials: o.final_credentials.map(Into::into),
+            push_credentials: o.push_credentials.map(Into::into),
+            registry_credentials: o
+                .registry_credentials
+                .into_iter()
+                .map(|(key, c)| (key, c.into()))
+                .collect(),
+            insecure_registries: o.insecure_registries,
+            mount_from: o.mount_from,
+            platforms: o.platforms,
+            referrers: o.referrers,
+            max_retries: o.max_retries,
+            progress: o.progress,
+            destination_map: o.destination_map,
+        }
+    }
+}
+
+impl From<Summary> for wit::Summary {
+    fn from(s: Summary) -> Self {
+        wit::Summary {
+            manifest_digest: s.manifest_digest,
+            final_reference: s.final_reference,
+            images: s.images,
+            base_reference: s.base_reference,
+            blobs_in_archive: s.blobs_in_archive,
+            bytes_in_archive: s.bytes_in_archive,
+            blobs_omitted: s.blobs_omitted,
+            bytes_omitted: s.bytes_omitted,
+            blobs_uploaded: s.blobs_uploaded,
+            bytes_uploaded: s.bytes_uploaded,
+            blobs_skipped: s.blobs_skipped,
+            blobs_mounted: s.blobs_mounted,
+            archive_bytes: s.archive_bytes,
+        }
+    }
+}
+
+impl From<Error> for wit::Error {
+    fn from(e: Error) -> Self {
+        // The WIT cases carry the full message, so hosts print the same text as the CLI.
+        let message = e.to_string();
+        match e {
+            Error::InvalidReference(_) => wit::Error::InvalidReference(message),
+            Error::Unreachable(_) => wit::Error::Unreachable(message),
+            Error::Denied(_) => wit::Error::Denied(message),
+            Error::Unauthorized(_) => wit::Error::Unauthorized(message),
+            Error::NotFound(_) => wit::Error::NotFound(message),
+            Error::Registry(_) => wit::Error::Registry(message),
+            Error::DigestMismatch(_) => wit::Error::DigestMismatch(message),
+            Error::InvalidManifest(_) => wit::Error::InvalidManifest(message),
+            Error::InvalidArchive(_) => wit::Error::InvalidArchive(message),
+            Error::MissingBlobs(digests) => wit::Error::MissingBlobs(digests),
+            Error::Io(_) => wit::Error::Io(message),
+        }
+    }
+}
+
+pub(super) fn pull_request(request: wit::Bundle) -> ops::PullRequest {
+    ops::PullRequest {
+        bases: request.bases,
+        inventories: request
+            .inventories
+            .into_iter()
+            .map(|(name, json)| (name, json.into_bytes()))
+            .collect(),
+        finals: request.finals,
+    }
+}

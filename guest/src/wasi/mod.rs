@@ -1,0 +1,178 @@
+//! The WASI 0.2 binding: the WIT exports here, the command line in `run`, the wasi-http
+//! transport in `http`, concurrent blob downloads in `fetch`, stream and file adapters in
+//! `streams`, and WIT <-> operation conversions in `convert`.
+
+mod convert;
+mod fetch;
+mod http;
+mod run;
+mod streams;
+
+use crate::error::Error;
+use crate::inventory::{self, Inventory};
+use crate::ops::{self, Options};
+use convert::pull_request;
+use http::WasiHttp;
+use std::io::Read;
+use streams::{FileArchive, StreamReader, StreamWriter};
+use wasip2::filesystem::types::Descriptor;
+use wasip2::io::streams::{InputStream, OutputStream};
+
+wit_bindgen::generate!({
+    world: "imo",
+    path: "../wit",
+    with: {
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:filesystem/types@0.2.12": wasip2::filesystem::types,
+        "wasi:clocks/wall-clock@0.2.12": wasip2::clocks::wall_clock,
+    },
+});
+
+use exports::imo::overlay::overlay as wit;
+
+struct Component;
+
+export!(Component);
+
+impl wit::Guest for Component {
+    fn pull(
+        base: String,
+        final_: String,
+        archive: &OutputStream,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        let mut out = StreamWriter(archive);
+        ops::pull(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &base,
+            &final_,
+            &mut out,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn pull_bundle(
+        request: wit::Bundle,
+        archive: &OutputStream,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::pull_bundle(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &mut StreamWriter(archive),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn pull_bundle_to_file(
+        request: wit::Bundle,
+        archive: &Descriptor,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        let http = WasiHttp::default();
+        ops::pull_bundle_to_file(
+            &http,
+            &http,
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &FileArchive(archive),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn inventory(sources: Vec<String>, options: wit::Options) -> Result<String, wit::Error> {
+        let options = Options::from(options);
+        let inventory = ops::inventory(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &sources,
+            vec![],
+        )?;
+        Ok(json_text(&inventory))
+    }
+
+    fn inventory_add_archive(
+        into: String,
+        name: String,
+        archive: &InputStream,
+        options: wit::Options,
+    ) -> Result<String, wit::Error> {
+        let options = Options::from(options);
+        let mut builder = inventory::Builder::default();
+        if !into.is_empty() {
+            let so_far =
+                Inventory::parse("so far", into.as_bytes()).map_err(Error::InvalidArchive)?;
+            builder.merge(&so_far);
+        }
+        let added = ops::inventory(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &[],
+            vec![(name, &mut StreamReader(archive) as &mut dyn Read)],
+        )?;
+        builder.merge(&added);
+        Ok(json_text(&builder.build()))
+    }
+
+    fn push_vet(
+        archive: &InputStream,
+        destination: String,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::push_vet(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &mut StreamReader(archive),
+            &destination,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn push(
+        archive: &InputStream,
+        destination: String,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::push(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &mut StreamReader(archive),
+            &destination,
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+}
+
+fn json_text(inventory: &Inventory) -> String {
+    String::from_utf8(inventory.to_json()).expect("JSON is UTF-8")
+}
+
+fn reporter(options: &Options) -> impl Fn(&str) + use<> {
+    let on = options.progress;
+    move |line: &str| {
+        if on {
+            eprintln!("imo: {line}");
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! `wasi:cli/run`: the component as a command, running a parsed `cli::Command`.
+
+use super::http::WasiHttp;
+use super::streams::{StreamReader, StreamWriter};
+use super::{Component, exports, reporter};
+use crate::cli::{self, Operation};
+use crate::error::Error;
+use crate::ops;
+use std::io::{self, Read, Write};
+
+impl exports::wasi::cli::run::Guest for Component {
+    fn run() -> Result<(), ()> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let command = match cli::parse(&args) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return Err(());
+            }
+        };
+        match run_command(command) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(())
+            }
+        }
+    }
+}
+
+fn run_command(command: cli::Command) -> Result<(), Error> {
+    let options = command.options;
+    let http = WasiHttp {
+        limits: command.timeouts,
+    };
+    let report = reporter(&options);
+    let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
+    let summary = match command.operation {
+        Operation::Help => {
+            println!("{}", cli::USAGE);
+            return Ok(());
+        }
+        Operation::Pull {
+            bases,
+            haves,
+            finals,
+            output,
+        } => {
+            let inventories = haves
+                .iter()
+                .map(|h| {
+                    std::fs::read(h)
+                        .map(|b| (h.clone(), b))
+                        .map_err(|e| io(h, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = ops::PullRequest {
+                bases,
+                inventories,
+                finals,
+            };
+            write_output(&output, &mut |out| {
+                ops::pull_bundle(&http, &options, &report, &request, out)
+            })?
+        }
+        Operation::Inventory {
+            sources,
+            archives,
+            output,
+        } => {
+            let mut files = archives
+                .iter()
+                .map(|a| {
+                    std::fs::File::open(a)
+                        .map(|f| (a.clone(), f))
+                        .map_err(|e| io(a, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let readers = files
+                .iter_mut()
+                .map(|(name, f)| (name.clone(), f as &mut dyn Read))
+                .collect();
+            let inventory = ops::inventory(&http, &options, &report, &sources, readers)?;
+            write_output(&output, &mut |out| {
+                out.write_all(&inventory.to_json())
+                    .map_err(|e| io(&output, e))
+            })?;
+            if options.progress {
+                eprintln!(
+                    "inventory: {} blob(s) and {} manifest(s) from {}",
+                    inventory.blobs.len(),
+                    inventory.manifests.len(),
+                    inventory.sources.join(", ")
+                );
+            }
+            return Ok(());
+        }
+        Operation::Vet {
+            archive,
+            destination,
+        } => with_input(&archive, |r| {
+            ops::push_vet(&http, &options, &report, r, &destination)
+        })?,
+        Operation::Push {
+            archive,
+            destination,
+        } => with_input(&archive, |r| {
+            ops::push(&http, &options, &report, r, &destination)
+        })?,
+    };
+    if options.progress {
+        eprintln!(
+            "{}: {} blob(s), {} bytes in the archive; {} blob(s), {} bytes omitted; {} uploaded, {} skipped",
+            summary.manifest_digest,
+            summary.blobs_in_archive,
+            summary.bytes_in_archive,
+            summary.blobs_omitted,
+            summary.bytes_omitted,
+            summary.blobs_uploaded,
+            summary.blobs_skipped
+        );
+        if summary.blobs_mounted > 0 {
+            eprintln!(
+                "{} blob(s) mounted from other repositories",
+                summary.blobs_mounted
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes to stdout (`-`), or to a file under a temporary name renamed only once complete,
+/// so a failed run never leaves a file that looks whole.
+fn write_output<T>(
+    output: &str,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
+    if output == "-" {
+        let stdout = wasip2::cli::stdout::get_stdout();
+        return write(&mut StreamWriter(&stdout));
+    }
+    let partial = format!("{output}.partial");
+    let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
+    let result =
+        write(&mut file).and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
+    drop(file);
+    match result {
+        Ok(s) => {
+            std::fs::rename(&partial, output).map_err(|e| io(output, e))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn with_input<T>(
+    path: &str,
+    f: impl FnOnce(&mut dyn Read) -> Result<T, Error>,
+) -> Result<T, Error> {
+    if path == "-" {
+        let stdin = wasip2::cli::stdin::get_stdin();
+        return f(&mut StreamReader(&stdin));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
+    f(&mut file)
+}
