@@ -272,7 +272,7 @@ impl Connector {
     /// Sends one request (TLS for `https`), on an idle connection to the same registry if
     /// there is one, returning the response; its body streams from the connection until
     /// read to its end. Every wait on the registry is bounded by the connector's
-    /// [`Timeouts`], or by those `options` set where shorter; a request given up on fails
+    /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up on fails
     /// with the wasi-http error for it (`connection-timeout`, `HTTP-response-timeout`,
     /// `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
     ///
@@ -485,11 +485,13 @@ impl Limits {
         let asked = asked.unwrap_or_default();
         let min = |host: Duration, asked: Option<Duration>| asked.map_or(host, |a| a.min(host));
         let connect = min(host.connect, asked.connect_timeout);
+        // The idle limits are the user's (`--timeout`): the component asks for its own
+        // defaults, meant for hosts that have none, and must not cut a longer wait short.
         Limits {
             connect,
             handshake: connect.min(host.idle),
-            first_byte: min(host.idle, asked.first_byte_timeout),
-            between_bytes: min(host.idle, asked.between_bytes_timeout),
+            first_byte: host.idle,
+            between_bytes: host.idle,
         }
     }
 }
@@ -693,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_may_shorten_the_waits_but_not_lengthen_them() {
+    fn a_request_may_shorten_the_connect_wait_but_not_the_idle_ones() {
         let secs = Duration::from_secs;
         let host = Timeouts {
             connect: secs(30),
@@ -714,7 +716,7 @@ mod tests {
         assert_eq!((limits.connect, limits.handshake), (secs(5), secs(5)));
         assert_eq!(
             (limits.first_byte, limits.between_bytes),
-            (secs(10), secs(2))
+            (secs(10), secs(10))
         );
     }
 

@@ -25,9 +25,9 @@
 //! # Ok::<(), String>(())
 //! ```
 
+use crate::authority::Authority;
 use imo_guest::auth::parse_challenges;
 use imo_guest::reference::{Reference, is_loopback_host};
-use crate::authority::Authority;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
