@@ -1,0 +1,90 @@
+//! The registry's errors: its error body's diagnostics, and unexpected statuses.
+
+use super::Client;
+use super::http::Response;
+use crate::error::Error;
+
+/// How much of an error body is read for the registry's diagnostics.
+pub(super) const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+impl Client<'_> {
+    /// Turns an unexpected status into an error carrying the registry's diagnostics.
+    pub(super) fn status_error(&self, mut resp: Response, what: &str) -> Error {
+        let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+        let detail = match registry_detail(&body) {
+            d if d.is_empty() => String::new(),
+            d => format!(" {d}"),
+        };
+        let at = format!("{} {what} in {}", self.registry, self.repository);
+        let insufficient_scope = resp
+            .header("www-authenticate")
+            .is_some_and(|c| c.contains("insufficient_scope"));
+        match resp.status {
+            401 if insufficient_scope => Error::Unauthorized(format!(
+                "{at}: 401{detail}; the account may not {} {}",
+                if self.access.push {
+                    "push to"
+                } else {
+                    "pull from"
+                },
+                self.repository
+            )),
+            401 => Error::Unauthorized(format!(
+                "{at}: 401{detail}; {}",
+                if self.credentials.is_some() {
+                    "the credentials were refused"
+                } else {
+                    "credentials are needed"
+                }
+            )),
+            403 => Error::Unauthorized(format!("{at}: 403 denied{detail}")),
+            404 => Error::NotFound(format!("{at}:{detail}")),
+            s => Error::Registry(format!("{at}: HTTP {s}{detail}")),
+        }
+    }
+}
+
+/// The `code: message` pairs of a distribution error body, or a short excerpt of the body.
+pub(super) fn registry_detail(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<One>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct One {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    if let Ok(e) = serde_json::from_slice::<Errors>(body) {
+        let parts: Vec<String> = e
+            .errors
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}: {}",
+                    o.code.as_deref().unwrap_or("?"),
+                    o.message.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        if !parts.is_empty() {
+            return parts.join("; ");
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_errors_are_summarised() {
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        assert_eq!(registry_detail(body), "MANIFEST_UNKNOWN: manifest unknown");
+        assert_eq!(registry_detail(b"  plain text\n"), "plain text");
+    }
+}
