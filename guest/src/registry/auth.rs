@@ -136,7 +136,7 @@ impl Client<'_> {
             .credentials
             .as_ref()
             .filter(|c| c.username == IDENTITY_TOKEN_USER);
-        let mut resp = if let Some(c) = identity {
+        let resp = if let Some(c) = identity {
             let mut form = format!(
                 "grant_type=refresh_token&client_id=imo&refresh_token={}",
                 auth::query_escape(&c.password)
@@ -200,9 +200,7 @@ impl Client<'_> {
                 scopes.join(" ")
             )));
         }
-        if !(200..300).contains(&resp.status) {
-            return Err(self.status_error(resp, "token request"));
-        }
+        let mut resp = self.expect(resp, 200..300, "token request")?;
         let body = resp.read_limited(ERROR_BODY_LIMIT).map_err(|e| {
             Error::Unreachable(format!("reading a token from {}: {e}", self.registry))
         })?;

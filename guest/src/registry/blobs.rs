@@ -72,7 +72,9 @@ impl Client<'_> {
         } else {
             vec![]
         };
-        let mut resp = self.send(Method::Get, url.clone(), headers, None, true)?;
+        let resp = self.send(Method::Get, url.clone(), headers, None, true)?;
+        let codes: &[u16] = if at > 0 { &[200, 206] } else { &[200] };
+        let mut resp = self.expect(resp, codes, what)?;
         match resp.status {
             200 => {
                 let skipped = std::io::copy(&mut (&mut resp.body).take(at), &mut std::io::sink())
@@ -87,7 +89,7 @@ impl Client<'_> {
                 }
                 Ok(resp)
             }
-            206 if at > 0 => {
+            _ => {
                 let start = resp
                     .header("content-range")
                     .and_then(|r| r.strip_prefix("bytes "))
@@ -102,7 +104,6 @@ impl Client<'_> {
                 }
                 Ok(resp)
             }
-            _ => Err(self.status_error(resp, what)),
         }
     }
 
@@ -125,23 +126,18 @@ impl Client<'_> {
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
         let url = self.repo_url(&format!("blobs/{digest}"));
         let resp = self.send(Method::Head, url, vec![], None, true)?;
-        match resp.status {
-            200 => Ok(true),
-            404 => Ok(false),
-            _ => Err(self.status_error(resp, &format!("HEAD blob {digest}"))),
-        }
+        let resp = self.expect(resp, &[200, 404], &format!("HEAD blob {digest}"))?;
+        Ok(resp.status == 200)
     }
 
     /// Whether another repository of this registry holds a blob, for vetting mounts.
     pub fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let resp = self.send(Method::Head, url, vec![], None, true)?;
-        match resp.status {
-            200 => Ok(true),
-            // Not there, or not readable with these credentials: either way not mountable.
-            401 | 403 | 404 => Ok(false),
-            _ => Err(self.status_error(resp, &format!("HEAD blob {digest} in {repository}"))),
-        }
+        // Not there, or not readable with these credentials: either way not mountable.
+        let what = format!("HEAD blob {digest} in {repository}");
+        let resp = self.expect(resp, &[200, 401, 403, 404], &what)?;
+        Ok(resp.status == 200)
     }
 }
 

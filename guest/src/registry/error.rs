@@ -2,13 +2,52 @@
 
 use super::Client;
 use super::http::Response;
-use crate::error::Error;
+use crate::error::{Error, Result};
 
 /// How much of an error body is read for the registry's diagnostics.
 pub(super) const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
+/// The statuses an answer may have: a list (`&[200, 404]`) or a range (`200..300`).
+pub(super) trait Statuses {
+    fn admit(&self, status: u16) -> bool;
+}
+
+impl Statuses for &[u16] {
+    fn admit(&self, status: u16) -> bool {
+        self.contains(&status)
+    }
+}
+
+impl<const N: usize> Statuses for &[u16; N] {
+    fn admit(&self, status: u16) -> bool {
+        self.contains(&status)
+    }
+}
+
+impl Statuses for std::ops::Range<u16> {
+    fn admit(&self, status: u16) -> bool {
+        self.contains(&status)
+    }
+}
+
 impl Client<'_> {
     /// Turns an unexpected status into an error carrying the registry's diagnostics.
+    /// The answer, if its status is one of `codes`; otherwise the error its status and the
+    /// registry's diagnostics make ([`Client::status_error`]). Every status check of the
+    /// client goes through here, after go-containerregistry's `CheckError`.
+    pub(super) fn expect(
+        &self,
+        resp: Response,
+        codes: impl Statuses,
+        what: &str,
+    ) -> Result<Response> {
+        if codes.admit(resp.status) {
+            Ok(resp)
+        } else {
+            Err(self.status_error(resp, what))
+        }
+    }
+
     pub(super) fn status_error(&self, mut resp: Response, what: &str) -> Error {
         let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
         let detail = match registry_detail(&body) {
@@ -79,6 +118,14 @@ pub(super) fn registry_detail(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_lists_or_ranges() {
+        assert!((&[200, 404]).admit(404) && !(&[200, 404]).admit(401));
+        let slice: &[u16] = &[201];
+        assert!(slice.admit(201) && !slice.admit(200));
+        assert!((200..300).admit(299) && !(200..300).admit(300) && !(200..300).admit(199));
+    }
 
     #[test]
     fn registry_errors_are_summarised() {

@@ -16,16 +16,14 @@ impl Client<'_> {
     pub fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
         let what = format!("manifest {key}");
         let url = self.repo_url(&format!("manifests/{key}"));
-        let mut resp = self.send(
+        let resp = self.send(
             Method::Get,
             url,
             vec![("accept".into(), manifest::ACCEPT.into())],
             None,
             true,
         )?;
-        if resp.status != 200 {
-            return Err(self.status_error(resp, &what));
-        }
+        let mut resp = self.expect(resp, &[200], &what)?;
         if let Some(len) = resp
             .header("content-length")
             .and_then(|l| l.parse::<u64>().ok())
@@ -91,17 +89,17 @@ impl Client<'_> {
     /// empty where the registry does not offer it (distribution 2.8 answers 404).
     pub fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
         let url = self.repo_url(&format!("referrers/{digest}"));
-        let mut resp = self.send(
+        let resp = self.send(
             Method::Get,
             url,
             vec![("accept".into(), manifest::OCI_INDEX.into())],
             None,
             true,
         )?;
-        match resp.status {
-            200 => {}
-            404 | 405 | 501 => return Ok(vec![]),
-            _ => return Err(self.status_error(resp, &format!("referrers of {digest}"))),
+        let what = format!("referrers of {digest}");
+        let mut resp = self.expect(resp, &[200, 404, 405, 501], &what)?;
+        if resp.status != 200 {
+            return Ok(vec![]);
         }
         let body = resp
             .read_limited(manifest::MAX_MANIFEST_BYTES)
@@ -121,10 +119,8 @@ impl Client<'_> {
         let mut tags = Vec::new();
         let mut url = self.repo_url("tags/list").with_query("n", "1000");
         for _ in 0..MAX_TAG_PAGES {
-            let mut resp = self.send(Method::Get, url.clone(), vec![], None, true)?;
-            if resp.status != 200 {
-                return Err(self.status_error(resp, "tag list"));
-            }
+            let resp = self.send(Method::Get, url.clone(), vec![], None, true)?;
+            let mut resp = self.expect(resp, &[200], "tag list")?;
             let body = resp
                 .read_limited(manifest::MAX_MANIFEST_BYTES)
                 .map_err(|e| Error::Unreachable(format!("{} reading tags: {e}", self.registry)))?;
@@ -169,9 +165,7 @@ impl Client<'_> {
             Some(&mut write),
             true,
         )?;
-        if resp.status != 201 && resp.status != 200 {
-            return Err(self.status_error(resp, &what));
-        }
+        let resp = self.expect(resp, &[201, 200], &what)?;
         if let Some(got) = resp.header("docker-content-digest")
             && got != d.digest.as_str()
         {

@@ -136,18 +136,16 @@ impl<'t> Client<'t> {
             }
             other => other?,
         };
-        match ping.status {
-            200..=299 => Ok(client),
-            401 => {
-                let challenges: Vec<Challenge> = ping
-                    .header("www-authenticate")
-                    .map(crate::auth::parse_challenges)
-                    .unwrap_or_default();
-                client.authenticate(&challenges)?;
-                Ok(client)
-            }
-            _ => Err(client.status_error(ping, "GET /v2/")),
+        if ping.status == 401 {
+            let challenges: Vec<Challenge> = ping
+                .header("www-authenticate")
+                .map(crate::auth::parse_challenges)
+                .unwrap_or_default();
+            client.authenticate(&challenges)?;
+        } else {
+            client.expect(ping, 200..300, "GET /v2/")?;
         }
+        Ok(client)
     }
 
     pub fn repository(&self) -> &str {

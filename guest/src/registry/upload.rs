@@ -196,12 +196,9 @@ impl Client<'_> {
             .with_query("mount", digest.as_str())
             .with_query("from", from);
         let resp = self.send(Method::Post, url, vec![], None, true)?;
-        match resp.status {
-            201 => Ok(true),
-            // 202 opens an upload session instead; it is left to expire unused.
-            202 => Ok(false),
-            _ => Err(self.status_error(resp, &format!("mount of blob {digest} from {from}"))),
-        }
+        // 202 opens an upload session instead; it is left to expire unused.
+        let what = format!("mount of blob {digest} from {from}");
+        Ok(self.expect(resp, &[201, 202], &what)?.status == 201)
     }
 
     /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`, whose
@@ -364,9 +361,7 @@ impl Client<'_> {
             None,
             true,
         )?;
-        if start.status != 202 {
-            return Err(self.status_error(start, what));
-        }
+        let start = self.expect(start, &[202], what)?;
         let Some(location) = start.header("location") else {
             return Err(Error::Registry(format!(
                 "{} started an upload without a Location",
@@ -503,9 +498,7 @@ impl Client<'_> {
             Err(e) => return Ok(Err(Cut::from_error(e)?)),
         };
         let bearer = matches!(&*self.auth.borrow(), AuthState::Bearer { .. });
-        if resp.status == expected {
-            Ok(Ok(resp))
-        } else if retryable_status(resp.status) || (resp.status == 401 && bearer) {
+        if retryable_status(resp.status) || (resp.status == 401 && bearer) {
             let after_ms = retry_after_ms(resp.header("retry-after"));
             let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
             let why = format!("HTTP {} {}", resp.status, registry_detail(&body));
@@ -516,7 +509,7 @@ impl Client<'_> {
                 unauthorized: resp.status == 401,
             }))
         } else {
-            Err(self.status_error(resp, what))
+            self.expect(resp, &[expected], what).map(Ok)
         }
     }
 
