@@ -556,3 +556,36 @@ fn a_401_mid_upload_gets_a_new_token_and_the_upload_resumes() {
     ]);
     assert_eq!(sha256(&pushed.stdout), digest);
 }
+
+/// Issue 13, defect 5: `Location: //host/p` is another host (RFC 3986's network-path
+/// reference), fetched there without the registry's `Authorization`.
+#[test]
+fn a_redirect_to_another_host_never_carries_the_registrys_authorization() {
+    let src = source();
+    // Where blobs are redirected: the same registry, through a proxy that records what it got.
+    let other = Proxy::start(&src.addr, vec![]);
+    let location = format!("//{}", other.addr);
+    let registry = Proxy::start(
+        &src.addr,
+        vec![
+            Rule::new("GET", "/blobs/sha256:", 1000, Fault::Redirect(location)),
+            Rule::new("GET", "/v2/", 1000, Fault::Challenge),
+        ],
+    );
+    let out = imo_ok(&[
+        "pull",
+        "-q",
+        "--creds",
+        "alice:s3cret",
+        "scratch",
+        &registry.image("app:v2"),
+        "-o",
+        "-",
+    ]);
+    assert!(!out.stdout.is_empty());
+    // The registry got its credentials, blob requests included; the other host got the
+    // blobs asked for, and no credentials.
+    assert!(registry.authorized("/blobs/sha256:") >= 3);
+    assert!(other.count("GET", "/v2/app/blobs/sha256:") >= 3);
+    assert_eq!(other.authorized(""), 0);
+}

@@ -282,11 +282,12 @@ impl NetworkPolicy {
     }
 }
 
-/// The authority of an absolute http(s) URL.
+/// The authority of an absolute http(s) URL, or of a network-path reference (`//host/p`).
 fn url_authority(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
+        .or_else(|| url.strip_prefix("http://"))
+        .or_else(|| url.strip_prefix("//"))?;
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
     // Credentials in a URL are never part of the authority we match on.
@@ -368,6 +369,10 @@ mod tests {
         assert!(p.check("https", "auth.example").is_ok());
         assert!(p.check("https", "cdn.example:8443").is_ok());
         assert!(p.check("https", "cdn.example").is_err());
+        // A network-path reference names a host too.
+        h.insert(http::header::LOCATION, "//cdn2.example/b".parse().unwrap());
+        p.learn_from_response(&h);
+        assert!(p.check("https", "cdn2.example").is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::error::ERROR_BODY_LIMIT;
-use super::http::{BodyWriter, Method, Request, Response, Url};
+use super::http::{BodyWriter, Method, Pending, Request, Response, Url};
 use crate::auth::{self, Challenge};
 use crate::error::{Error, Result};
 use std::io::Write;
@@ -54,6 +54,14 @@ impl Access {
         }
         scopes
     }
+}
+
+/// Whose `Authorization` a request carries.
+pub(super) enum Authorize {
+    /// The registry's (Basic, or a Bearer token renewed as needed), on its origin only.
+    Registry,
+    /// This value, or none: a token request's own credentials, for the token service.
+    Given(Option<String>),
 }
 
 /// How requests are authorized once the registry has said how.
@@ -161,10 +169,8 @@ impl Client<'_> {
                 url: realm_url,
                 headers,
             };
-            self.with_retries(&request, true, &mut |_| {
-                self.transport.send(&request, Some(&mut write))
-            })
-            .map_err(unreachable)?
+            self.send_as(request, Some(&mut write), true, &Authorize::Given(None))
+                .map_err(unreachable)?
         } else {
             let mut url = realm_url;
             for scope in &scopes {
@@ -173,19 +179,16 @@ impl Client<'_> {
             if let Some(s) = service {
                 url = url.with_query("service", s);
             }
-            let mut headers = vec![];
-            if let Some(c) = &self.credentials {
-                headers.push((
-                    "authorization".into(),
-                    auth::basic(&c.username, &c.password),
-                ));
-            }
+            let basic = self
+                .credentials
+                .as_ref()
+                .map(|c| auth::basic(&c.username, &c.password));
             let request = Request {
                 method: Method::Get,
                 url,
-                headers,
+                headers: vec![],
             };
-            self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))
+            self.send_as(request, None, true, &Authorize::Given(basic))
                 .map_err(unreachable)?
         };
         if resp.status == 401 || resp.status == 403 {
@@ -244,25 +247,48 @@ impl Client<'_> {
         Ok(())
     }
 
-    /// One exchange with a 401 answered by a new token, once.
+    /// The `Authorization` a request to `url` carries: the registry's own only on the
+    /// registry's origin (scheme, host, port), never to a host an upload `Location` names.
+    pub(super) fn authorization_for(&self, url: &Url, who: &Authorize) -> Result<Option<String>> {
+        match who {
+            Authorize::Given(value) => Ok(value.clone()),
+            Authorize::Registry if url.same_origin(&self.origin) => self.authorization(),
+            Authorize::Registry => Ok(None),
+        }
+    }
+
+    /// Starts one exchange with its `Authorization`, under the redirect rules.
+    pub(super) fn start_authorized(
+        &self,
+        request: &Request,
+        body: Option<BodyWriter<'_>>,
+        who: &Authorize,
+    ) -> Result<Pending> {
+        let mut request = request.clone();
+        if let Some(a) = self.authorization_for(&request.url, who)? {
+            request.headers.push(("authorization".into(), a));
+        }
+        self.start_redirected(request, body)
+    }
+
+    /// One exchange with its `Authorization`; a 401 to the registry's bearer token gets a new
+    /// token and the request once more, if its body can be written again (`replayable`).
     pub(super) fn send_authorized(
         &self,
-        method: Method,
-        url: Url,
-        headers: Vec<(String, String)>,
+        request: &Request,
         mut body: Option<BodyWriter<'_>>,
         replayable: bool,
+        who: &Authorize,
     ) -> Result<Response> {
         let first = body.as_mut().map(|w| &mut **w as BodyWriter<'_>);
-        let resp = self.send_once(method, url.clone(), headers.clone(), first)?;
+        let resp = self.start_authorized(request, first, who)?()?;
+        let renew = resp.status == 401 && replayable && matches!(who, Authorize::Registry);
         let challenge = match &*self.auth.borrow() {
-            AuthState::Bearer { challenge, .. } if resp.status == 401 && replayable => {
-                challenge.clone()
-            }
+            AuthState::Bearer { challenge, .. } if renew => challenge.clone(),
             _ => return Ok(resp),
         };
         drop(resp);
         self.renew(challenge)?;
-        self.send_once(method, url, headers, body)
+        self.start_authorized(request, body, who)?()
     }
 }

@@ -1,6 +1,7 @@
 //! Blobs: `HEAD`, resumable verified downloads, and blob requests for a concurrent fetcher.
 
 use super::Client;
+use super::auth::Authorize;
 use super::http::{Method, Request, Response, Url};
 use crate::digest::{Digest, copy_verified};
 use crate::error::{Error, Result};
@@ -111,13 +112,14 @@ impl Client<'_> {
     /// followed through redirects, without the authorization to another host; a failed one
     /// is fetched again with [`Client::blob`].
     pub fn blob_request(&self, d: &Descriptor) -> Result<Request> {
+        let url = self.repo_url(&format!("blobs/{}", d.digest));
         let mut headers = vec![];
-        if let Some(a) = self.authorization()? {
+        if let Some(a) = self.authorization_for(&url, &Authorize::Registry)? {
             headers.push(("authorization".to_owned(), a));
         }
         Ok(Request {
             method: Method::Get,
-            url: self.repo_url(&format!("blobs/{}", d.digest)),
+            url,
             headers,
         })
     }

@@ -1,5 +1,6 @@
 //! The HTTP vocabulary of the registry client and the [`Transport`] seam it talks through.
 
+use super::redirect;
 use crate::auth;
 use crate::error::Result;
 use std::io::{Read, Write};
@@ -41,33 +42,28 @@ pub struct Url {
 }
 
 impl Url {
-    /// Resolves `location` (absolute, or a path on this URL's origin).
+    /// Resolves `location` against this URL as RFC 3986 says ([`redirect::resolve`]); the
+    /// error says why it is refused.
     pub fn join(&self, location: &str) -> std::result::Result<Url, String> {
-        for (prefix, scheme) in [("https://", Scheme::Https), ("http://", Scheme::Http)] {
-            if let Some(rest) = location.strip_prefix(prefix) {
-                let (authority, path) = match rest.find('/') {
-                    Some(i) => (&rest[..i], &rest[i..]),
-                    None => (rest, "/"),
-                };
-                if authority.is_empty() {
-                    return Err(format!("location {location:?} has no host"));
-                }
-                return Ok(Url {
-                    scheme,
-                    authority: authority.into(),
-                    path: path.into(),
-                });
-            }
+        redirect::resolve(self, location).map_err(|e| e.as_location())
+    }
+
+    /// Whether `other` has this URL's origin: scheme, host (in any case) and port (the
+    /// scheme's default when none is given).
+    pub fn same_origin(&self, other: &Url) -> bool {
+        self.scheme == other.scheme && self.host_port() == other.host_port()
+    }
+
+    fn host_port(&self) -> String {
+        let default = match self.scheme {
+            Scheme::Http => ":80",
+            Scheme::Https => ":443",
+        };
+        let authority = self.authority.to_ascii_lowercase();
+        match authority.strip_suffix(default) {
+            Some(host) => host.to_owned(),
+            None => authority,
         }
-        if location.starts_with('/') {
-            return Ok(Url {
-                path: location.into(),
-                ..self.clone()
-            });
-        }
-        Err(format!(
-            "location {location:?} is neither an absolute URL nor an absolute path"
-        ))
     }
 
     /// Appends a query parameter.
@@ -90,6 +86,7 @@ impl std::fmt::Display for Url {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct Request {
     pub method: Method,
     pub url: Url,
@@ -124,7 +121,18 @@ pub type BodyWriter<'a> = &'a mut dyn FnMut(&mut dyn Write) -> Result<()>;
 /// The answer to a request sent with [`Transport::start`], awaited when called.
 pub type Pending = Box<dyn FnOnce() -> Result<Response>>;
 
-/// Moves one HTTP exchange. Connection-level failures are `Error::Unreachable`.
+/// Moves one HTTP exchange, and nothing more. The contract:
+/// - It sends exactly the request it is given, headers included: it adds no
+///   `Authorization` (the client attaches the registry's, on the registry's origin only) and
+///   follows no redirect (a 3xx comes back as it is; the client follows `GET` and `HEAD`
+///   redirects by [`redirect::follow`], which drops `Authorization` off-origin). Nor does it
+///   retry: the client decides what is worth another try.
+/// - A request it could not deliver, or whose answer did not come (connection refused or
+///   cut, TLS failure, timeout), is `Error::Unreachable`, which the client may retry; a
+///   request the host's policy refuses is `Error::Denied`, which is final. Any answer, an
+///   error status too, is `Ok`.
+/// - A body writer's error aborts the request unfinished, so the server commits nothing,
+///   and comes back as the request's error.
 pub trait Transport {
     fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
 
@@ -159,6 +167,21 @@ mod tests {
     }
 
     #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let at = |scheme, authority: &str| Url {
+            scheme,
+            authority: authority.into(),
+            path: "/".into(),
+        };
+        assert!(at(Scheme::Https, "R.io").same_origin(&at(Scheme::Https, "r.io:443")));
+        assert!(at(Scheme::Http, "r.io:80").same_origin(&at(Scheme::Http, "r.io")));
+        assert!(at(Scheme::Http, "[::1]:5000").same_origin(&at(Scheme::Http, "[::1]:5000")));
+        assert!(!at(Scheme::Http, "r.io").same_origin(&at(Scheme::Https, "r.io")));
+        assert!(!at(Scheme::Https, "r.io").same_origin(&at(Scheme::Https, "r.io:5000")));
+        assert!(!at(Scheme::Https, "r.io").same_origin(&at(Scheme::Https, "cdn.r.io")));
+    }
+
+    #[test]
     fn url_join_and_query() {
         let o = origin();
         let u = o.join("/v2/a/blobs/uploads/abc?_state=x").unwrap();
@@ -176,7 +199,17 @@ mod tests {
             (Scheme::Http, "cdn.example:8080", "/x")
         );
         assert_eq!(o.join("https://h").unwrap().path, "/");
-        assert!(o.join("relative").is_err());
-        assert!(o.join("https:///x").is_err());
+        assert_eq!(
+            o.join("relative").unwrap().to_string(),
+            "https://r.io/v2/relative"
+        );
+        assert_eq!(
+            o.join("https:///x").unwrap_err(),
+            "location to a URL without a host refused"
+        );
+        assert_eq!(
+            o.join("ftp://r.io/x").unwrap_err(),
+            "location to a ftp: URL refused"
+        );
     }
 }

@@ -22,13 +22,14 @@ mod upload;
 pub use auth::{Access, Credentials};
 pub use http::{BodyWriter, Method, Pending, Request, Response, Scheme, Transport, Url};
 pub use manifests::next_link;
+pub use redirect::{MAX_REDIRECTS, Refused, follow, followed, resolve};
 pub use retry::{Retry, retry_after_ms, retryable_status};
 pub use upload::{BlobSource, Committing, Resume, UPLOAD_WINDOW, resume_plan, upload_offset};
 
 use crate::auth::Challenge;
 use crate::error::{Error, Result};
 use crate::reference::{Reference, is_loopback_host};
-use auth::AuthState;
+use auth::{AuthState, Authorize};
 use error::{ERROR_BODY_LIMIT, registry_detail};
 use std::cell::RefCell;
 
@@ -157,16 +158,12 @@ impl<'t> Client<'t> {
     }
 
     fn ping(&self, retry: bool) -> Result<Response> {
-        let url = self.url("/v2/");
         let request = Request {
             method: Method::Get,
-            url,
+            url: self.url("/v2/"),
             headers: vec![],
         };
-        if !retry {
-            return self.transport.send(&request, None);
-        }
-        self.with_retries(&request, true, &mut |_| self.transport.send(&request, None))
+        self.send_as(request, None, retry, &Authorize::Registry)
     }
 
     fn url(&self, path: &str) -> Url {
@@ -180,14 +177,16 @@ impl<'t> Client<'t> {
         self.url(&format!("/v2/{}/{rest}", self.repository))
     }
 
-    /// Sends a request with this registry's authorization. A 401 to a bearer token gets one
-    /// new token and one retry, if the body can be written again (`replayable`).
+    /// Sends a request with this registry's authorization, through the one stack every
+    /// request of the client takes: retries ([`retry`]) around authorization with one token
+    /// renewal (`auth`) around the redirect rules ([`redirect`]) around the transport.
+    /// `replayable`: the body can be written again, so the request may be sent again.
     fn send(
         &self,
         method: Method,
         url: Url,
         headers: Vec<(String, String)>,
-        mut body: Option<BodyWriter<'_>>,
+        body: Option<BodyWriter<'_>>,
         replayable: bool,
     ) -> Result<Response> {
         let request = Request {
@@ -195,15 +194,27 @@ impl<'t> Client<'t> {
             url,
             headers,
         };
+        self.send_as(request, body, replayable, &Authorize::Registry)
+    }
+
+    /// [`Client::send`], with the `Authorization` of `who`.
+    fn send_as(
+        &self,
+        request: Request,
+        mut body: Option<BodyWriter<'_>>,
+        replayable: bool,
+        who: &Authorize,
+    ) -> Result<Response> {
         self.with_retries(&request, replayable, &mut |_| {
             let b = body.as_mut().map(|w| &mut **w as BodyWriter<'_>);
-            self.send_authorized(
-                method,
-                request.url.clone(),
-                request.headers.clone(),
-                b,
-                replayable,
-            )
+            self.send_authorized(&request, b, replayable, who)
         })
+    }
+
+    /// Starts a request whose answer is awaited later (an upload's `PUT`), with the
+    /// registry's authorization and under the redirect rules; never sent again here: its
+    /// body cannot be written twice, and the upload's resume takes over.
+    fn start(&self, request: Request, body: Option<BodyWriter<'_>>) -> Result<Pending> {
+        self.start_authorized(&request, body, &Authorize::Registry)
     }
 }

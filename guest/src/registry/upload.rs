@@ -354,13 +354,8 @@ impl Client<'_> {
 
     /// Opens an upload session (`POST`), returning its URL.
     fn start_upload(&self, what: &str) -> Result<Url> {
-        let start = self.send(
-            Method::Post,
-            self.repo_url("blobs/uploads/"),
-            vec![],
-            None,
-            true,
-        )?;
+        let url = self.repo_url("blobs/uploads/");
+        let start = self.send(Method::Post, url.clone(), vec![], None, true)?;
         let start = self.expect(start, &[202], what)?;
         let Some(location) = start.header("location") else {
             return Err(Error::Registry(format!(
@@ -368,8 +363,8 @@ impl Client<'_> {
                 self.registry
             )));
         };
-        self.origin
-            .join(location)
+        // Relative to the request, as RFC 3986 says.
+        url.join(location)
             .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
     }
 
@@ -446,8 +441,8 @@ impl Client<'_> {
         };
         // The session goes on at the Location the PATCH answered with.
         if let Some(location) = resp.header("location") {
-            up.session = self
-                .origin
+            up.session = up
+                .session
                 .join(location)
                 .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
         }
@@ -455,25 +450,20 @@ impl Client<'_> {
         self.put_started(put_url, content(0), None)
     }
 
-    /// Starts an upload's `PUT`, which is never replayed nor redirected, leaving its answer
-    /// pending.
+    /// Starts an upload's `PUT` ([`Client::start`]: never replayed nor redirected), leaving
+    /// its answer pending.
     fn put_started(
         &self,
         url: Url,
-        mut headers: Vec<(String, String)>,
+        headers: Vec<(String, String)>,
         body: Option<BodyWriter<'_>>,
     ) -> Result<std::result::Result<Pending, Cut>> {
-        if url.authority == self.origin.authority
-            && let Some(a) = self.authorization()?
-        {
-            headers.push(("authorization".into(), a));
-        }
         let request = Request {
             method: Method::Put,
             url,
             headers,
         };
-        match self.transport.start(&request, body) {
+        match self.start(request, body) {
             Ok(answer) => Ok(Ok(answer)),
             Err(e) => Ok(Err(Cut::from_error(e)?)),
         }
@@ -528,8 +518,7 @@ impl Client<'_> {
             return Ok(None);
         };
         let url = match resp.header("location") {
-            Some(location) => self
-                .origin
+            Some(location) => session
                 .join(location)
                 .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?,
             None => session.clone(),
