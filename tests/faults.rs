@@ -589,3 +589,32 @@ fn a_redirect_to_another_host_never_carries_the_registrys_authorization() {
     assert!(other.count("GET", "/v2/app/blobs/sha256:") >= 3);
     assert_eq!(other.authorized(""), 0);
 }
+
+/// Issue 13, defect 6: a registry's error text reaches the terminal with its control
+/// characters escaped, so it can neither set the clipboard (OSC 52) nor clear the screen.
+#[test]
+fn a_registrys_error_text_cannot_drive_the_terminal() {
+    let src = source();
+    let hostile = r#"{"errors":[{"code":"X","message":"\u001b]52;c;aW1vIHdhcyBoZXJl\u0007\u001b[2J\u009b1A\u202e"}]}"#;
+    let registry = Proxy::start(
+        &src.addr,
+        vec![Rule::new(
+            "GET",
+            "/manifests/",
+            1,
+            Fault::Answer(400, hostile.into()),
+        )],
+    );
+    let err = imo_err(&["pull", "scratch", &registry.image("app:v2"), "-o", "-"]);
+    assert_eq!(registry.faults(), 1);
+    assert!(
+        err.contains("X: \\u{1b}]52;c;aW1vIHdhcyBoZXJl\\u{7}\\u{1b}[2J\\u{9b}1A\\u{202e}"),
+        "{err}"
+    );
+    for c in err.chars() {
+        assert!(
+            c == '\n' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{c:?} in {err:?}"
+        );
+    }
+}

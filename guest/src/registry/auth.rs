@@ -5,6 +5,7 @@ use super::error::ERROR_BODY_LIMIT;
 use super::http::{BodyWriter, Method, Pending, Request, Response, Url};
 use crate::auth::{self, Challenge};
 use crate::error::{Error, Result};
+use crate::text::printable;
 use std::io::Write;
 
 /// Credentials for one registry.
@@ -207,8 +208,13 @@ impl Client<'_> {
         let body = resp.read_limited(ERROR_BODY_LIMIT).map_err(|e| {
             Error::Unreachable(format!("reading a token from {}: {e}", self.registry))
         })?;
-        let token = auth::parse_token_response(&body)
-            .map_err(|e| Error::Registry(format!("the token service of {}: {e}", self.registry)))?;
+        let token = auth::parse_token_response(&body).map_err(|e| {
+            Error::Registry(format!(
+                "the token service of {}: {}",
+                self.registry,
+                printable(&e)
+            ))
+        })?;
         let lifetime = token.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
         let renew_at =
             (lifetime > 2 * TOKEN_MARGIN).then(|| self.transport.now() + lifetime - TOKEN_MARGIN);

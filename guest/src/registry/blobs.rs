@@ -6,6 +6,7 @@ use super::http::{Method, Request, Response, Url};
 use crate::digest::{Digest, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
+use crate::text::printable;
 use std::io::Read;
 
 impl Client<'_> {
@@ -32,7 +33,7 @@ impl Client<'_> {
                     // short, and asking again would not lengthen it. The check reports it.
                     Ok(_) if end == Some(at) => return Ok(0),
                     Ok(_) => "the body ended early".to_owned(),
-                    Err(e) => e.to_string(),
+                    Err(e) => printable(&e.to_string()).into_owned(),
                 };
                 resumed += 1;
                 if resumed > self.net.retry.attempts {
@@ -97,10 +98,12 @@ impl Client<'_> {
                     .and_then(|r| r.split('-').next())
                     .and_then(|s| s.parse::<u64>().ok());
                 if start != Some(at) {
+                    let range = resp
+                        .header("content-range")
+                        .map_or("none".into(), |r| format!("\"{}\"", printable(r)));
                     return Err(Error::Registry(format!(
-                        "{} answered a range request for {what} from byte {at} with Content-Range {:?}",
+                        "{} answered a range request for {what} from byte {at} with Content-Range {range}",
                         self.registry,
-                        resp.header("content-range")
                     )));
                 }
                 Ok(resp)

@@ -3,6 +3,7 @@
 use super::Client;
 use super::http::Response;
 use crate::error::{Error, Result};
+use crate::text::printable;
 
 /// How much of an error body is read for the registry's diagnostics.
 pub(super) const ERROR_BODY_LIMIT: u64 = 64 * 1024;
@@ -83,7 +84,8 @@ impl Client<'_> {
     }
 }
 
-/// The `code: message` pairs of a distribution error body, or a short excerpt of the body.
+/// The `code: message` pairs of a distribution error body, or a short excerpt of the body,
+/// made [`printable`]: it goes into messages shown on a terminal.
 pub(super) fn registry_detail(body: &[u8]) -> String {
     #[derive(serde::Deserialize)]
     struct Errors {
@@ -108,11 +110,11 @@ pub(super) fn registry_detail(body: &[u8]) -> String {
             })
             .collect();
         if !parts.is_empty() {
-            return parts.join("; ");
+            return printable(&parts.join("; ")).into_owned();
         }
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    text.trim().to_owned()
+    printable(text.trim()).into_owned()
 }
 
 #[cfg(test)]
@@ -133,5 +135,13 @@ mod tests {
             br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(registry_detail(body), "MANIFEST_UNKNOWN: manifest unknown");
         assert_eq!(registry_detail(b"  plain text\n"), "plain text");
+        // Control characters never reach a terminal, from JSON or from plain text.
+        let hostile =
+            br#"{"errors":[{"code":"X\u001b[2J","message":"\u001b]52;c;aGk=\u0007\u202e"}]}"#;
+        assert_eq!(
+            registry_detail(hostile),
+            "X\\u{1b}[2J: \\u{1b}]52;c;aGk=\\u{7}\\u{202e}"
+        );
+        assert_eq!(registry_detail(b"a\x1b[1Ab\r"), "a\\u{1b}[1Ab");
     }
 }

@@ -5,6 +5,7 @@ use super::http::Method;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor};
+use crate::text::printable;
 use std::io::Write;
 
 /// How many pages of tags are read before the list is deemed endless.
@@ -56,8 +57,10 @@ impl Client<'_> {
             && claimed != digest.as_str()
         {
             return Err(Error::DigestMismatch(format!(
-                "{} says {what} of {} is {claimed} but its content hashes to {digest}",
-                self.registry, self.repository
+                "{} says {what} of {} is {} but its content hashes to {digest}",
+                self.registry,
+                self.repository,
+                printable(claimed)
             )));
         }
         let content_type = resp
@@ -105,7 +108,11 @@ impl Client<'_> {
             .read_limited(manifest::MAX_MANIFEST_BYTES)
             .map_err(|e| Error::Unreachable(format!("{} reading referrers: {e}", self.registry)))?;
         let index = manifest::Manifest::parse(&body, Some(manifest::OCI_INDEX)).map_err(|e| {
-            Error::InvalidManifest(format!("referrers of {digest} in {}: {e}", self.repository))
+            Error::InvalidManifest(format!(
+                "referrers of {digest} in {}: {}",
+                self.repository,
+                printable(&e)
+            ))
         })?;
         Ok(index.children().to_vec())
     }
@@ -126,8 +133,10 @@ impl Client<'_> {
                 .map_err(|e| Error::Unreachable(format!("{} reading tags: {e}", self.registry)))?;
             let page: TagList = serde_json::from_slice(&body).map_err(|e| {
                 Error::Registry(format!(
-                    "{}: the tag list of {} is not valid JSON: {e}",
-                    self.registry, self.repository
+                    "{}: the tag list of {} is not valid JSON: {}",
+                    self.registry,
+                    self.repository,
+                    printable(&e.to_string())
                 ))
             })?;
             tags.extend(page.tags.unwrap_or_default());
@@ -170,8 +179,10 @@ impl Client<'_> {
             && got != d.digest.as_str()
         {
             return Err(Error::DigestMismatch(format!(
-                "{} stored manifest {} as {got}: the registry rewrote it",
-                self.registry, d.digest
+                "{} stored manifest {} as {}: the registry rewrote it",
+                self.registry,
+                d.digest,
+                printable(got)
             )));
         }
         Ok(())

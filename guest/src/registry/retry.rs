@@ -3,6 +3,7 @@
 use super::Client;
 use super::http::{Request, Response};
 use crate::error::{Error, Result};
+use crate::text::printable;
 
 /// How hard to try when the network or the registry fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl Client<'_> {
         loop {
             let result = exchange(attempt);
             let (why, after) = match &result {
-                Err(Error::Unreachable(e)) => (e.clone(), None),
+                Err(Error::Unreachable(e)) => (printable(e).into_owned(), None),
                 Ok(r) if retryable_status(r.status) => (
                     format!("HTTP {}", r.status),
                     retry_after_ms(r.header("retry-after")),
@@ -77,7 +78,7 @@ impl Client<'_> {
             self.net.report.line(&format!(
                 "retrying {} {} in {delay} ms after {why} (retry {attempt} of {})",
                 request.method.as_str(),
-                request.url,
+                printable(&request.url.to_string()),
                 retry.attempts
             ));
             drop(result);

@@ -9,6 +9,7 @@ use super::retry::{retry_after_ms, retryable_status};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
+use crate::text::printable;
 use std::io::Write;
 
 /// An upload whose bytes are all sent, awaiting the registry's word that it stored the blob
@@ -177,7 +178,7 @@ impl Cut {
     fn from_error(e: Error) -> Result<Self> {
         match e {
             Error::Unreachable(why) => Ok(Cut {
-                why,
+                why: printable(&why).into_owned(),
                 connection: true,
                 after_ms: None,
                 unauthorized: false,
