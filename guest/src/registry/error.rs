@@ -2,7 +2,7 @@
 
 use super::Client;
 use super::http::Response;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Status};
 use crate::text::printable;
 
 /// How much of an error body is read for the registry's diagnostics.
@@ -49,19 +49,15 @@ impl Client<'_> {
         }
     }
 
+    /// The error for an unexpected answer: its status, and the registry's diagnostics.
     pub(super) fn status_error(&self, mut resp: Response, what: &str) -> Error {
         let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
-        let detail = match registry_detail(&body) {
-            d if d.is_empty() => String::new(),
-            d => format!(" {d}"),
-        };
-        let at = format!("{} {what} in {}", self.registry, self.repository);
         let insufficient_scope = resp
             .header("www-authenticate")
             .is_some_and(|c| c.contains("insufficient_scope"));
-        match resp.status {
-            401 if insufficient_scope => Error::Unauthorized(format!(
-                "{at}: 401{detail}; the account may not {} {}",
+        let hint = match resp.status {
+            401 if insufficient_scope => Some(format!(
+                "the account may not {} {}",
                 if self.access.push {
                     "push to"
                 } else {
@@ -69,18 +65,17 @@ impl Client<'_> {
                 },
                 self.repository
             )),
-            401 => Error::Unauthorized(format!(
-                "{at}: 401{detail}; {}",
-                if self.credentials.is_some() {
-                    "the credentials were refused"
-                } else {
-                    "credentials are needed"
-                }
-            )),
-            403 => Error::Unauthorized(format!("{at}: 403 denied{detail}")),
-            404 => Error::NotFound(format!("{at}:{detail}")),
-            s => Error::Registry(format!("{at}: HTTP {s}{detail}")),
-        }
+            401 if self.credentials.is_some() => Some("the credentials were refused".into()),
+            401 => Some("credentials are needed".into()),
+            _ => None,
+        };
+        Error::Status(Box::new(Status {
+            registry: self.registry.clone(),
+            request: format!("{what} in {}", self.repository),
+            status: resp.status,
+            diagnostics: registry_detail(&body),
+            hint,
+        }))
     }
 }
 

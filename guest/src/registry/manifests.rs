@@ -83,7 +83,7 @@ impl Client<'_> {
     pub fn manifest_if_exists(&self, key: &str) -> Result<Option<(Descriptor, Vec<u8>)>> {
         match self.manifest(key) {
             Ok(m) => Ok(Some(m)),
-            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
