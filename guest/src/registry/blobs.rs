@@ -4,7 +4,7 @@ use super::Client;
 use super::auth::Authorize;
 use super::http::{Method, Request, Response, Url};
 use crate::digest::{Digest, copy_verified};
-use crate::error::{Error, Result};
+use crate::error::{Error, Mismatched, Result};
 use crate::manifest::Descriptor;
 use crate::text::printable;
 use std::io::Read;
@@ -58,10 +58,8 @@ impl Client<'_> {
             &mut read,
             sink,
             &|m| {
-                Error::DigestMismatch(format!(
-                    "{} served {what} of {}: {m}",
-                    self.registry, self.repository
-                ))
+                let what = format!("{what} of {}", self.repository);
+                Error::Mismatched(Box::new(Mismatched::streamed(&self.registry, what, m)))
             },
         )
     }

@@ -3,7 +3,7 @@
 use super::Client;
 use super::http::Method;
 use crate::digest::Digest;
-use crate::error::{Error, Result};
+use crate::error::{Error, How, Mismatched, Result};
 use crate::manifest::{self, Descriptor};
 use crate::text::printable;
 use std::io::Write;
@@ -48,20 +48,24 @@ impl Client<'_> {
         }
         let digest = Digest::of(&bytes);
         if key.starts_with("sha256:") && key != digest.as_str() {
-            return Err(Error::DigestMismatch(format!(
-                "{} served {what} of {} whose content hashes to {digest}",
-                self.registry, self.repository
-            )));
+            return Err(Error::Mismatched(Box::new(Mismatched {
+                registry: self.registry.clone(),
+                what: format!("{what} of {}", self.repository),
+                expected: key.to_owned(),
+                found: digest.to_string(),
+                how: How::Served,
+            })));
         }
         if let Some(claimed) = resp.header("docker-content-digest")
             && claimed != digest.as_str()
         {
-            return Err(Error::DigestMismatch(format!(
-                "{} says {what} of {} is {} but its content hashes to {digest}",
-                self.registry,
-                self.repository,
-                printable(claimed)
-            )));
+            return Err(Error::Mismatched(Box::new(Mismatched {
+                registry: self.registry.clone(),
+                what: format!("{what} of {}", self.repository),
+                expected: printable(claimed).into_owned(),
+                found: digest.to_string(),
+                how: How::Claimed,
+            })));
         }
         let content_type = resp
             .header("content-type")
@@ -178,12 +182,13 @@ impl Client<'_> {
         if let Some(got) = resp.header("docker-content-digest")
             && got != d.digest.as_str()
         {
-            return Err(Error::DigestMismatch(format!(
-                "{} stored manifest {} as {}: the registry rewrote it",
-                self.registry,
-                d.digest,
-                printable(got)
-            )));
+            return Err(Error::Mismatched(Box::new(Mismatched {
+                registry: self.registry.clone(),
+                what: format!("manifest {}", d.digest),
+                expected: d.digest.to_string(),
+                found: printable(got).into_owned(),
+                how: How::Rewritten,
+            })));
         }
         Ok(())
     }
