@@ -48,6 +48,12 @@ pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
         .map(|s| s.saturating_mul(1000))
 }
 
+/// Whether a transport's failure is a timeout (the wasi-http error codes say `Timeout`).
+fn timed_out(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("timeout") || m.contains("timed out")
+}
+
 impl Client<'_> {
     /// Runs one exchange, again after a delay while it fails with a connection error or a
     /// retryable status, within the retry budget. Every retry is reported.
@@ -57,6 +63,7 @@ impl Client<'_> {
         replayable: bool,
         exchange: &mut dyn FnMut(u32) -> Result<Response>,
     ) -> Result<Response> {
+        let started = self.transport.now();
         let mut waited = 0;
         let mut attempt = 0;
         loop {
@@ -73,7 +80,7 @@ impl Client<'_> {
             let retry = self.net.retry;
             let delay = after.unwrap_or_else(|| retry.delay_ms(attempt, self.transport.random()));
             if !replayable || attempt > retry.attempts || waited + delay > retry.max_wait_ms {
-                return result;
+                return result.map_err(|e| self.gave_up(e, started, attempt));
             }
             self.net.report.line(&format!(
                 "retrying {} {} in {delay} ms after {why} (retry {attempt} of {})",
@@ -84,6 +91,19 @@ impl Client<'_> {
             drop(result);
             self.transport.sleep_ms(delay);
             waited += delay;
+        }
+    }
+
+    /// The final error of a request whose tries are used up: after timeouts, it says which
+    /// registry stopped answering and for how long, measured with [`super::Transport::now`].
+    fn gave_up(&self, e: Error, started: u64, attempts: u32) -> Error {
+        match e {
+            Error::Unreachable(m) if timed_out(&m) => Error::Unreachable(format!(
+                "{m} ({} stopped answering: no answer in {} s over {attempts} attempt(s))",
+                self.registry,
+                self.transport.now().saturating_sub(started)
+            )),
+            e => e,
         }
     }
 }
@@ -111,5 +131,61 @@ mod tests {
                 && !retryable_status(404)
                 && !retryable_status(401)
         );
+    }
+
+    /// Every request times out after 30 s, as a host's first-byte timeout would.
+    struct Silent {
+        now: std::cell::Cell<u64>,
+    }
+
+    impl crate::registry::Transport for Silent {
+        fn send(
+            &self,
+            req: &Request,
+            _: Option<crate::registry::BodyWriter<'_>>,
+        ) -> Result<Response> {
+            self.now.set(self.now.get() + 30);
+            Err(Error::Unreachable(format!(
+                "GET {}: ConnectionReadTimeout",
+                req.url
+            )))
+        }
+        fn now(&self) -> u64 {
+            self.now.get()
+        }
+        fn sleep_ms(&self, ms: u64) {
+            self.now.set(self.now.get() + ms / 1000);
+        }
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_registry_that_stops_answering_is_named_with_how_long() {
+        let silent = Silent {
+            now: std::cell::Cell::new(1_000_000),
+        };
+        let report = |_: &str| {};
+        let net = crate::registry::Net {
+            retry: Retry {
+                attempts: 2,
+                base_delay_ms: 1000,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+        };
+        let reference = crate::reference::Reference::parse("r.io/app").unwrap();
+        let access = crate::registry::Access::pull();
+        let e = Client::connect(&silent, &reference, None, access, &[], net)
+            .err()
+            .unwrap()
+            .to_string();
+        // Three tries of 30 s, and 1 s and 2 s between them.
+        assert!(
+            e.contains("r.io stopped answering: no answer in 93 s over 3 attempt(s)"),
+            "{e}"
+        );
+        assert!(timed_out("Connection timed out") && !timed_out("connection refused"));
     }
 }
