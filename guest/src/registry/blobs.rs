@@ -109,9 +109,10 @@ impl Client<'_> {
         }
     }
 
-    /// The `GET` of a blob, authorized, for a transport that fetches several at once. It is
-    /// followed through redirects, without the authorization to another host; a failed one
-    /// is fetched again with [`Client::blob`].
+    /// The `GET` of a blob, authorized, for a transport that fetches several at once. Its
+    /// redirects are followed by the client's rules: while [`crate::registry::followed`] says
+    /// so, the next request is [`crate::registry::follow`]'s (which drops the authorization
+    /// off-origin). A failed one is fetched again with [`Client::blob`].
     pub fn blob_request(&self, d: &Descriptor) -> Result<Request> {
         let url = self.repo_url(&format!("blobs/{}", d.digest));
         let mut headers = vec![];
