@@ -556,3 +556,65 @@ fn a_401_mid_upload_gets_a_new_token_and_the_upload_resumes() {
     ]);
     assert_eq!(sha256(&pushed.stdout), digest);
 }
+
+/// Issue 13, defect 5: `Location: //host/p` is another host (RFC 3986's network-path
+/// reference), fetched there without the registry's `Authorization`.
+#[test]
+fn a_redirect_to_another_host_never_carries_the_registrys_authorization() {
+    let src = source();
+    // Where blobs are redirected: the same registry, through a proxy that records what it got.
+    let other = Proxy::start(&src.addr, vec![]);
+    let location = format!("//{}", other.addr);
+    let registry = Proxy::start(
+        &src.addr,
+        vec![
+            Rule::new("GET", "/blobs/sha256:", 1000, Fault::Redirect(location)),
+            Rule::new("GET", "/v2/", 1000, Fault::Challenge),
+        ],
+    );
+    let out = imo_ok(&[
+        "pull",
+        "-q",
+        "--creds",
+        "alice:s3cret",
+        "scratch",
+        &registry.image("app:v2"),
+        "-o",
+        "-",
+    ]);
+    assert!(!out.stdout.is_empty());
+    // The registry got its credentials, blob requests included; the other host got the
+    // blobs asked for, and no credentials.
+    assert!(registry.authorized("/blobs/sha256:") >= 3);
+    assert!(other.count("GET", "/v2/app/blobs/sha256:") >= 3);
+    assert_eq!(other.authorized(""), 0);
+}
+
+/// Issue 13, defect 6: a registry's error text reaches the terminal with its control
+/// characters escaped, so it can neither set the clipboard (OSC 52) nor clear the screen.
+#[test]
+fn a_registrys_error_text_cannot_drive_the_terminal() {
+    let src = source();
+    let hostile = r#"{"errors":[{"code":"X","message":"\u001b]52;c;aW1vIHdhcyBoZXJl\u0007\u001b[2J\u009b1A\u202e"}]}"#;
+    let registry = Proxy::start(
+        &src.addr,
+        vec![Rule::new(
+            "GET",
+            "/manifests/",
+            1,
+            Fault::Answer(400, hostile.into()),
+        )],
+    );
+    let err = imo_err(&["pull", "scratch", &registry.image("app:v2"), "-o", "-"]);
+    assert_eq!(registry.faults(), 1);
+    assert!(
+        err.contains("X: \\u{1b}]52;c;aW1vIHdhcyBoZXJl\\u{7}\\u{1b}[2J\\u{9b}1A\\u{202e}"),
+        "{err}"
+    );
+    for c in err.chars() {
+        assert!(
+            c == '\n' || !(c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{c:?} in {err:?}"
+        );
+    }
+}

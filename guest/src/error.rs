@@ -16,6 +16,139 @@ pub enum Error {
     InvalidArchive(String),
     MissingBlobs(Vec<String>),
     Io(String),
+    /// A registry answered with a status the request did not expect. By its status it is
+    /// the WIT's `unauthorized` (401, 403), `not-found` (404) or `registry` (the rest).
+    Status(Box<Status>),
+    /// A registry's bytes are not the ones named: the WIT's `digest-mismatch`.
+    Mismatched(Box<Mismatched>),
+}
+
+/// Bytes a registry handed out, or stored, that are not the ones named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatched {
+    /// The registry as the user named it.
+    pub registry: String,
+    /// What, and where: `manifest v2 of app`, `blob sha256:… of app`.
+    pub what: String,
+    /// The digest (or size) the bytes should have had.
+    pub expected: String,
+    /// The digest (or size) they have.
+    pub found: String,
+    pub how: How,
+}
+
+/// How a registry's bytes turned out not to be the ones named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// Served when asked for by `expected`, they hash to `found`.
+    Served,
+    /// Said (`Docker-Content-Digest`) to be `expected`, they hash to `found`.
+    Claimed,
+    /// Pushed as `expected`, stored as `found`.
+    Rewritten,
+    /// Checked as they streamed in.
+    Streamed(crate::digest::Mismatch),
+}
+
+impl Mismatched {
+    /// A blob that failed its check as it streamed in.
+    pub fn streamed(registry: &str, what: String, m: crate::digest::Mismatch) -> Self {
+        use crate::digest::Mismatch as M;
+        let (expected, found) = match &m {
+            M::TooLong { expected } => (format!("{expected} bytes"), "more".to_owned()),
+            M::TooShort { expected, found } => {
+                (format!("{expected} bytes"), format!("{found} bytes"))
+            }
+            M::Digest { expected, found } => (expected.to_string(), found.to_string()),
+        };
+        Mismatched {
+            registry: registry.to_owned(),
+            what,
+            expected,
+            found,
+            how: How::Streamed(m),
+        }
+    }
+}
+
+impl fmt::Display for Mismatched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Mismatched {
+            registry,
+            what,
+            expected,
+            found,
+            how,
+        } = self;
+        match how {
+            How::Served => write!(
+                f,
+                "digest mismatch: {registry} served {what} whose content hashes to {found}"
+            ),
+            How::Claimed => write!(
+                f,
+                "digest mismatch: {registry} says {what} is {expected} but its content hashes to {found}"
+            ),
+            How::Rewritten => write!(
+                f,
+                "digest mismatch: {registry} stored {what} as {found}: the registry rewrote it"
+            ),
+            How::Streamed(m) => write!(f, "digest mismatch: {registry} served {what}: {m}"),
+        }
+    }
+}
+
+/// A registry's unexpected answer, and what it said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The registry as the user named it.
+    pub registry: String,
+    /// What was asked, and where: `manifest v2 in app`.
+    pub request: String,
+    pub status: u16,
+    /// The registry's diagnostics (`CODE: message; …`) made printable; empty when none.
+    pub diagnostics: String,
+    /// What a 401 means here (`the credentials were refused`), for the message.
+    pub hint: Option<String>,
+}
+
+impl Error {
+    /// Whether this is a "not found", from a registry's 404 or said as such.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound(_) => true,
+            Error::Status(s) => s.status == 404,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Status {
+            registry,
+            request,
+            status,
+            diagnostics,
+            hint,
+        } = self;
+        let detail = if diagnostics.is_empty() {
+            String::new()
+        } else {
+            format!(" {diagnostics}")
+        };
+        let hint = hint
+            .as_deref()
+            .map(|h| format!("; {h}"))
+            .unwrap_or_default();
+        let at = format!("{registry} {request}");
+        match status {
+            401 => write!(f, "not authorized: {at}: 401{detail}{hint}"),
+            403 => write!(f, "not authorized: {at}: 403 denied{detail}{hint}"),
+            404 => write!(f, "not found: {at}:{detail}{hint}"),
+            s => write!(f, "registry error: {at}: HTTP {s}{detail}{hint}"),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -40,8 +173,91 @@ impl fmt::Display for Error {
                 ds.join(", ")
             ),
             Error::Io(m) => write!(f, "archive I/O failed: {m}"),
+            Error::Status(s) => write!(f, "{s}"),
+            Error::Mismatched(m) => write!(f, "{m}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatch_messages_are_built_from_their_fields() {
+        let d = |c: char| {
+            crate::digest::Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
+        };
+        let (a, b) = (d('a'), d('b'));
+        let m = |what: &str, how| Mismatched {
+            registry: "r.io".into(),
+            what: what.into(),
+            expected: a.to_string(),
+            found: b.to_string(),
+            how,
+        };
+        assert_eq!(
+            m("manifest v2 of app", How::Claimed).to_string(),
+            format!(
+                "digest mismatch: r.io says manifest v2 of app is {a} but its content hashes to {b}"
+            )
+        );
+        assert_eq!(
+            m(&format!("manifest {a} of app"), How::Served).to_string(),
+            format!("digest mismatch: r.io served manifest {a} of app whose content hashes to {b}")
+        );
+        assert_eq!(
+            m(&format!("manifest {a}"), How::Rewritten).to_string(),
+            format!("digest mismatch: r.io stored manifest {a} as {b}: the registry rewrote it")
+        );
+        let streamed = Mismatched::streamed(
+            "r.io",
+            format!("blob {a} of app"),
+            crate::digest::Mismatch::TooShort {
+                expected: 10,
+                found: 4,
+            },
+        );
+        assert_eq!(
+            (streamed.expected.as_str(), streamed.found.as_str()),
+            ("10 bytes", "4 bytes")
+        );
+        assert_eq!(
+            streamed.to_string(),
+            format!("digest mismatch: r.io served blob {a} of app: 4 bytes where 10 were declared")
+        );
+    }
+
+    #[test]
+    fn status_messages_are_built_from_their_fields() {
+        let status = |status, diagnostics: &str, hint: Option<&str>| {
+            Error::Status(Box::new(Status {
+                registry: "r.io".into(),
+                request: "manifest v2 in app".into(),
+                status,
+                diagnostics: diagnostics.into(),
+                hint: hint.map(Into::into),
+            }))
+        };
+        assert_eq!(
+            status(401, "UNAUTHORIZED: no", Some("credentials are needed")).to_string(),
+            "not authorized: r.io manifest v2 in app: 401 UNAUTHORIZED: no; credentials are needed"
+        );
+        assert_eq!(
+            status(403, "", None).to_string(),
+            "not authorized: r.io manifest v2 in app: 403 denied"
+        );
+        let missing = status(404, "MANIFEST_UNKNOWN: unknown", None);
+        assert_eq!(
+            missing.to_string(),
+            "not found: r.io manifest v2 in app: MANIFEST_UNKNOWN: unknown"
+        );
+        assert!(missing.is_not_found() && !status(500, "", None).is_not_found());
+        assert_eq!(
+            status(500, "", None).to_string(),
+            "registry error: r.io manifest v2 in app: HTTP 500"
+        );
+    }
+}

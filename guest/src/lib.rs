@@ -21,6 +21,7 @@ pub mod reference;
 pub mod registry;
 pub mod store;
 pub mod tar;
+pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod wasi;

@@ -307,13 +307,16 @@ impl NetworkPolicy {
         };
         let origin = format!("{scheme}://{authority}");
         for (what, url) in targets {
-            let Some((target_scheme, target)) = url_authority(&url) else {
+            let Some((target_scheme, target)) = url_authority(&url, scheme) else {
                 continue;
             };
             let Some(a) = Authority::parse(&target) else {
                 continue;
             };
-            let shown = shown_url(&url);
+            let shown = match url.strip_prefix("//") {
+                Some(rest) => shown_url(&format!("{target_scheme}://{rest}")),
+                None => shown_url(&url),
+            };
             let class = address_class(&a.host);
             if let Some(class) = class
                 && !teacher.private
@@ -444,12 +447,15 @@ fn shown_url(url: &str) -> String {
     format!("{scheme}://{authority}{path}")
 }
 
-/// The scheme and authority of an absolute http(s) URL.
-fn url_authority(url: &str) -> Option<(&'static str, String)> {
+/// The scheme and authority of an absolute http(s) URL, or of a network-path reference
+/// (`//host/p`, which keeps the scheme of the answer that named it, `base`).
+fn url_authority<'a>(url: &str, base: &'a str) -> Option<(&'a str, String)> {
     let (scheme, rest) = if let Some(rest) = url.strip_prefix("https://") {
         ("https", rest)
+    } else if let Some(rest) = url.strip_prefix("http://") {
+        ("http", rest)
     } else {
-        ("http", url.strip_prefix("http://")?)
+        (base, url.strip_prefix("//")?)
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let authority = &rest[..end];
@@ -532,6 +538,11 @@ mod tests {
         assert!(p.check("https", "auth.example").is_ok());
         assert!(p.check("https", "cdn.example:8443").is_ok());
         assert!(p.check("https", "cdn.example").is_err());
+        // A network-path reference names a host too, with the scheme of the answer.
+        h.insert(http::header::LOCATION, "//cdn2.example/b".parse().unwrap());
+        p.learn_from_response("https", "r.example", &h);
+        assert!(p.check("https", "cdn2.example").is_ok());
+        assert!(p.check("http", "cdn2.example").is_err());
     }
 
     #[test]

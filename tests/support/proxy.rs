@@ -23,6 +23,13 @@ pub enum Fault {
     /// Forward, but hold the answer until the proxy sees another request with the same
     /// method, or [`HOLD_LIMIT`] passes: as a registry slow to commit an upload would.
     HoldAnswer,
+    /// Answer 401 with a Basic challenge, unless the request carries an `Authorization`
+    /// (any), which is forwarded: a registry asking for credentials.
+    Challenge,
+    /// Answer 307 with `Location: PREFIX` followed by the request's path.
+    Redirect(String),
+    /// Answer with this status and this body.
+    Answer(u16, String),
 }
 
 /// How long [`Fault::HoldAnswer`] waits for the next request at most.
@@ -77,6 +84,8 @@ struct State {
     seen: Vec<(String, String, bool)>,
     /// For each answer held, whether the next request came before [`HOLD_LIMIT`].
     holds: Vec<bool>,
+    /// The paths of the requests that carried an `Authorization`.
+    authorized: Vec<String>,
 }
 
 pub struct Proxy {
@@ -129,6 +138,17 @@ impl Proxy {
             .seen
             .iter()
             .filter(|s| s.0 == method && s.1.contains(path))
+            .count()
+    }
+
+    /// How many requests with a path containing `path` carried an `Authorization`.
+    pub fn authorized(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .authorized
+            .iter()
+            .filter(|p| p.contains(path))
             .count()
     }
 
@@ -247,6 +267,9 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         parts.next().unwrap_or("").to_owned(),
         parts.next().unwrap_or("").to_owned(),
     );
+    let authorized = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("authorization:"));
     let (fault, seen_before) = {
         let mut st = state.lock().unwrap();
         let fault = st
@@ -258,7 +281,11 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                 r.fault.clone()
             });
         let seen_before = st.seen.iter().filter(|s| s.0 == method).count();
-        st.seen.push((method.clone(), path, fault.is_some()));
+        if authorized {
+            st.authorized.push(path.clone());
+        }
+        st.seen
+            .push((method.clone(), path.clone(), fault.is_some()));
         (fault, seen_before)
     };
     let body_len = content_length(&head);
@@ -281,6 +308,31 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             write!(
                 client,
                 "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Challenge) if !authorized => {
+            let body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"credentials\"}]}";
+            write!(
+                client,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"proxy\"\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Challenge) => {}
+        Some(Fault::Redirect(prefix)) => {
+            write!(
+                client,
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: {prefix}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )?;
+            return Ok(());
+        }
+        Some(Fault::Answer(code, body)) => {
+            write!(
+                client,
+                "HTTP/1.1 {code} Answered\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )?;
             return Ok(());

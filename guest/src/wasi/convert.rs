@@ -72,6 +72,12 @@ impl From<Error> for wit::Error {
             Error::InvalidArchive(_) => wit::Error::InvalidArchive(message),
             Error::MissingBlobs(digests) => wit::Error::MissingBlobs(digests),
             Error::Io(_) => wit::Error::Io(message),
+            Error::Mismatched(_) => wit::Error::DigestMismatch(message),
+            Error::Status(s) => match s.status {
+                401 | 403 => wit::Error::Unauthorized(message),
+                404 => wit::Error::NotFound(message),
+                _ => wit::Error::Registry(message),
+            },
         }
     }
 }

@@ -1,0 +1,191 @@
+//! Retries: backoff with jitter, the statuses worth another try, and `Retry-After`.
+
+use super::Client;
+use super::http::{Request, Response};
+use crate::error::{Error, Result};
+use crate::text::printable;
+
+/// How hard to try when the network or the registry fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt; 0 for none.
+    pub attempts: u32,
+    /// The first delay; each retry doubles it, plus up to as much again of jitter.
+    pub base_delay_ms: u64,
+    /// No retry starts once this much time has gone into waiting.
+    pub max_wait_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 4,
+            base_delay_ms: 200,
+            max_wait_ms: 60_000,
+        }
+    }
+}
+
+impl Retry {
+    /// The delay before retry `n` (1-based): exponential, with jitter from `random`.
+    pub fn delay_ms(&self, n: u32, random: u64) -> u64 {
+        let base = self.base_delay_ms.saturating_mul(1 << (n - 1).min(16));
+        base + if base == 0 { 0 } else { random % base }
+    }
+}
+
+/// The statuses worth another try: the registry is overloaded or briefly broken.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 429 | 500 | 502 | 503 | 504)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare from registries and ignored).
+pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
+    value?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.saturating_mul(1000))
+}
+
+/// Whether a transport's failure is a timeout (the wasi-http error codes say `Timeout`).
+fn timed_out(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("timeout") || m.contains("timed out")
+}
+
+impl Client<'_> {
+    /// Runs one exchange, again after a delay while it fails with a connection error or a
+    /// retryable status, within the retry budget. Every retry is reported.
+    pub(super) fn with_retries(
+        &self,
+        request: &Request,
+        replayable: bool,
+        exchange: &mut dyn FnMut(u32) -> Result<Response>,
+    ) -> Result<Response> {
+        let started = self.transport.now();
+        let mut waited = 0;
+        let mut attempt = 0;
+        loop {
+            let result = exchange(attempt);
+            let (why, after) = match &result {
+                Err(Error::Unreachable(e)) => (printable(e).into_owned(), None),
+                Ok(r) if retryable_status(r.status) => (
+                    format!("HTTP {}", r.status),
+                    retry_after_ms(r.header("retry-after")),
+                ),
+                _ => return result,
+            };
+            attempt += 1;
+            let retry = self.net.retry;
+            let delay = after.unwrap_or_else(|| retry.delay_ms(attempt, self.transport.random()));
+            if !replayable || attempt > retry.attempts || waited + delay > retry.max_wait_ms {
+                return result.map_err(|e| self.gave_up(e, started, attempt));
+            }
+            self.net.report.line(&format!(
+                "retrying {} {} in {delay} ms after {why} (retry {attempt} of {})",
+                request.method.as_str(),
+                printable(&request.url.to_string()),
+                retry.attempts
+            ));
+            drop(result);
+            self.transport.sleep_ms(delay);
+            waited += delay;
+        }
+    }
+
+    /// The final error of a request whose tries are used up: after timeouts, it says which
+    /// registry stopped answering and for how long, measured with [`super::Transport::now`].
+    fn gave_up(&self, e: Error, started: u64, attempts: u32) -> Error {
+        match e {
+            Error::Unreachable(m) if timed_out(&m) => Error::Unreachable(format!(
+                "{m} ({} stopped answering: no answer in {} s over {attempts} attempt(s))",
+                self.registry,
+                self.transport.now().saturating_sub(started)
+            )),
+            e => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_grow_with_jitter_and_honour_retry_after() {
+        let r = Retry {
+            attempts: 3,
+            base_delay_ms: 100,
+            max_wait_ms: 1000,
+        };
+        assert_eq!(r.delay_ms(1, 0), 100);
+        assert_eq!(r.delay_ms(2, 0), 200);
+        assert_eq!(r.delay_ms(3, 50), 450);
+        assert!((100..200).contains(&r.delay_ms(1, u64::MAX)));
+        assert_eq!(retry_after_ms(Some(" 3 ")), Some(3000));
+        assert_eq!(retry_after_ms(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert!(
+            retryable_status(503)
+                && retryable_status(429)
+                && !retryable_status(404)
+                && !retryable_status(401)
+        );
+    }
+
+    /// Every request times out after 30 s, as a host's first-byte timeout would.
+    struct Silent {
+        now: std::cell::Cell<u64>,
+    }
+
+    impl crate::registry::Transport for Silent {
+        fn send(
+            &self,
+            req: &Request,
+            _: Option<crate::registry::BodyWriter<'_>>,
+        ) -> Result<Response> {
+            self.now.set(self.now.get() + 30);
+            Err(Error::Unreachable(format!(
+                "GET {}: ConnectionReadTimeout",
+                req.url
+            )))
+        }
+        fn now(&self) -> u64 {
+            self.now.get()
+        }
+        fn sleep_ms(&self, ms: u64) {
+            self.now.set(self.now.get() + ms / 1000);
+        }
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_registry_that_stops_answering_is_named_with_how_long() {
+        let silent = Silent {
+            now: std::cell::Cell::new(1_000_000),
+        };
+        let report = |_: &str| {};
+        let net = crate::registry::Net {
+            retry: Retry {
+                attempts: 2,
+                base_delay_ms: 1000,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+        };
+        let reference = crate::reference::Reference::parse("r.io/app").unwrap();
+        let access = crate::registry::Access::pull();
+        let e = Client::connect(&silent, &reference, None, access, &[], net)
+            .err()
+            .unwrap()
+            .to_string();
+        // Three tries of 30 s, and 1 s and 2 s between them.
+        assert!(
+            e.contains("r.io stopped answering: no answer in 93 s over 3 attempt(s)"),
+            "{e}"
+        );
+        assert!(timed_out("Connection timed out") && !timed_out("connection refused"));
+    }
+}
