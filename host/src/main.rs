@@ -469,7 +469,8 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("imo: error: {e}");
+            // The component escapes what registries say; this also covers the host's own errors.
+            eprintln!("imo: error: {}", imo_guest::text::printable(&e.to_string()));
             ExitCode::FAILURE
         }
     }

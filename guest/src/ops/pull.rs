@@ -104,7 +104,7 @@ pub struct Fetch<'a> {
 pub trait Fetcher {
     /// Runs `jobs`, at most `width` at a time, each checked against its digest and size as
     /// it streams; for each job in order, `Ok` or why it failed.
-    fn fetch(&self, jobs: Vec<Fetch<'_>>, width: usize) -> Vec<std::result::Result<(), String>>;
+    fn fetch(&self, jobs: Vec<Fetch<'_>>, width: usize) -> Vec<Result<()>>;
 }
 
 /// How many blobs [`pull_bundle_to_file`] fetches at once.
@@ -171,6 +171,10 @@ pub fn pull_bundle_to_file(
     let fetched: Vec<&Descriptor> = jobs.iter().map(|j| j.d).collect();
     for (d, outcome) in fetched.into_iter().zip(fetcher.fetch(jobs, FETCH_WIDTH)) {
         let Err(why) = outcome else { continue };
+        // What the host refused, it refuses again: no second try.
+        if matches!(why, Error::Denied(_)) {
+            return Err(why);
+        }
         if options.max_retries == 0 {
             return Err(Error::Unreachable(format!(
                 "fetching blob {} failed: {why} (retries are off)",

@@ -3,22 +3,22 @@
 use super::http::{Answer, Body, WasiHttp, answer, send};
 use crate::cli::Timeouts;
 use crate::digest::Verifier;
+use crate::digest::{Digest, Mismatch};
+use crate::error::{Error, Mismatched, Result};
 use crate::ops;
-use crate::registry::Request;
+use crate::registry::{Method, Request, follow, followed};
 use std::io::Write;
 use wasip2::http::types as http;
 use wasip2::io::streams::StreamError;
 
 /// How much of a blob one read takes from its response.
 pub(super) const FETCH_CHUNK: u64 = 1 << 20;
-/// How many redirects a blob's fetch follows.
-const FETCH_REDIRECTS: usize = 5;
 
 /// Several blob downloads on one thread: each takes what its response has ready without
 /// waiting, and the thread sleeps only when none has anything.
 impl ops::Fetcher for WasiHttp {
-    fn fetch(&self, jobs: Vec<ops::Fetch<'_>>, width: usize) -> Vec<Result<(), String>> {
-        let mut outcomes: Vec<Option<Result<(), String>>> = jobs.iter().map(|_| None).collect();
+    fn fetch(&self, jobs: Vec<ops::Fetch<'_>>, width: usize) -> Vec<Result<()>> {
+        let mut outcomes: Vec<Option<Result<()>>> = jobs.iter().map(|_| None).collect();
         let mut queued = jobs.into_iter().enumerate();
         let mut active: Vec<Download<'_>> = Vec::new();
         loop {
@@ -71,6 +71,8 @@ struct Download<'a> {
     stage: Stage,
     check: Verifier,
     limits: Timeouts,
+    /// The registry asked first, for messages.
+    registry: String,
 }
 
 enum Stage {
@@ -78,7 +80,7 @@ enum Stage {
     Asking {
         answer: http::FutureIncomingResponse,
         request: Request,
-        redirects: usize,
+        redirects: u32,
     },
     Reading(Body),
 }
@@ -88,16 +90,18 @@ enum Pumped {
     Nothing,
     Some,
     /// Its body ended (`Ok`, to be verified) or it failed.
-    End(Result<(), String>),
+    End(Result<()>),
 }
 
 impl<'a> Download<'a> {
     /// Sends the job's `GET`.
-    fn open(index: usize, job: ops::Fetch<'a>, limits: Timeouts) -> Result<Self, String> {
-        let request = job.source.blob_request(job.d).map_err(|e| e.to_string())?;
-        let answer = send(&request, None, &limits).map_err(|e| e.to_string())?;
+    fn open(index: usize, job: ops::Fetch<'a>, limits: Timeouts) -> Result<Self> {
+        let request = job.source.blob_request(job.d)?;
+        let answer = send(&request, None, &limits)?;
         let check = Verifier::new(&job.d.digest, job.d.size);
+        let registry = request.url.authority.clone();
         Ok(Download {
+            registry,
             index,
             progress: ops::Progress::start(job.report, ("copying", "copied"), job.d),
             job,
@@ -138,37 +142,30 @@ impl<'a> Download<'a> {
                     body,
                 } = match self::answer(answer, &what, &self.limits) {
                     Ok(head) => head,
-                    Err(e) => return Pumped::End(Err(e.to_string())),
+                    Err(e) => return Pumped::End(Err(e)),
                 };
-                match status {
-                    200 => self.stage = Stage::Reading(body),
-                    // merge: a second copy of the redirect rule (which statuses, the redirect
-                    // limit, resolving Location, dropping Authorization off-origin); it is to
-                    // call registry::redirect's pure function instead, so issue 13's defect 5
-                    // fixes (`//host/p`, relative Locations, refused schemes, user:password in
-                    // Location) reach this path too. Keep the fetch's own send and the state
-                    // machine here; only the decision moves.
-                    301 | 302 | 303 | 307 | 308 if *redirects < FETCH_REDIRECTS => {
-                        let location = headers
-                            .iter()
-                            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
-                            .map(|(_, v)| v.as_str());
-                        let Some(url) = location.and_then(|l| request.url.join(l).ok()) else {
-                            return Pumped::End(Err(format!("HTTP {status} without a Location")));
-                        };
-                        if url.authority != request.url.authority {
-                            request
-                                .headers
-                                .retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
+                if status == 200 {
+                    self.stage = Stage::Reading(body);
+                } else if followed(Method::Get, status) {
+                    // The client's redirect rules, the one copy: Authorization stays on its
+                    // origin, no downgrade, no user information, a bounded number of hops.
+                    let location = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+                        .map(|(_, v)| v.as_str());
+                    *request = match follow(request, location, *redirects) {
+                        Ok(next) => next,
+                        Err(refused) => {
+                            return Pumped::End(Err(Error::Registry(format!("{what}: {refused}"))));
                         }
-                        request.url = url;
-                        *redirects += 1;
-                        match send(request, None, &self.limits) {
-                            Ok(next) => *answer = next,
-                            Err(e) => return Pumped::End(Err(e.to_string())),
-                        }
+                    };
+                    *redirects += 1;
+                    match send(request, None, &self.limits) {
+                        Ok(next) => *answer = next,
+                        Err(e) => return Pumped::End(Err(e)),
                     }
-                    status => return Pumped::End(Err(format!("HTTP {status}"))),
+                } else {
+                    return Pumped::End(Err(Error::Registry(format!("{what}: HTTP {status}"))));
                 }
                 Pumped::Some
             }
@@ -176,27 +173,39 @@ impl<'a> Download<'a> {
                 Ok(chunk) if chunk.is_empty() => Pumped::Nothing,
                 Ok(chunk) => {
                     if let Err(m) = self.check.update(&chunk) {
-                        return Pumped::End(Err(m.to_string()));
+                        return Pumped::End(Err(Self::mismatch(
+                            &self.registry,
+                            &self.job.d.digest,
+                            m,
+                        )));
                     }
                     if let Err(e) = self.job.out.write_all(&chunk) {
-                        return Pumped::End(Err(format!("writing the archive: {e}")));
+                        return Pumped::End(Err(Error::Io(format!("writing the archive: {e}"))));
                     }
                     self.progress.advance(chunk.len());
                     Pumped::Some
                 }
                 Err(StreamError::Closed) => Pumped::End(Ok(())),
-                Err(e) => Pumped::End(Err(body.error(e).to_string())),
+                Err(e) => Pumped::End(Err(Error::Unreachable(format!(
+                    "GET of blob {}: {}",
+                    self.job.d.digest,
+                    body.error(e)
+                )))),
             },
         }
     }
 
+    fn mismatch(registry: &str, digest: &Digest, m: Mismatch) -> Error {
+        let what = format!("blob {digest}");
+        Error::Mismatched(Box::new(Mismatched::streamed(registry, what, m)))
+    }
+
     /// After the body's end: the blob must match, and be written.
-    fn finish(mut self) -> Result<(), String> {
-        self.check.finish().map_err(|m| m.to_string())?;
-        self.job
-            .out
-            .flush()
-            .map_err(|e| format!("writing the archive: {e}"))?;
+    fn finish(mut self) -> Result<()> {
+        if let Err(m) = self.check.finish() {
+            return Err(Self::mismatch(&self.registry, &self.job.d.digest, m));
+        }
+        (self.job.out.flush()).map_err(|e| Error::Io(format!("writing the archive: {e}")))?;
         self.progress.end();
         Ok(())
     }

@@ -21,7 +21,9 @@ impl exports::wasi::cli::run::Guest for Component {
         match run_command(command) {
             Ok(()) => Ok(()),
             Err(e) => {
-                eprintln!("error: {e}");
+                // Registries, archives and layouts are untrusted: no control character of
+                // theirs reaches the terminal.
+                eprintln!("error: {}", crate::text::printable(&e.to_string()));
                 Err(())
             }
         }
