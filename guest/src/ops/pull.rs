@@ -175,6 +175,11 @@ pub fn pull_bundle_to_file(
         if matches!(why, Error::Denied(_)) {
             return Err(why);
         }
+        // Said as the streaming path's retries say it: `HTTP 502`, not the whole error.
+        let why = match why {
+            Error::Status(s) => format!("HTTP {}", s.status),
+            e => e.to_string(),
+        };
         if options.max_retries == 0 {
             return Err(Error::Unreachable(format!(
                 "fetching blob {} failed: {why} (retries are off)",

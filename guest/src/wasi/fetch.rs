@@ -4,7 +4,7 @@ use super::http::{Answer, Body, WasiHttp, answer, send};
 use crate::cli::Timeouts;
 use crate::digest::Verifier;
 use crate::digest::{Digest, Mismatch};
-use crate::error::{Error, Mismatched, Result};
+use crate::error::{Error, Mismatched, Result, Status};
 use crate::ops;
 use crate::registry::{Method, Request, follow, followed};
 use std::io::Write;
@@ -165,7 +165,13 @@ impl<'a> Download<'a> {
                         Err(e) => return Pumped::End(Err(e)),
                     }
                 } else {
-                    return Pumped::End(Err(Error::Registry(format!("{what}: HTTP {status}"))));
+                    return Pumped::End(Err(Error::Status(Box::new(Status {
+                        registry: self.registry.clone(),
+                        request: format!("GET of blob {}", self.job.d.digest),
+                        status,
+                        diagnostics: String::new(),
+                        hint: None,
+                    }))));
                 }
                 Pumped::Some
             }
