@@ -10,14 +10,17 @@ fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the workspace");
+    // Relative to the package root, where cargo resolves them each time it checks: absolute
+    // paths would keep watching the first checkout's sources after the workspace moved (a
+    // clone elsewhere reusing a kept target directory) and embed a stale component.
     for watched in [
-        "guest/src",
-        "guest/Cargo.toml",
-        "wit",
-        "Cargo.lock",
-        ".cargo/config.toml",
+        "../guest/src",
+        "../guest/Cargo.toml",
+        "../wit",
+        "../Cargo.lock",
+        "../.cargo/config.toml",
     ] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        println!("cargo:rerun-if-changed={watched}");
     }
 
     // One guest build shared by every profile of the host: a sibling of the host's target
