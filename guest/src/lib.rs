@@ -8,10 +8,6 @@ pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod inventory;
-// merge: remove (the archive format's old path, for code written against it)
-pub mod layout {
-    pub use crate::archive::*;
-}
 pub mod manifest;
 pub mod ops;
 pub mod plan;

@@ -5,8 +5,6 @@ mod ocidir;
 
 pub use ocidir::OciDir;
 
-// merge: remove (Location lives in reference.rs; the host and fuzz targets still name it here)
-pub use crate::reference::Location;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
