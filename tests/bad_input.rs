@@ -109,7 +109,12 @@ fn http(addr: &str, method: &str, path: &str, creds: Option<&str>) -> (u16, Stri
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let auth = creds
-        .map(|c| format!("Authorization: Basic {}\r\n", base64(c.as_bytes())))
+        .map(|c| {
+            format!(
+                "Authorization: Basic {}\r\n",
+                imo_guest::base64::encode(c.as_bytes())
+            )
+        })
         .unwrap_or_default();
     write!(
         conn,

@@ -145,29 +145,8 @@ pub fn parse_token_response(body: &[u8]) -> Result<TokenResponse, String> {
 pub fn basic(username: &str, password: &str) -> String {
     format!(
         "Basic {}",
-        base64(format!("{username}:{password}").as_bytes())
+        crate::base64::encode(format!("{username}:{password}").as_bytes())
     )
-}
-
-fn base64(input: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                out.push(char::from(A[((n >> (18 - 6 * k)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Percent-encodes a query parameter value (everything but RFC 3986 unreserved characters).
@@ -252,9 +231,6 @@ mod tests {
     #[test]
     fn basic_and_escaping() {
         assert_eq!(basic("user", "pass"), "Basic dXNlcjpwYXNz");
-        assert_eq!(base64(b"a"), "YQ==");
-        assert_eq!(base64(b"ab"), "YWI=");
-        assert_eq!(base64(b""), "");
         assert_eq!(
             query_escape("repository:a/b:pull,push"),
             "repository%3Aa%2Fb%3Apull%2Cpush"

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod base64;
 pub mod cli;
 pub mod credentials;
 pub mod digest;

@@ -250,8 +250,8 @@ fn decode(key: &str, value: &serde_json::Value) -> Result<Option<Credentials>, S
     let Some(auth) = text("auth") else {
         return Ok(None);
     };
-    let decoded =
-        base64_decode(auth).ok_or_else(|| format!("the auth entry for {key} is not base64"))?;
+    let decoded = imo_guest::base64::decode(auth)
+        .ok_or_else(|| format!("the auth entry for {key} is not base64"))?;
     let decoded =
         String::from_utf8(decoded).map_err(|_| format!("the auth entry for {key} is not UTF-8"))?;
     let (u, p) = decoded
@@ -309,32 +309,6 @@ fn helper(name: &str, registry: &str) -> Result<Option<Credentials>, String> {
         username: a.username,
         password: a.secret,
     }))
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let s = s.trim().trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        acc = (acc << 6) | value(c)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -425,13 +399,6 @@ mod tests {
                 .unwrap_err()
                 .contains("not base64")
         );
-    }
-
-    #[test]
-    fn base64() {
-        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
-        assert_eq!(base64_decode("YQ==").unwrap(), b"a");
-        assert_eq!(base64_decode("").unwrap(), b"");
     }
 
     #[test]

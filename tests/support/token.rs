@@ -262,44 +262,6 @@ fn base32(bytes: &[u8]) -> String {
     out
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Base64url without padding, as JWTs use.
-fn base64url(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for k in 0..=c.len() {
-            let ch = B64[((n >> (18 - 6 * k)) & 63) as usize];
-            out.push(match ch {
-                b'+' => '-',
-                b'/' => '_',
-                c => char::from(c),
-            });
-        }
-    }
-    out
-}
-
-/// Standard base64 (padding optional); `None` if malformed.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in s.trim_end_matches('=').bytes() {
-        let v = B64.iter().position(|&c| c == b)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
-}
-
 /// `application/x-www-form-urlencoded` decoding of one query component.
 fn url_decode(s: &str) -> String {
     let b = s.as_bytes();
@@ -447,7 +409,7 @@ fn answer(
         Some(a) => {
             let Some(decoded) = a
                 .strip_prefix("Basic ")
-                .and_then(|b| base64_decode(b.trim()))
+                .and_then(|b| imo_guest::base64::decode(b.trim()))
                 .map(|d| String::from_utf8_lossy(&d).into_owned())
             else {
                 return refuse("only Basic credentials are understood");
@@ -511,11 +473,14 @@ fn answer(
     });
     let signing_input = format!(
         "{}.{}",
-        base64url(header.to_string().as_bytes()),
-        base64url(claims.to_string().as_bytes())
+        imo_guest::base64::encode_url(header.to_string().as_bytes()),
+        imo_guest::base64::encode_url(claims.to_string().as_bytes())
     );
     let signature = sign(&shared.key, signing_input.as_bytes());
-    let token = format!("{signing_input}.{}", base64url(&signature));
+    let token = format!(
+        "{signing_input}.{}",
+        imo_guest::base64::encode_url(&signature)
+    );
     (
         200,
         String::new(),

@@ -5,7 +5,6 @@ mod ocidir;
 
 pub use ocidir::OciDir;
 
-
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;

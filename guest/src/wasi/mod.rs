@@ -10,7 +10,8 @@ mod streams;
 
 use crate::error::Error;
 use crate::inventory::{self, Inventory};
-use crate::ops::{self, Options};
+use crate::ops::{self, Options, Summary};
+use crate::registry::{Reporter, Transport};
 use convert::pull_request;
 use http::WasiHttp;
 use std::io::Read;
@@ -134,16 +135,7 @@ impl wit::Guest for Component {
         destination: String,
         options: wit::Options,
     ) -> Result<wit::Summary, wit::Error> {
-        let options = Options::from(options);
-        ops::push_vet(
-            &WasiHttp::default(),
-            &options,
-            &reporter(&options),
-            &mut StreamReader(archive),
-            &destination,
-        )
-        .map(Into::into)
-        .map_err(Into::into)
+        from_archive(ops::push_vet, archive, &destination, options)
     }
 
     fn push(
@@ -151,17 +143,37 @@ impl wit::Guest for Component {
         destination: String,
         options: wit::Options,
     ) -> Result<wit::Summary, wit::Error> {
-        let options = Options::from(options);
-        ops::push(
-            &WasiHttp::default(),
-            &options,
-            &reporter(&options),
-            &mut StreamReader(archive),
-            &destination,
-        )
-        .map(Into::into)
-        .map_err(Into::into)
+        from_archive(ops::push, archive, &destination, options)
     }
+}
+
+/// The signature `ops::push_vet` and `ops::push` share.
+type FromArchive = fn(
+    &dyn Transport,
+    &Options,
+    &dyn Reporter,
+    &mut dyn Read,
+    &str,
+) -> crate::error::Result<Summary>;
+
+/// Runs `op` (vet or push) on an archive stream, through the WIT types.
+fn from_archive(
+    op: FromArchive,
+    archive: &InputStream,
+    destination: &str,
+    options: wit::Options,
+) -> Result<wit::Summary, wit::Error> {
+    let options = Options::from(options);
+    let report = reporter(&options);
+    op(
+        &WasiHttp::default(),
+        &options,
+        &report,
+        &mut StreamReader(archive),
+        destination,
+    )
+    .map(Into::into)
+    .map_err(Into::into)
 }
 
 fn json_text(inventory: &Inventory) -> String {
