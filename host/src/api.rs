@@ -4,10 +4,11 @@
 use crate::runtime::bindings::exports::imo::overlay::overlay as wit;
 use std::path::PathBuf;
 
-/// A user name and password (or identity token) for one registry.
-///
-/// Set them with [`Builder::base_credentials`](crate::Builder::base_credentials) and its siblings, or find them as skopeo and
-/// docker do with [`credentials::lookup`](crate::credentials::lookup). `Debug` never shows the password.
+/// A user name and password (or identity token) for one registry: the component's own type,
+/// so the two sides cannot drift. Set them with
+/// [`Builder::base_credentials`](crate::Builder::base_credentials) and its siblings, or find
+/// them as skopeo and docker do with [`credentials::lookup`](crate::credentials::lookup).
+/// `Debug` never shows the password.
 ///
 /// ```rust
 /// let c = imo::Credentials {
@@ -17,25 +18,9 @@ use std::path::PathBuf;
 /// assert_eq!(c.username, "mirror");
 /// assert!(!format!("{c:?}").contains("s3cret"));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    /// The user name; docker's `<token>` when the password is an identity token.
-    pub username: String,
-    /// The password, or the identity (refresh) token.
-    pub password: String,
-}
+pub use imo_guest::registry::Credentials;
 
-impl std::fmt::Debug for Credentials {
-    // Never print a password, even in debug output.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
-/// What an operation found and did, as the WIT `summary` record reports it. It serializes to
-/// the JSON that `imo --json` prints.
+/// The component's own type, so the two sides cannot drift.
 ///
 /// ```rust
 /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
@@ -57,37 +42,7 @@ impl std::fmt::Debug for Credentials {
 /// # std::fs::remove_dir_all(&work)?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Summary {
-    /// Digest of the final image's top-level manifest, as its registry serves it.
-    pub manifest_digest: String,
-    /// Reference of the (first) final image the archive was pulled from.
-    pub final_reference: String,
-    /// References of every final image in the archive, `final_reference` first.
-    pub images: Vec<String>,
-    /// The bases and inventories the difference was taken against, comma separated;
-    /// `scratch` for none.
-    pub base_reference: String,
-    /// Blobs (configs and layers; manifests always travel) the archive carries.
-    pub blobs_in_archive: u32,
-    /// Total size of the blobs the archive carries.
-    pub bytes_in_archive: u64,
-    /// Blobs the manifests reference that the archive leaves out.
-    pub blobs_omitted: u32,
-    /// Total size of the blobs the archive leaves out.
-    pub bytes_omitted: u64,
-    /// Push only: blobs uploaded to the destination.
-    pub blobs_uploaded: u32,
-    /// Push only: total size of the blobs uploaded.
-    pub bytes_uploaded: u64,
-    /// Push only: blobs carried in the archive that the destination already had.
-    pub blobs_skipped: u32,
-    /// Push only: blobs mounted from another repository of the destination registry
-    /// instead of uploaded.
-    pub blobs_mounted: u32,
-    /// Bytes of archive written (pull) or read (vet, push).
-    pub archive_bytes: u64,
-}
+pub use imo_guest::ops::Summary;
 
 /// Why an operation failed. The first cases match the WIT `error` variant one for one;
 /// `Runtime` is the host's own (the component could not be run).

@@ -50,22 +50,37 @@ pub struct Options {
     pub destination_map: Vec<(String, String)>,
 }
 
-/// What an operation did (the WIT `summary`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What an operation found and did, as the WIT `summary` record reports it. It serializes to
+/// the JSON that `imo --json` prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
+    /// Digest of the final image's top-level manifest, as its registry serves it.
     pub manifest_digest: String,
+    /// Reference of the (first) final image the archive was pulled from.
     pub final_reference: String,
-    /// Every image's reference, the first being `final_reference`.
+    /// References of every final image in the archive, `final_reference` first.
     pub images: Vec<String>,
+    /// The bases and inventories the difference was taken against, comma separated;
+    /// `scratch` for none.
     pub base_reference: String,
+    /// Blobs (configs and layers; manifests always travel) the archive carries.
     pub blobs_in_archive: u32,
+    /// Total size of the blobs the archive carries.
     pub bytes_in_archive: u64,
+    /// Blobs the manifests reference that the archive leaves out.
     pub blobs_omitted: u32,
+    /// Total size of the blobs the archive leaves out.
     pub bytes_omitted: u64,
+    /// Push only: blobs uploaded to the destination.
     pub blobs_uploaded: u32,
+    /// Push only: total size of the blobs uploaded.
     pub bytes_uploaded: u64,
+    /// Push only: blobs carried in the archive that the destination already had.
     pub blobs_skipped: u32,
+    /// Push only: blobs mounted from another repository of the destination registry
+    /// instead of uploaded.
     pub blobs_mounted: u32,
+    /// Bytes of archive written (pull) or read (vet, push).
     pub archive_bytes: u64,
 }
 

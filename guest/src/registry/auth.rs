@@ -8,10 +8,12 @@ use crate::error::{Error, Result};
 use crate::text::printable;
 use std::io::Write;
 
-/// Credentials for one registry.
+/// Credentials for one registry; `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
+    /// The user name; docker's `<token>` when the password is an identity token.
     pub username: String,
+    /// The password, or the identity (refresh) token.
     pub password: String,
 }
 
