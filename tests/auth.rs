@@ -318,56 +318,34 @@ fn each_role_uses_its_own_credentials() {
 
     // Swapped credentials are refused by the registry they were wrongly sent to.
     std::fs::remove_file(&archive).unwrap();
-    let err = fails(&[
-        "pull",
-        "-q",
-        "--base-creds",
-        "b:bravo-pw",
-        "--final-creds",
-        "b:bravo-pw",
-        &base,
-        &final_,
-        "-o",
-        out,
-    ]);
-    assert!(err.contains("not authorized"), "{err}");
+    let with_roles = |base_creds: &str, final_creds: &str| {
+        let err = fails(&[
+            "pull",
+            "-q",
+            "--base-creds",
+            base_creds,
+            "--final-creds",
+            final_creds,
+            &base,
+            &final_,
+            "-o",
+            out,
+        ]);
+        assert!(err.contains("not authorized"), "{err}");
+        assert!(!archive.exists());
+        err
+    };
+    let err = with_roles("b:bravo-pw", "b:bravo-pw");
     assert!(
         err.contains(&a.addr),
         "the error names the base's registry: {err}"
     );
-    assert!(!archive.exists());
-    let err = fails(&[
-        "pull",
-        "-q",
-        "--base-creds",
-        "a:alpha-pw",
-        "--final-creds",
-        "a:alpha-pw",
-        &base,
-        &final_,
-        "-o",
-        out,
-    ]);
-    assert!(err.contains("not authorized"), "{err}");
+    let err = with_roles("a:alpha-pw", "a:alpha-pw");
     assert!(
         err.contains(&b.addr),
         "the error names the final's registry: {err}"
     );
-    assert!(!archive.exists());
-    let err = fails(&[
-        "pull",
-        "-q",
-        "--base-creds",
-        "b:bravo-pw",
-        "--final-creds",
-        "a:alpha-pw",
-        &base,
-        &final_,
-        "-o",
-        out,
-    ]);
-    assert!(err.contains("not authorized"), "{err}");
-    assert!(!archive.exists());
+    with_roles("b:bravo-pw", "a:alpha-pw");
 
     ok(&[
         "pull",
