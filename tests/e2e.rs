@@ -182,7 +182,14 @@ fn archive_streams_through_stdout_and_stdin() {
     let dst = Registry::start();
     let work = TempDir::new("work");
     let from_file = work.join("file.tar");
-    pull_update(&src, &from_file);
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&from_file),
+    ]);
     let out = imo_ok(&[
         "pull",
         "-q",
@@ -571,7 +578,14 @@ fn vet_asks_about_every_blob_over_a_few_connections() {
     seed(&v2, &src.image("app:v2"), None);
     let work = TempDir::new("work");
     let archive = work.join("diff.tar");
-    pull_update(&src, &archive);
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        path_str(&archive),
+    ]);
 
     let upstream = src.image("");
     let (relay, connections) = counting_relay(upstream.trim_end_matches('/').to_owned());

@@ -360,20 +360,6 @@ pub fn imo_ok(args: &[&str]) -> Output {
     out
 }
 
-/// `imo pull -q` of `app:v2` over `app:v1` of `src` into `archive`: the update most tests
-/// carry.
-pub fn pull_update(src: &Registry, archive: &Path) {
-    let archive = archive.to_str().expect("a UTF-8 path");
-    imo_ok(&[
-        "pull",
-        "-q",
-        &src.image("app:v1"),
-        &src.image("app:v2"),
-        "-o",
-        archive,
-    ]);
-}
-
 /// Runs `imo`, expects it to fail, and returns its stderr.
 pub fn imo_err(args: &[&str]) -> String {
     failed(args, &imo(args))
