@@ -30,23 +30,6 @@ pub struct PullRequest {
     pub finals: Vec<String>,
 }
 
-/// Writes the difference archive of `final_ref` over `base_ref` (or `scratch`) to `out`.
-pub fn pull(
-    transport: &dyn Transport,
-    options: &Options,
-    report: &dyn Reporter,
-    base_ref: &str,
-    final_ref: &str,
-    out: &mut dyn Write,
-) -> Result<Summary> {
-    let request = PullRequest {
-        bases: vec![base_ref.to_owned()],
-        inventories: vec![],
-        finals: vec![final_ref.to_owned()],
-    };
-    pull_bundle(transport, options, report, &request, out)
-}
-
 /// One final image as fetched for a pull.
 struct Final {
     image: archive::Image,

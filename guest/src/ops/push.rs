@@ -65,6 +65,25 @@ struct Connected<'t> {
     carried: Vec<(Descriptor, Found)>,
 }
 
+/// An archive whose head is read, and its images' destinations, connected and vetted.
+type Vetted<'t, 'a> = (Opened<&'a mut dyn Read>, Vec<Connected<'t>>);
+
+/// Parses the destination (first: a typo costs no reading), reads the archive's head, and
+/// vets it there, for `push` when `push` is set.
+fn open_and_vet<'t, 'a>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    archive: &'a mut dyn Read,
+    destination: &str,
+    push: bool,
+) -> Result<Vetted<'t, 'a>> {
+    let route = Route::parse(destination, &options.destination_map)?;
+    let archive = open_archive(archive)?;
+    let targets = connect_and_vet(transport, options, report, &archive, &route, push)?;
+    Ok((archive, targets))
+}
+
 /// Connects to every image's destination and finds each blob the image needs there; fails
 /// with every omitted blob that no repository of the destination can provide.
 fn connect_and_vet<'t, R: Read>(
@@ -159,10 +178,7 @@ pub fn push_vet(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    // The destination is checked first: a typo costs no reading.
-    let route = Route::parse(destination, &options.destination_map)?;
-    let archive = open_archive(archive)?;
-    connect_and_vet(transport, options, report, &archive, &route, false)?;
+    let (archive, _) = open_and_vet(transport, options, report, archive, destination, false)?;
     Ok(summary_of(&archive))
 }
 
@@ -174,9 +190,8 @@ pub fn push(
     archive: &mut dyn Read,
     destination: &str,
 ) -> Result<Summary> {
-    let route = Route::parse(destination, &options.destination_map)?;
-    let mut archive = open_archive(archive)?;
-    let targets = connect_and_vet(transport, options, report, &archive, &route, true)?;
+    let (mut archive, targets) =
+        open_and_vet(transport, options, report, archive, destination, true)?;
 
     // Everything is known to be available: only now does anything change at the destination.
     let mut summary = summary_of(&archive);

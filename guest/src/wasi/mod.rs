@@ -44,18 +44,13 @@ impl wit::Guest for Component {
         archive: &OutputStream,
         options: wit::Options,
     ) -> Result<wit::Summary, wit::Error> {
-        let options = Options::from(options);
-        let mut out = StreamWriter(archive);
-        ops::pull(
-            &WasiHttp::default(),
-            &options,
-            &reporter(&options),
-            &base,
-            &final_,
-            &mut out,
-        )
-        .map(Into::into)
-        .map_err(Into::into)
+        // `pull` is `pull-bundle` with one base and one final.
+        let request = wit::Bundle {
+            bases: vec![base],
+            inventories: vec![],
+            finals: vec![final_],
+        };
+        Self::pull_bundle(request, archive, options)
     }
 
     fn pull_bundle(
