@@ -498,20 +498,23 @@ fn blobs_in_another_repository_are_mounted_not_uploaded() {
         path_str(&archive),
         &dst.image("mirror/app:v2"),
     ]);
-    let out = imo_ok(&[
-        "push",
-        "--mount-from",
-        "mirror/base",
-        path_str(&archive),
-        &dst.image("mirror/app:v2"),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("uploaded 2 blob(s)") && stderr.contains("2 mounted"),
-        "{stderr}"
+    // A push that uploads and mounts as many blobs as said, and lands the source's manifest.
+    let push = |args: &[&str], uploaded: &str, mounted: &str, destination: &str| {
+        let out = imo_ok(&[&["push"], args, &[&dst.image(destination)]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(uploaded) && stderr.contains(mounted),
+            "{stderr}"
+        );
+        assert_eq!(raw_manifest(&dst.image(destination)), raw);
+        copy_out(&dst.image(destination));
+    };
+    push(
+        &["--mount-from", "mirror/base", path_str(&archive)],
+        "uploaded 2 blob(s)",
+        "2 mounted",
+        "mirror/app:v2",
     );
-    assert_eq!(raw_manifest(&dst.image("mirror/app:v2")), raw);
-    copy_out(&dst.image("mirror/app:v2"));
 
     // The archive's own base repository path (`app`) is tried without being named, and a
     // full archive mounts what it would otherwise upload.
@@ -520,22 +523,13 @@ fn blobs_in_another_repository_are_mounted_not_uploaded() {
         &dst.image("app:v1"),
         None,
     );
-    let out = imo_ok(&["push", path_str(&archive), &dst.image("copy/app:v2")]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 mounted"));
-    let out = imo_ok(&[
-        "push",
-        "--mount-from",
-        "mirror/app",
-        path_str(&full),
-        &dst.image("third/app:v2"),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("uploaded 0 blob(s)") && stderr.contains("4 mounted"),
-        "{stderr}"
+    push(&[path_str(&archive)], "", "2 mounted", "copy/app:v2");
+    push(
+        &["--mount-from", "mirror/app", path_str(&full)],
+        "uploaded 0 blob(s)",
+        "4 mounted",
+        "third/app:v2",
     );
-    assert_eq!(raw_manifest(&dst.image("third/app:v2")), raw);
-    copy_out(&dst.image("third/app:v2"));
 }
 
 /// A TCP relay on 127.0.0.1 in front of `upstream` that counts the connections it accepts.
