@@ -216,8 +216,8 @@ impl Inventory {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest;
     use crate::manifest::tests::image_json;
-    use crate::manifest::{self, Manifest};
 
     fn fetched(config: &[u8], layers: &[&[u8]]) -> Fetched {
         let ld: Vec<(Digest, u64)> = layers
@@ -226,17 +226,7 @@ mod tests {
             .collect();
         let refs: Vec<(&Digest, u64)> = ld.iter().map(|(d, s)| (d, *s)).collect();
         let bytes = image_json(Some(manifest::OCI_MANIFEST), &Digest::of(config), &refs);
-        Fetched {
-            descriptor: Descriptor {
-                media_type: manifest::OCI_MANIFEST.into(),
-                digest: Digest::of(&bytes),
-                size: bytes.len() as u64,
-                platform: None,
-                annotations: Default::default(),
-            },
-            manifest: Manifest::parse(&bytes, None).unwrap(),
-            bytes,
-        }
+        Fetched::of_oci_manifest(bytes)
     }
 
     #[test]

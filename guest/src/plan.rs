@@ -12,6 +12,24 @@ pub struct Fetched {
     pub manifest: Manifest,
 }
 
+#[cfg(test)]
+impl Fetched {
+    /// An OCI image manifest's bytes as if fetched, for tests.
+    pub(crate) fn of_oci_manifest(bytes: Vec<u8>) -> Fetched {
+        Fetched {
+            descriptor: Descriptor {
+                media_type: crate::manifest::OCI_MANIFEST.into(),
+                digest: Digest::of(&bytes),
+                size: bytes.len() as u64,
+                platform: None,
+                annotations: Default::default(),
+            },
+            manifest: Manifest::parse(&bytes, None).unwrap(),
+            bytes,
+        }
+    }
+}
+
 /// What an archive carries and what it leaves to the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -71,17 +89,7 @@ mod tests {
 
     fn fetched(config: &Digest, layers: &[(&Digest, u64)]) -> Fetched {
         let bytes = image_json(None, config, layers);
-        Fetched {
-            descriptor: Descriptor {
-                media_type: crate::manifest::OCI_MANIFEST.into(),
-                digest: Digest::of(&bytes),
-                size: bytes.len() as u64,
-                platform: None,
-                annotations: Default::default(),
-            },
-            manifest: Manifest::parse(&bytes, None).unwrap(),
-            bytes,
-        }
+        Fetched::of_oci_manifest(bytes)
     }
 
     fn digests(ds: &[Descriptor]) -> Vec<Digest> {

@@ -47,17 +47,7 @@ pub(super) fn fetch_tree(
             if !seen.insert(child.digest.clone()) {
                 continue;
             }
-            let (got, bytes) = client.manifest(child.digest.as_str())?;
-            if got.size != child.size {
-                return Err(Error::DigestMismatch(format!(
-                    "manifest {} in {} is {} bytes, index {} declares {}",
-                    child.digest,
-                    client.describe(),
-                    got.size,
-                    descriptor.digest,
-                    child.size
-                )));
-            }
+            let bytes = child_manifest(client, child, &descriptor.digest)?;
             queue.push_back((child.clone(), bytes));
         }
         out.push(Fetched {
@@ -101,17 +91,7 @@ pub(super) fn choose_platforms(
                 platform::describe(&child.platform),
                 child.digest
             ));
-            let (got, bytes) = client.manifest(child.digest.as_str())?;
-            if got.size != child.size {
-                return Err(Error::DigestMismatch(format!(
-                    "manifest {} in {} is {} bytes, index {} declares {}",
-                    child.digest,
-                    client.describe(),
-                    got.size,
-                    top.digest,
-                    child.size
-                )));
-            }
+            let bytes = child_manifest(client, &child, &top.digest)?;
             Ok((
                 Descriptor {
                     platform: None,
@@ -217,4 +197,20 @@ pub(super) fn image_blobs(all: &[Fetched], image: &archive::Image) -> BTreeSet<D
         .flat_map(|m| m.manifest.blobs())
         .map(|d| d.digest.clone())
         .collect()
+}
+
+/// The bytes of an index's child manifest, which must be the size the index (`index`)
+/// declares.
+fn child_manifest(client: &dyn Source, child: &Descriptor, index: &Digest) -> Result<Vec<u8>> {
+    let (got, bytes) = client.manifest(child.digest.as_str())?;
+    if got.size != child.size {
+        return Err(Error::DigestMismatch(format!(
+            "manifest {} in {} is {} bytes, index {index} declares {}",
+            child.digest,
+            client.describe(),
+            got.size,
+            child.size
+        )));
+    }
+    Ok(bytes)
 }
