@@ -21,13 +21,8 @@ pub fn inventory(
     let mut builder = inventory::Builder::default();
     for given in references {
         let location = parse_location("inventory source", given)?;
-        let client = open_source(
-            transport,
-            &location,
-            options.push_credentials.clone(),
-            options,
-            report,
-        )?;
+        let role = options.push_credentials.as_ref();
+        let client = open_source(transport, &location, role, options, report)?;
         let (repository, keys) = match &location {
             Location::Registry(r) => {
                 let keys = match (&r.tag, &r.digest) {

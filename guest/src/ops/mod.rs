@@ -195,7 +195,7 @@ fn net<'t>(options: &Options, report: &'t dyn Reporter) -> Net<'t> {
 fn open_source<'t>(
     transport: &'t dyn Transport,
     l: &Location,
-    credentials: Option<Credentials>,
+    role: Option<&Credentials>,
     options: &Options,
     report: &'t dyn Reporter,
 ) -> Result<Box<dyn Source + 't>> {
@@ -206,7 +206,7 @@ fn open_source<'t>(
             crate::credentials::select(
                 &r.registry,
                 &r.repository,
-                credentials.as_ref(),
+                role,
                 &options.registry_credentials,
             ),
             Access::pull(),

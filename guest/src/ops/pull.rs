@@ -252,13 +252,8 @@ fn prepare<'t>(
     let mut manifests: Vec<Fetched> = Vec::new();
     let mut images: Vec<Final> = Vec::new();
     for fin in &finals {
-        let client = open_source(
-            transport,
-            fin,
-            options.final_credentials.clone(),
-            options,
-            report,
-        )?;
+        let role = options.final_credentials.as_ref();
+        let client = open_source(transport, fin, role, options, report)?;
         let (top, bytes) = client.manifest(&fin.manifest_key())?;
         let (top, bytes) = choose_platforms(client.as_ref(), top, bytes, &specs, report)?;
         let mut tree = fetch_tree(client.as_ref(), top, bytes)?;
@@ -312,13 +307,8 @@ fn prepare<'t>(
     let mut held: BTreeSet<Digest> = BTreeSet::new();
     let mut recorded_bases = Vec::new();
     for base in &bases {
-        let client = open_source(
-            transport,
-            base,
-            options.base_credentials.clone(),
-            options,
-            report,
-        )?;
+        let role = options.base_credentials.as_ref();
+        let client = open_source(transport, base, role, options, report)?;
         let base_manifests = fetch_all(client.as_ref(), &base.manifest_key())?;
         let blobs: BTreeSet<Digest> = base_manifests
             .iter()

@@ -1,7 +1,7 @@
 //! Manifests (get and put), referrers, and tag lists with `Link` paging.
 
 use super::Client;
-use super::http::Method;
+use super::http::{Method, Response, Url};
 use crate::digest::Digest;
 use crate::error::{Error, How, Mismatched, Result};
 use crate::manifest::{self, Descriptor};
@@ -12,18 +12,18 @@ use std::io::Write;
 const MAX_TAG_PAGES: usize = 1000;
 
 impl Client<'_> {
+    /// A `GET` asking for `accept` (media types), through the client's whole stack.
+    fn get_accepting(&self, url: Url, accept: &str) -> Result<Response> {
+        let headers = vec![("accept".to_owned(), accept.to_owned())];
+        self.send(Method::Get, url, headers, None, true)
+    }
+
     /// Fetches a manifest by tag or digest, verifying it when asked for by digest, and
     /// returns its descriptor and exact bytes.
     pub fn manifest(&self, key: &str) -> Result<(Descriptor, Vec<u8>)> {
         let what = format!("manifest {key}");
         let url = self.repo_url(&format!("manifests/{key}"));
-        let resp = self.send(
-            Method::Get,
-            url,
-            vec![("accept".into(), manifest::ACCEPT.into())],
-            None,
-            true,
-        )?;
+        let resp = self.get_accepting(url, manifest::ACCEPT)?;
         let mut resp = self.expect(resp, &[200], &what)?;
         if let Some(len) = resp
             .header("content-length")
@@ -96,13 +96,7 @@ impl Client<'_> {
     /// empty where the registry does not offer it (distribution 2.8 answers 404).
     pub fn referrers(&self, digest: &Digest) -> Result<Vec<Descriptor>> {
         let url = self.repo_url(&format!("referrers/{digest}"));
-        let resp = self.send(
-            Method::Get,
-            url,
-            vec![("accept".into(), manifest::OCI_INDEX.into())],
-            None,
-            true,
-        )?;
+        let resp = self.get_accepting(url, manifest::OCI_INDEX)?;
         let what = format!("referrers of {digest}");
         let mut resp = self.expect(resp, &[200, 404, 405, 501], &what)?;
         if resp.status != 200 {
