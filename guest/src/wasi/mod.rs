@@ -143,7 +143,7 @@ impl wit::Guest for Component {
 }
 
 /// The signature `ops::push_vet` and `ops::push` share.
-type FromArchive = fn(
+pub(super) type FromArchive = fn(
     &dyn Transport,
     &Options,
     &dyn Reporter,

@@ -37,6 +37,9 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
     };
     let report = reporter(&options);
     let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
+    let vet_or_push = |op: super::FromArchive, archive: &str, destination: &str| {
+        with_input(archive, |r| op(&http, &options, &report, r, destination))
+    };
     let summary = match command.operation {
         Operation::Help => {
             println!("{}", cli::USAGE);
@@ -100,15 +103,11 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
         Operation::Vet {
             archive,
             destination,
-        } => with_input(&archive, |r| {
-            ops::push_vet(&http, &options, &report, r, &destination)
-        })?,
+        } => vet_or_push(ops::push_vet, &archive, &destination)?,
         Operation::Push {
             archive,
             destination,
-        } => with_input(&archive, |r| {
-            ops::push(&http, &options, &report, r, &destination)
-        })?,
+        } => vet_or_push(ops::push, &archive, &destination)?,
     };
     if options.progress {
         eprintln!(
