@@ -110,8 +110,15 @@ mod tests {
         keys.iter().map(|k| ((*k).to_owned(), c(k))).collect()
     }
 
-    fn user(registry: &str, repository: &str, keys: &[&str]) -> Option<String> {
-        select(registry, repository, None, &keyed(keys)).map(|c| c.username)
+    /// Asserts which key's credentials (each key's user is its own name) `select` picks.
+    #[track_caller]
+    fn picks(registry: &str, repository: &str, keys: &[&str], key: Option<&str>) {
+        let picked = select(registry, repository, None, &keyed(keys)).map(|c| c.username);
+        assert_eq!(
+            picked.as_deref(),
+            key,
+            "{registry}/{repository} with {keys:?}"
+        );
     }
 
     #[test]
@@ -162,56 +169,45 @@ mod tests {
     #[test]
     fn the_most_specific_key_wins() {
         let keys = ["quay.io", "quay.io/org/app", "quay.io/org"];
-        assert_eq!(
-            user("quay.io", "org/app", &keys).unwrap(),
-            "quay.io/org/app"
-        );
-        assert_eq!(user("quay.io", "org/other", &keys).unwrap(), "quay.io/org");
-        assert_eq!(
-            user("quay.io", "org/app/sub", &keys).unwrap(),
-            "quay.io/org/app"
-        );
-        assert_eq!(user("quay.io", "other/app", &keys).unwrap(), "quay.io");
+        picks("quay.io", "org/app", &keys, Some("quay.io/org/app"));
+        picks("quay.io", "org/other", &keys, Some("quay.io/org"));
+        picks("quay.io", "org/app/sub", &keys, Some("quay.io/org/app"));
+        picks("quay.io", "other/app", &keys, Some("quay.io"));
         // Order does not matter, only how much of the repository a key covers.
         let reversed = ["quay.io/org", "quay.io/org/app", "quay.io"];
-        assert_eq!(
-            user("quay.io", "org/app", &reversed).unwrap(),
-            "quay.io/org/app"
-        );
+        picks("quay.io", "org/app", &reversed, Some("quay.io/org/app"));
         // Of two keys that normalise alike, the first.
         let same = ["https://quay.io/v1/", "quay.io"];
-        assert_eq!(user("quay.io", "a", &same).unwrap(), "https://quay.io/v1/");
+        picks("quay.io", "a", &same, Some("https://quay.io/v1/"));
     }
 
     #[test]
     fn keys_never_cross_registries_or_namespaces() {
-        assert_eq!(user("quay.io", "organisation/x", &["quay.io/org"]), None);
-        assert_eq!(user("quay.io", "org", &["quay.io/org/app"]), None);
-        assert_eq!(
-            user("quay.io", "app", &["quay.io/app/"]).unwrap(),
-            "quay.io/app/"
-        );
-        assert_eq!(user("r2.example", "app", &["r1.example"]), None);
-        assert_eq!(user("quay.io", "org/app", &["quay.io.evil/org"]), None);
-        assert_eq!(user("quay.io", "a", &[]), None);
+        picks("quay.io", "organisation/x", &["quay.io/org"], None);
+        picks("quay.io", "org", &["quay.io/org/app"], None);
+        picks("quay.io", "app", &["quay.io/app/"], Some("quay.io/app/"));
+        picks("r2.example", "app", &["r1.example"], None);
+        picks("quay.io", "org/app", &["quay.io.evil/org"], None);
+        picks("quay.io", "a", &[], None);
     }
 
     #[test]
     fn ports_are_part_of_the_registry() {
         let keys = ["127.0.0.1:5000", "127.0.0.1:5001/org"];
-        assert_eq!(
-            user("127.0.0.1:5000", "app", &keys).unwrap(),
-            "127.0.0.1:5000"
+        picks("127.0.0.1:5000", "app", &keys, Some("127.0.0.1:5000"));
+        picks(
+            "127.0.0.1:5001",
+            "org/app",
+            &keys,
+            Some("127.0.0.1:5001/org"),
         );
-        assert_eq!(
-            user("127.0.0.1:5001", "org/app", &keys).unwrap(),
-            "127.0.0.1:5001/org"
-        );
-        assert_eq!(user("127.0.0.1:5001", "app", &keys), None);
-        assert_eq!(user("127.0.0.1", "app", &keys), None);
-        assert_eq!(
-            user("localhost:5000", "app", &["LOCALHOST:5000"]).unwrap(),
-            "LOCALHOST:5000"
+        picks("127.0.0.1:5001", "app", &keys, None);
+        picks("127.0.0.1", "app", &keys, None);
+        picks(
+            "localhost:5000",
+            "app",
+            &["LOCALHOST:5000"],
+            Some("LOCALHOST:5000"),
         );
     }
 
@@ -224,23 +220,24 @@ mod tests {
             "https://index.docker.io/v1/",
             "registry-1.docker.io",
         ] {
-            assert_eq!(user("docker.io", "library/busybox", &[hub]).unwrap(), hub);
+            picks("docker.io", "library/busybox", &[hub], Some(hub));
         }
         let keys = ["docker.io", "docker.io/library", "index.docker.io/org/app"];
-        assert_eq!(
-            user("docker.io", "library/busybox", &keys).unwrap(),
-            "docker.io/library"
+        picks(
+            "docker.io",
+            "library/busybox",
+            &keys,
+            Some("docker.io/library"),
         );
-        assert_eq!(
-            user("docker.io", "org/app", &keys).unwrap(),
-            "index.docker.io/org/app"
+        picks(
+            "docker.io",
+            "org/app",
+            &keys,
+            Some("index.docker.io/org/app"),
         );
-        assert_eq!(user("docker.io", "org/other", &keys).unwrap(), "docker.io");
+        picks("docker.io", "org/other", &keys, Some("docker.io"));
         // `docker.io/busybox` is not how the official image is named.
-        assert_eq!(
-            user("docker.io", "library/busybox", &["docker.io/busybox"]),
-            None
-        );
-        assert_eq!(user("quay.io", "library/busybox", &["docker.io"]), None);
+        picks("docker.io", "library/busybox", &["docker.io/busybox"], None);
+        picks("quay.io", "library/busybox", &["docker.io"], None);
     }
 }
