@@ -533,27 +533,17 @@ mod tests {
 
     #[test]
     fn locations() {
-        assert_eq!(
-            Location::parse("oci:/a/b:v1").unwrap(),
-            Location::OciDir {
-                dir: "/a/b".into(),
-                tag: Some("v1".into())
-            }
-        );
-        assert_eq!(
-            Location::parse("oci:rel/dir").unwrap(),
-            Location::OciDir {
-                dir: "rel/dir".into(),
-                tag: None
-            }
-        );
-        assert_eq!(
-            Location::parse("oci:/x:y/z").unwrap(),
-            Location::OciDir {
-                dir: "/x:y/z".into(),
-                tag: None
-            }
-        );
+        let oci = |dir: &str, tag: Option<&str>| Location::OciDir {
+            dir: dir.into(),
+            tag: tag.map(Into::into),
+        };
+        for (given, dir, tag) in [
+            ("oci:/a/b:v1", "/a/b", Some("v1")),
+            ("oci:rel/dir", "rel/dir", None),
+            ("oci:/x:y/z", "/x:y/z", None),
+        ] {
+            assert_eq!(Location::parse(given).unwrap(), oci(dir, tag), "{given}");
+        }
         assert!(Location::parse("oci:").is_err());
         assert!(Location::parse("oci:/a:").is_err());
         assert!(matches!(
