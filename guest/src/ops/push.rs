@@ -1,6 +1,7 @@
 //! Vet and push: every blob an archive's images need is found at their destinations
 //! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
-//! what another repository holds, and puts the manifests.
+//! what another repository holds (or, where the registry declines mounts, copies it across),
+//! and puts the manifests.
 
 use super::targets::{Route, Target, mount_sources, targets};
 use super::tree::{children_first, image_blobs};
@@ -11,7 +12,7 @@ use crate::archive::Opened;
 use crate::digest::{Digest, Verifying};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
-use crate::registry::{Committing, Transport};
+use crate::registry::{Committing, Mount, Transport};
 use crate::store::Destination;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -199,21 +200,22 @@ pub fn push(
     // its upload, the others mount it from there.
     let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
     let mut skipped = BTreeSet::new();
+    let mut placed = Placed::new();
     for (t, c) in targets.iter().enumerate() {
         for (d, found) in c.omitted.iter().chain(&c.carried) {
+            let carried = c.carried.iter().any(|(x, _)| x == d);
             match found {
                 Found::Here => {
-                    if c.carried.iter().any(|(x, _)| x == d) {
+                    if carried {
                         skipped.insert(d.digest.clone());
                     }
                 }
+                // Where the mount is declined, a blob the archive carries is uploaded from
+                // it; one it omits is copied across.
                 Found::In(repo) => {
-                    if c.client.mount(&d.digest, repo)? {
-                        report.line(&format!("mounted {} from {repo}", short(&d.digest)));
-                        summary.blobs_mounted += 1;
-                    } else if c.omitted.iter().any(|(x, _)| x == d) {
-                        return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
-                    } else {
+                    let into = c.client.as_ref();
+                    let put = place(into, d, repo, !carried, report, &mut summary, &mut placed)?;
+                    if !put {
                         lacking[t].insert(d.digest.clone());
                     }
                 }
@@ -244,11 +246,11 @@ pub fn push(
             progress,
         };
         if let Some(sent) = committing.replace(sent) {
-            stored(sent, &targets, &lacking, &mut summary)?;
+            stored(sent, &targets, &lacking, report, &mut summary, &mut placed)?;
         }
     }
     if let Some(sent) = committing {
-        stored(sent, &targets, &lacking, &mut summary)?;
+        stored(sent, &targets, &lacking, report, &mut summary, &mut placed)?;
     }
 
     // Per image: children before the indexes that name them and the top-level manifest last
@@ -312,7 +314,7 @@ struct Sent<'c, 'r> {
 }
 
 /// Waits until the upload of a blob to the first target lacking it is stored (only then is
-/// it reported uploaded), then mounts the blob from there into the other targets lacking it.
+/// it reported uploaded), then places it from there into the other targets lacking it.
 fn stored(
     Sent {
         d,
@@ -322,24 +324,70 @@ fn stored(
     }: Sent<'_, '_>,
     targets: &[Connected<'_>],
     lacking: &[BTreeSet<Digest>],
+    report: &dyn Reporter,
     summary: &mut Summary,
+    placed: &mut Placed,
 ) -> Result<()> {
     upload.finish()?;
     progress.end();
-    let client = targets[first].client.as_ref();
+    let from = targets[first].client.repository();
+    placed.insert((from.to_owned(), d.digest.clone()));
     for other in (first + 1..targets.len()).filter(|t| lacking[*t].contains(&d.digest)) {
         let into = targets[other].client.as_ref();
-        if !into.mount(&d.digest, client.repository())? {
-            return Err(Error::Registry(format!(
-                "{} would not mount blob {} from {} into {}; push the images one at a time \
-                 (--map) instead",
-                into.describe(),
-                d.digest,
-                client.repository(),
-                into.repository()
-            )));
-        }
-        summary.blobs_mounted += 1;
+        place(into, &d, from, true, report, summary, placed)?;
     }
     Ok(())
+}
+
+/// The blobs put into each repository of the destination during this push: a bundle may
+/// send several images to one repository, where each blob goes once.
+type Placed = BTreeSet<(String, Digest)>;
+
+/// Puts a blob that repository `from` of the destination registry holds into `into`: nothing
+/// when it is there already (the same repository, put there during this push, or found by a
+/// `HEAD`: no mount is asked for a blob in place), else a mount. Where the registry declines
+/// the mount, the blob is copied across from `from` when `copy` is set, and counted as
+/// uploaded; otherwise `Ok(false)`, and the caller uploads it.
+fn place(
+    into: &dyn Destination,
+    d: &Descriptor,
+    from: &str,
+    copy: bool,
+    report: &dyn Reporter,
+    summary: &mut Summary,
+    placed: &mut Placed,
+) -> Result<bool> {
+    let key = (into.repository().to_owned(), d.digest.clone());
+    if from == into.repository() || placed.contains(&key) || into.has_blob(&d.digest)? {
+        placed.insert(key);
+        return Ok(true);
+    }
+    let (id, into_repo) = (short(&d.digest), into.repository());
+    match into.mount(&d.digest, from)? {
+        Mount::Mounted => {
+            report.line(&format!("mounted {id} from {from}"));
+            summary.blobs_mounted += 1;
+        }
+        Mount::Declined { why, .. } if !copy => {
+            report.line(&format!(
+                "the registry declined to mount {id} from {from} into {into_repo} ({why}): \
+                 uploading it"
+            ));
+            return Ok(false);
+        }
+        Mount::Declined { session, why } => {
+            let mut progress = Progress::start(report, ("copying", "copied"), d);
+            into.copy_from(d, from, session, &mut |n| progress.advance(n))?
+                .finish()?;
+            progress.end();
+            report.line(&format!(
+                "copied {id} from {from} into {into_repo} (the registry declined the mount: \
+                 {why})"
+            ));
+            summary.blobs_uploaded += 1;
+            summary.bytes_uploaded += d.size;
+        }
+    }
+    placed.insert(key);
+    Ok(true)
 }
