@@ -191,31 +191,27 @@ impl Cut {
 impl Client<'_> {
     /// Asks the registry to link a blob from another of its repositories into this one,
     /// without moving its bytes. The spec lets a registry decline: with a 202 and an upload
-    /// session instead, or by refusing the parameters ([`super::blobs::mount_declined`]); then the blob is
-    /// to be uploaded, into the session offered if any.
+    /// session instead, or by refusing the parameters (`mount_declined`); then the blob is
+    /// to be uploaded, into the session offered if any ([`Client::upload_in`]).
     pub fn mount(&self, digest: &Digest, from: &str) -> Result<super::blobs::Mount> {
+        use super::blobs::{Mount, mount_declined};
         let uploads = self.repo_url("blobs/uploads/");
         let url = uploads
             .with_query("mount", digest.as_str())
             .with_query("from", from);
         let resp = self.send(Method::Post, url, vec![], None, true)?;
-        use super::blobs::{Mount, mount_declined};
+        let join = |location: &str| {
+            uploads
+                .join(location)
+                .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
+        };
         match resp.status {
             201 => Ok(Mount::Mounted),
-            202 => {
-                let session =
-                    match resp.header("location") {
-                        Some(location) => Some(uploads.join(location).map_err(|e| {
-                            Error::Registry(format!("{}: upload {e}", self.registry))
-                        })?),
-                        None => None,
-                    };
-                Ok(Mount::Declined {
-                    session,
-                    why: "it offered an upload session instead".into(),
-                })
-            }
-            // The body (an HTML page, say) is of no use: the status says enough.
+            202 => Ok(Mount::Declined {
+                session: resp.header("location").map(join).transpose()?,
+                why: "it offered an upload session instead".into(),
+            }),
+            // The body (a web page, say) is of no use: the status says enough.
             status if mount_declined(status) => Ok(Mount::Declined {
                 session: None,
                 why: format!("it answered HTTP {status}"),
@@ -225,7 +221,7 @@ impl Client<'_> {
     }
 
     /// Uploads a blob as [`Client::upload`] does, into `session` when given: the one a
-    /// declined mount offered ([`super::blobs::Mount::Declined`]). A resume may still open a new one.
+    /// declined mount offered. A resume may still open a new one.
     pub fn upload_in(
         &self,
         session: Option<Url>,
