@@ -391,3 +391,178 @@ fn place(
     placed.insert(key);
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BlobSource, Url};
+    use std::cell::RefCell;
+
+    /// A destination repository that records what it is asked, holding `held` blobs and
+    /// answering mounts with `mount`.
+    struct Repo {
+        name: &'static str,
+        held: bool,
+        mount: Mount,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Destination for Repo {
+        fn describe(&self) -> String {
+            self.name.into()
+        }
+        fn repository(&self) -> &str {
+            self.name
+        }
+        fn has_blob(&self, _: &Digest) -> Result<bool> {
+            self.calls.borrow_mut().push("HEAD".into());
+            Ok(self.held)
+        }
+        fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
+            unreachable!("surveys only")
+        }
+        fn mount(&self, _: &Digest, from: &str) -> Result<Mount> {
+            self.calls.borrow_mut().push(format!("mount from {from}"));
+            Ok(self.mount.clone())
+        }
+        fn copy_from(
+            &self,
+            d: &Descriptor,
+            from: &str,
+            session: Option<Url>,
+            progress: &mut dyn FnMut(usize),
+        ) -> Result<Committing<'_>> {
+            let session = session.map_or("a new session".into(), |s| s.path);
+            let copy = format!("copy from {from} into {session}");
+            self.calls.borrow_mut().push(copy);
+            progress(d.size as usize);
+            Ok(Committing::done())
+        }
+        fn upload(&self, _: &Descriptor, _: BlobSource<'_>) -> Result<Committing<'_>> {
+            unreachable!("placing never uploads from the archive")
+        }
+        fn put_manifest(&self, _: &str, _: &Descriptor, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    /// Places a 1000-byte blob from `app` into `into` (`copy`: the archive omits it), with
+    /// `placed` already put: whether it is in place, what `into` was asked, the summary and
+    /// the report lines.
+    fn place_in(
+        into: &Repo,
+        copy: bool,
+        placed: &[&str],
+    ) -> (bool, Vec<String>, Summary, Vec<String>) {
+        let lines = RefCell::new(Vec::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let d = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: Digest::of(b"layer"),
+            size: 1000,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let mut placed: Placed = placed
+            .iter()
+            .map(|r| ((*r).to_owned(), d.digest.clone()))
+            .collect();
+        let mut summary = Summary::default();
+        let put = place(into, &d, "app", copy, &report, &mut summary, &mut placed).unwrap();
+        assert_eq!(
+            put,
+            placed.contains(&(into.name.to_owned(), d.digest.clone()))
+        );
+        (put, into.calls.take(), summary, lines.into_inner())
+    }
+
+    fn repo(name: &'static str, held: bool, mount: Mount) -> Repo {
+        Repo {
+            name,
+            held,
+            mount,
+            calls: RefCell::default(),
+        }
+    }
+
+    fn declined(session: Option<&str>) -> Mount {
+        Mount::Declined {
+            session: session.map(|p| Url {
+                scheme: crate::registry::Scheme::Http,
+                authority: "127.0.0.1:5000".into(),
+                path: p.into(),
+            }),
+            why: "it answered HTTP 404".into(),
+        }
+    }
+
+    #[test]
+    fn a_blob_in_place_is_never_mounted() {
+        // The repository it comes from, one it was put into during this push, or one a HEAD
+        // finds it in.
+        let (put, calls, summary, _) = place_in(&repo("app", false, declined(None)), true, &[]);
+        assert!(put && calls.is_empty());
+        let (put, calls, _, _) = place_in(&repo("db", false, declined(None)), true, &["db"]);
+        assert!(put && calls.is_empty());
+        let (put, calls, _, _) = place_in(&repo("db", true, declined(None)), true, &[]);
+        assert!(put);
+        assert_eq!(calls, ["HEAD"]);
+        assert_eq!(summary, Summary::default());
+    }
+
+    #[test]
+    fn an_accepted_mount_counts_as_mounted() {
+        let (put, calls, summary, lines) = place_in(&repo("db", false, Mount::Mounted), true, &[]);
+        assert!(put);
+        assert_eq!(calls, ["HEAD", "mount from app"]);
+        assert_eq!((summary.blobs_mounted, summary.blobs_uploaded), (1, 0));
+        assert!(lines[0].starts_with("mounted sha256:"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_declined_mount_is_copied_and_counted_as_uploaded() {
+        let offered = declined(Some("/v2/db/blobs/uploads/7"));
+        let (put, calls, summary, lines) = place_in(&repo("db", false, offered), true, &[]);
+        assert!(put);
+        assert_eq!(
+            calls,
+            [
+                "HEAD",
+                "mount from app",
+                "copy from app into /v2/db/blobs/uploads/7"
+            ]
+        );
+        assert_eq!(
+            (
+                summary.blobs_mounted,
+                summary.blobs_uploaded,
+                summary.bytes_uploaded
+            ),
+            (0, 1, 1000)
+        );
+        let digest = Digest::of(b"layer");
+        let id = short(&digest);
+        assert_eq!(
+            lines,
+            [
+                format!("copying {id} (1000 bytes)"),
+                format!("copied {id}"),
+                format!(
+                    "copied {id} from app into db (the registry declined the mount: it \
+                     answered HTTP 404)"
+                ),
+            ]
+        );
+        let (_, calls, _, _) = place_in(&repo("db", false, declined(None)), true, &[]);
+        assert_eq!(calls[2], "copy from app into a new session");
+    }
+
+    #[test]
+    fn a_declined_mount_of_a_carried_blob_leaves_it_to_the_archive() {
+        let (put, calls, summary, lines) = place_in(&repo("db", false, declined(None)), false, &[]);
+        assert!(!put);
+        assert_eq!(calls, ["HEAD", "mount from app"]);
+        assert_eq!(summary, Summary::default());
+        assert!(lines[0].contains("declined") && lines[0].ends_with("uploading it"));
+    }
+}
