@@ -415,7 +415,8 @@ fn a_bundle_pushes_where_the_registry_declines_mounts() {
     let two = two_images();
     let shared = &two.app_v2.layer_digests[1];
     assert_eq!(shared, &two.db_v2.layer_digests[1]);
-    for fault in [Fault::DropQuery, Fault::HtmlPage(404)] {
+    // db's own 3 blobs, the mount, and for a refused mount a new session for the copy.
+    for (fault, posts) in [(Fault::DropQuery, 4), (Fault::HtmlPage(404), 5)] {
         let dst = Registry::start();
         let proxy = Proxy::start(
             &dst.addr,
@@ -424,6 +425,10 @@ fn a_bundle_pushes_where_the_registry_declines_mounts() {
         let out = imo_ok(&["push", s(&two.archive), &proxy.addr]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(proxy.count("POST", "mount="), 1, "{fault:?}: {stderr}");
+        let db_posts = proxy.count("POST", "/v2/db/blobs/uploads/");
+        assert_eq!(db_posts, posts, "{fault:?}: the session offered is used");
+        let fetched = proxy.count("GET", &format!("/v2/app/blobs/{shared}"));
+        assert_eq!(fetched, 1, "{fault:?}: the copy streams from app");
         assert!(
             stderr.contains(&format!(
                 "copied {} from app into db (the registry declined the mount",
