@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::BTreeSet;
+use support::proxy::{Fault, Proxy, Rule};
 use support::*;
 
 fn s(p: &std::path::Path) -> &str {
@@ -349,6 +350,141 @@ fn blobs_an_inventory_places_in_another_repository_are_mounted() {
     assert_eq!(pushed["blobs_mounted"], 1, "{pushed}");
     assert_eq!(sha256(&raw_manifest(&dest)), w.app_v2.manifest_digest);
     copy_out(&dest);
+
+    // Where the registry refuses mounts (a web page for an answer), the blob the archive
+    // omits is copied across from `app`, and counted as uploaded.
+    let proxy = Proxy::start(
+        &w.site.addr,
+        vec![Rule::new("POST", "mount=", 100, Fault::HtmlPage(404))],
+    );
+    let out = imo_ok(&["push", s(&archive), &proxy.image("declined/app:v2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let base = &w.app_v2.layer_digests[0][..19];
+    assert!(
+        stderr.contains(&format!(
+            "copied {base} from app into declined/app (the registry declined the mount"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("; 0 mounted from"), "{stderr}");
+    assert_eq!(proxy.count("POST", "mount="), 1);
+    let dest = w.site.image("declined/app:v2");
+    assert_eq!(sha256(&raw_manifest(&dest)), w.app_v2.manifest_digest);
+    copy_out(&dest);
+}
+
+/// app:v2 and db:v2 (sharing the layer `shared-v2`) in one registry, and one archive
+/// carrying both whole.
+struct Two {
+    src: Registry,
+    app_v2: Layout,
+    db_v2: Layout,
+    /// Holds the archive.
+    _work: TempDir,
+    archive: std::path::PathBuf,
+}
+
+fn two_images() -> Two {
+    let w = world();
+    let work = TempDir::new("bundle-two");
+    let archive = work.join("bundle.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &w.src.image("app:v2"),
+        &w.src.image("db:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    Two {
+        src: w.src,
+        app_v2: w.app_v2,
+        db_v2: w.db_v2,
+        _work: work,
+        archive,
+    }
+}
+
+/// A registry that declines mounts is a normal registry: with a 202 and an upload session
+/// (distribution behind a proxy that drops the mount's parameters), or with a web page. The
+/// layer both images share streams from the archive once, into `app`; `db` gets a copy
+/// from there, reported as copied and counted as uploaded.
+#[test]
+fn a_bundle_pushes_where_the_registry_declines_mounts() {
+    let two = two_images();
+    let shared = &two.app_v2.layer_digests[1];
+    assert_eq!(shared, &two.db_v2.layer_digests[1]);
+    // db's own 3 blobs, the mount, and for a refused mount a new session for the copy.
+    for (fault, posts) in [(Fault::DropQuery, 4), (Fault::HtmlPage(404), 5)] {
+        let dst = Registry::start();
+        let proxy = Proxy::start(
+            &dst.addr,
+            vec![Rule::new("POST", "mount=", 100, fault.clone())],
+        );
+        let out = imo_ok(&["push", s(&two.archive), &proxy.addr]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(proxy.count("POST", "mount="), 1, "{fault:?}: {stderr}");
+        let db_posts = proxy.count("POST", "/v2/db/blobs/uploads/");
+        assert_eq!(db_posts, posts, "{fault:?}: the session offered is used");
+        let fetched = proxy.count("GET", &format!("/v2/app/blobs/{shared}"));
+        assert_eq!(fetched, 1, "{fault:?}: the copy streams from app");
+        assert!(
+            stderr.contains(&format!(
+                "copied {} from app into db (the registry declined the mount",
+                &shared[..19]
+            )),
+            "{fault:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("uploaded 8 blob(s)") && stderr.contains("; 0 mounted from"),
+            "7 blobs from the archive and 1 copy, none mounted: {fault:?}: {stderr}"
+        );
+        for (layout, repo) in [(&two.app_v2, "app:v2"), (&two.db_v2, "db:v2")] {
+            let raw = raw_manifest(&dst.image(repo));
+            assert_eq!(sha256(&raw), layout.manifest_digest, "{fault:?} {repo}");
+            copy_out(&dst.image(repo));
+        }
+    }
+}
+
+/// Images mapped into one repository share its blobs: the shared layer is uploaded once,
+/// and nothing is mounted into the repository it is already in.
+#[test]
+fn a_bundle_mapped_into_one_repository_mounts_nothing() {
+    let two = two_images();
+    let dst = Registry::start();
+    // A registry that declines mounts, so a mount asked for would fail the old way.
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("POST", "mount=", 100, Fault::DropQuery)],
+    );
+    let maps = [
+        format!("{}={}", two.src.image("app:v2"), proxy.image("all:app")),
+        format!("{}={}", two.src.image("db:v2"), proxy.image("all:db")),
+    ];
+    let out = imo_ok(&[
+        "push",
+        s(&two.archive),
+        &proxy.addr,
+        "--map",
+        &maps[0],
+        "--map",
+        &maps[1],
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(proxy.count("POST", "mount="), 0, "{stderr}");
+    assert!(
+        stderr.contains("uploaded 7 blob(s)") && stderr.contains("; 0 mounted from"),
+        "{stderr}"
+    );
+    for (layout, tag) in [(&two.app_v2, "all:app"), (&two.db_v2, "all:db")] {
+        assert_eq!(
+            sha256(&raw_manifest(&dst.image(tag))),
+            layout.manifest_digest
+        );
+        copy_out(&dst.image(tag));
+    }
 }
 
 /// A push reports a blob uploaded only once the registry accepts its `PUT`: the next blob
@@ -363,13 +499,13 @@ fn a_blob_is_reported_uploaded_only_once_its_put_is_accepted() {
     imo_ok(&["pull", "-q", "scratch", &fin, "-o", s(&archive)]);
 
     let dst = Registry::start();
-    let proxy = support::proxy::Proxy::start(
+    let proxy = Proxy::start(
         &dst.addr,
-        vec![support::proxy::Rule::new(
+        vec![Rule::new(
             "PUT",
             "/blobs/uploads/",
             1,
-            support::proxy::Fault::Status(500, None),
+            Fault::Status(500, None),
         )],
     );
     let out = imo(&[

@@ -30,6 +30,13 @@ pub enum Fault {
     Redirect(String),
     /// Answer with this status and this body.
     Answer(u16, String),
+    /// Forward without the request's query: a mount `POST` (`?mount=…&from=…`) becomes a
+    /// plain one, answered with 202 and a real upload session, as a registry that declines
+    /// mounts answers.
+    DropQuery,
+    /// Answer with this status and an HTML page, as a web server in front of a registry
+    /// answers a request it does not know.
+    HtmlPage(u16),
 }
 
 /// How long [`Fault::HoldAnswer`] waits for the next request at most.
@@ -261,7 +268,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     }
     let mut reader = BufReader::new(client.try_clone()?);
     let mut client = client;
-    let head = read_head(&mut reader)?;
+    let mut head = read_head(&mut reader)?;
     let mut parts = head.split_whitespace();
     let (method, path) = (
         parts.next().unwrap_or("").to_owned(),
@@ -346,6 +353,22 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             fault_cut = Some(n);
         }
         None => {}
+        Some(Fault::DropQuery) => {
+            if let Some((bare, _)) = path.split_once('?') {
+                head = head.replacen(&path, bare, 1);
+            }
+        }
+        Some(Fault::HtmlPage(code)) => {
+            let body = format!(
+                "<!DOCTYPE html>\n<html><head><title>{code}</title></head><body><h1>{code}</h1><p>The test proxy does not know {path}.</p></body></html>\n"
+            );
+            write!(
+                client,
+                "HTTP/1.1 {code} Page\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
+        }
     }
     let mut up = TcpStream::connect(upstream)?;
     up.write_all(closing(&head).as_bytes())?;

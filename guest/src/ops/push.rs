@@ -1,6 +1,7 @@
 //! Vet and push: every blob an archive's images need is found at their destinations
 //! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
-//! what another repository holds, and puts the manifests.
+//! what another repository holds (or, where the registry declines mounts, copies it across),
+//! and puts the manifests.
 
 use super::targets::{Route, Target, mount_sources, targets};
 use super::tree::{children_first, image_blobs};
@@ -11,7 +12,7 @@ use crate::archive::Opened;
 use crate::digest::{Digest, Verifying};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
-use crate::registry::{Committing, Transport};
+use crate::registry::{Committing, Mount, Transport};
 use crate::store::Destination;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -199,21 +200,22 @@ pub fn push(
     // its upload, the others mount it from there.
     let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
     let mut skipped = BTreeSet::new();
+    let mut placed = Placed::new();
     for (t, c) in targets.iter().enumerate() {
         for (d, found) in c.omitted.iter().chain(&c.carried) {
+            let carried = c.carried.iter().any(|(x, _)| x == d);
             match found {
                 Found::Here => {
-                    if c.carried.iter().any(|(x, _)| x == d) {
+                    if carried {
                         skipped.insert(d.digest.clone());
                     }
                 }
+                // Where the mount is declined, a blob the archive carries is uploaded from
+                // it; one it omits is copied across.
                 Found::In(repo) => {
-                    if c.client.mount(&d.digest, repo)? {
-                        report.line(&format!("mounted {} from {repo}", short(&d.digest)));
-                        summary.blobs_mounted += 1;
-                    } else if c.omitted.iter().any(|(x, _)| x == d) {
-                        return Err(Error::MissingBlobs(vec![d.digest.to_string()]));
-                    } else {
+                    let into = c.client.as_ref();
+                    let put = place(into, d, repo, !carried, report, &mut summary, &mut placed)?;
+                    if !put {
                         lacking[t].insert(d.digest.clone());
                     }
                 }
@@ -244,11 +246,11 @@ pub fn push(
             progress,
         };
         if let Some(sent) = committing.replace(sent) {
-            stored(sent, &targets, &lacking, &mut summary)?;
+            stored(sent, &targets, &lacking, report, &mut summary, &mut placed)?;
         }
     }
     if let Some(sent) = committing {
-        stored(sent, &targets, &lacking, &mut summary)?;
+        stored(sent, &targets, &lacking, report, &mut summary, &mut placed)?;
     }
 
     // Per image: children before the indexes that name them and the top-level manifest last
@@ -312,7 +314,7 @@ struct Sent<'c, 'r> {
 }
 
 /// Waits until the upload of a blob to the first target lacking it is stored (only then is
-/// it reported uploaded), then mounts the blob from there into the other targets lacking it.
+/// it reported uploaded), then places it from there into the other targets lacking it.
 fn stored(
     Sent {
         d,
@@ -322,24 +324,245 @@ fn stored(
     }: Sent<'_, '_>,
     targets: &[Connected<'_>],
     lacking: &[BTreeSet<Digest>],
+    report: &dyn Reporter,
     summary: &mut Summary,
+    placed: &mut Placed,
 ) -> Result<()> {
     upload.finish()?;
     progress.end();
-    let client = targets[first].client.as_ref();
+    let from = targets[first].client.repository();
+    placed.insert((from.to_owned(), d.digest.clone()));
     for other in (first + 1..targets.len()).filter(|t| lacking[*t].contains(&d.digest)) {
         let into = targets[other].client.as_ref();
-        if !into.mount(&d.digest, client.repository())? {
-            return Err(Error::Registry(format!(
-                "{} would not mount blob {} from {} into {}; push the images one at a time \
-                 (--map) instead",
-                into.describe(),
-                d.digest,
-                client.repository(),
-                into.repository()
-            )));
-        }
-        summary.blobs_mounted += 1;
+        place(into, &d, from, true, report, summary, placed)?;
     }
     Ok(())
+}
+
+/// The blobs put into each repository of the destination during this push: a bundle may
+/// send several images to one repository, where each blob goes once.
+type Placed = BTreeSet<(String, Digest)>;
+
+/// Puts a blob that repository `from` of the destination registry holds into `into`: nothing
+/// when it is there already (the same repository, put there during this push, or found by a
+/// `HEAD`: no mount is asked for a blob in place), else a mount. Where the registry declines
+/// the mount, the blob is copied across from `from` when `copy` is set, and counted as
+/// uploaded; otherwise `Ok(false)`, and the caller uploads it.
+fn place(
+    into: &dyn Destination,
+    d: &Descriptor,
+    from: &str,
+    copy: bool,
+    report: &dyn Reporter,
+    summary: &mut Summary,
+    placed: &mut Placed,
+) -> Result<bool> {
+    let key = (into.repository().to_owned(), d.digest.clone());
+    if from == into.repository() || placed.contains(&key) || into.has_blob(&d.digest)? {
+        placed.insert(key);
+        return Ok(true);
+    }
+    let (id, into_repo) = (short(&d.digest), into.repository());
+    match into.mount(&d.digest, from)? {
+        Mount::Mounted => {
+            report.line(&format!("mounted {id} from {from}"));
+            summary.blobs_mounted += 1;
+        }
+        Mount::Declined { why, .. } if !copy => {
+            report.line(&format!(
+                "the registry declined to mount {id} from {from} into {into_repo} ({why}): \
+                 uploading it"
+            ));
+            return Ok(false);
+        }
+        Mount::Declined { session, why } => {
+            let mut progress = Progress::start(report, ("copying", "copied"), d);
+            into.copy_from(d, from, session, &mut |n| progress.advance(n))?
+                .finish()?;
+            progress.end();
+            report.line(&format!(
+                "copied {id} from {from} into {into_repo} (the registry declined the mount: \
+                 {why})"
+            ));
+            summary.blobs_uploaded += 1;
+            summary.bytes_uploaded += d.size;
+        }
+    }
+    placed.insert(key);
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BlobSource, Url};
+    use std::cell::RefCell;
+
+    /// A destination repository that records what it is asked, holding `held` blobs and
+    /// answering mounts with `mount`.
+    struct Repo {
+        name: &'static str,
+        held: bool,
+        mount: Mount,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl Destination for Repo {
+        fn describe(&self) -> String {
+            self.name.into()
+        }
+        fn repository(&self) -> &str {
+            self.name
+        }
+        fn has_blob(&self, _: &Digest) -> Result<bool> {
+            self.calls.borrow_mut().push("HEAD".into());
+            Ok(self.held)
+        }
+        fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
+            unreachable!("surveys only")
+        }
+        fn mount(&self, _: &Digest, from: &str) -> Result<Mount> {
+            self.calls.borrow_mut().push(format!("mount from {from}"));
+            Ok(self.mount.clone())
+        }
+        fn copy_from(
+            &self,
+            d: &Descriptor,
+            from: &str,
+            session: Option<Url>,
+            progress: &mut dyn FnMut(usize),
+        ) -> Result<Committing<'_>> {
+            let session = session.map_or("a new session".into(), |s| s.path);
+            let copy = format!("copy from {from} into {session}");
+            self.calls.borrow_mut().push(copy);
+            progress(d.size as usize);
+            Ok(Committing::done())
+        }
+        fn upload(&self, _: &Descriptor, _: BlobSource<'_>) -> Result<Committing<'_>> {
+            unreachable!("placing never uploads from the archive")
+        }
+        fn put_manifest(&self, _: &str, _: &Descriptor, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    /// Places a 1000-byte blob from `app` into `into` (`copy`: the archive omits it), with
+    /// `placed` already put: whether it is in place, what `into` was asked, the summary and
+    /// the report lines.
+    fn place_in(
+        into: &Repo,
+        copy: bool,
+        placed: &[&str],
+    ) -> (bool, Vec<String>, Summary, Vec<String>) {
+        let lines = RefCell::new(Vec::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let d = Descriptor {
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            digest: Digest::of(b"layer"),
+            size: 1000,
+            platform: None,
+            annotations: Default::default(),
+        };
+        let mut placed: Placed = placed
+            .iter()
+            .map(|r| ((*r).to_owned(), d.digest.clone()))
+            .collect();
+        let mut summary = Summary::default();
+        let put = place(into, &d, "app", copy, &report, &mut summary, &mut placed).unwrap();
+        assert_eq!(
+            put,
+            placed.contains(&(into.name.to_owned(), d.digest.clone()))
+        );
+        (put, into.calls.take(), summary, lines.into_inner())
+    }
+
+    fn repo(name: &'static str, held: bool, mount: Mount) -> Repo {
+        Repo {
+            name,
+            held,
+            mount,
+            calls: RefCell::default(),
+        }
+    }
+
+    fn declined(session: Option<&str>) -> Mount {
+        Mount::Declined {
+            session: session.map(|p| Url {
+                scheme: crate::registry::Scheme::Http,
+                authority: "127.0.0.1:5000".into(),
+                path: p.into(),
+            }),
+            why: "it answered HTTP 404".into(),
+        }
+    }
+
+    #[test]
+    fn a_blob_in_place_is_never_mounted() {
+        // The repository it comes from, one it was put into during this push, or one a HEAD
+        // finds it in.
+        let (put, calls, summary, _) = place_in(&repo("app", false, declined(None)), true, &[]);
+        assert!(put && calls.is_empty());
+        let (put, calls, _, _) = place_in(&repo("db", false, declined(None)), true, &["db"]);
+        assert!(put && calls.is_empty());
+        let (put, calls, _, _) = place_in(&repo("db", true, declined(None)), true, &[]);
+        assert!(put);
+        assert_eq!(calls, ["HEAD"]);
+        assert_eq!(summary, Summary::default());
+    }
+
+    #[test]
+    fn an_accepted_mount_counts_as_mounted() {
+        let (put, calls, summary, lines) = place_in(&repo("db", false, Mount::Mounted), true, &[]);
+        assert!(put);
+        assert_eq!(calls, ["HEAD", "mount from app"]);
+        assert_eq!((summary.blobs_mounted, summary.blobs_uploaded), (1, 0));
+        assert!(lines[0].starts_with("mounted sha256:"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_declined_mount_is_copied_and_counted_as_uploaded() {
+        let offered = declined(Some("/v2/db/blobs/uploads/7"));
+        let (put, calls, summary, lines) = place_in(&repo("db", false, offered), true, &[]);
+        assert!(put);
+        assert_eq!(
+            calls,
+            [
+                "HEAD",
+                "mount from app",
+                "copy from app into /v2/db/blobs/uploads/7"
+            ]
+        );
+        assert_eq!(
+            (
+                summary.blobs_mounted,
+                summary.blobs_uploaded,
+                summary.bytes_uploaded
+            ),
+            (0, 1, 1000)
+        );
+        let digest = Digest::of(b"layer");
+        let id = short(&digest);
+        assert_eq!(
+            lines,
+            [
+                format!("copying {id} (1000 bytes)"),
+                format!("copied {id}"),
+                format!(
+                    "copied {id} from app into db (the registry declined the mount: it \
+                     answered HTTP 404)"
+                ),
+            ]
+        );
+        let (_, calls, _, _) = place_in(&repo("db", false, declined(None)), true, &[]);
+        assert_eq!(calls[2], "copy from app into a new session");
+    }
+
+    #[test]
+    fn a_declined_mount_of_a_carried_blob_leaves_it_to_the_archive() {
+        let (put, calls, summary, lines) = place_in(&repo("db", false, declined(None)), false, &[]);
+        assert!(!put);
+        assert_eq!(calls, ["HEAD", "mount from app"]);
+        assert_eq!(summary, Summary::default());
+        assert!(lines[0].contains("declined") && lines[0].ends_with("uploading it"));
+    }
 }

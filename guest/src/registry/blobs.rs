@@ -1,67 +1,75 @@
-//! Blobs: `HEAD`, resumable verified downloads, and blob requests for a concurrent fetcher.
+//! Blobs: `HEAD`, resumable verified downloads, blob requests for a concurrent fetcher, and
+//! copies across repositories where the registry declines a mount.
 
 use super::Client;
 use super::auth::Authorize;
 use super::http::{Method, Request, Response, Url};
-use crate::digest::{Digest, copy_verified};
+use super::upload::Committing;
+use crate::digest::{Digest, Mismatch, Verifying, copy_verified};
 use crate::error::{Error, Mismatched, Result};
 use crate::manifest::Descriptor;
 use crate::text::printable;
 use std::io::Read;
 
-impl Client<'_> {
+impl<'t> Client<'t> {
     /// Streams a blob into `sink`, checking size and digest; fails before passing on a byte
     /// beyond the declared size.
     pub fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        let what = format!("blob {}", d.digest);
-        let url = self.repo_url(&format!("blobs/{}", d.digest));
-        let mut resp = self.blob_from(&url, &what, 0)?;
-        let mut end = body_end(&resp, 0);
-        let mut at = 0;
-        let mut resumed = 0;
-        // A cut download resumes where it stopped, and the hash carries on over the seam.
-        let mut read = |buf: &mut [u8]| -> Result<usize> {
-            loop {
-                let why = match resp.body.read(buf) {
-                    Ok(n) if n > 0 || at >= d.size => {
-                        at += n as u64;
-                        return Ok(n);
-                    }
-                    // Past the end, nothing more is owed.
-                    Err(_) if at >= d.size => return Ok(0),
-                    // A whole answer, as long as it said it would be: the registry's blob is
-                    // short, and asking again would not lengthen it. The check reports it.
-                    Ok(_) if end == Some(at) => return Ok(0),
-                    Ok(_) => "the body ended early".to_owned(),
-                    Err(e) => printable(&e.to_string()).into_owned(),
-                };
-                resumed += 1;
-                if resumed > self.net.retry.attempts {
-                    return Err(Error::Unreachable(format!(
-                        "{} while reading {what} at byte {at}: {why} (gave up after {} resumes)",
-                        self.registry, self.net.retry.attempts
-                    )));
-                }
-                self.net
-                    .report
-                    .line(&format!("resuming {what} at byte {at} after: {why}"));
-                self.transport
-                    .sleep_ms(self.net.retry.delay_ms(resumed, self.transport.random()));
-                resp = self.blob_from(&url, &what, at)?;
-                end = body_end(&resp, at);
-            }
-        };
+        let mut download = self.download(&self.repository, d)?;
         copy_verified(
             &d.digest,
             d.size,
             &mut vec![0u8; 1 << 20],
-            &mut read,
+            &mut |b| download.read(b),
             sink,
-            &|m| {
-                let what = format!("{what} of {}", self.repository);
-                Error::Mismatched(Box::new(Mismatched::streamed(&self.registry, what, m)))
-            },
+            &|m| self.blob_mismatch(&self.repository, d, m),
         )
+    }
+
+    /// Copies a blob from repository `from` of this registry into this one, for a mount the
+    /// registry declined: a `GET` there streams into the upload here (into `session`, the one
+    /// the decline offered, if any), verified on the way, so a wrong blob is never stored.
+    /// Nothing is held whole; a cut download resumes where it stopped. `progress` hears of
+    /// every byte sent.
+    pub fn copy_blob(
+        &self,
+        d: &Descriptor,
+        from: &str,
+        session: Option<Url>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Committing<'_>> {
+        let mut download = self.download(from, d)?;
+        let mut read = |b: &mut [u8]| download.read(b);
+        let mismatch = |m| self.blob_mismatch(from, d, m);
+        let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
+        self.upload_in(session, d, &mut |b| {
+            let n = blob.read(b)?;
+            progress(n);
+            Ok(n)
+        })
+    }
+
+    fn blob_mismatch(&self, repository: &str, d: &Descriptor, m: Mismatch) -> Error {
+        let what = format!("blob {} of {repository}", d.digest);
+        Error::Mismatched(Box::new(Mismatched::streamed(&self.registry, what, m)))
+    }
+
+    /// Starts the download of a blob of `repository` (of this registry).
+    fn download<'c>(&'c self, repository: &str, d: &Descriptor) -> Result<Download<'c, 't>> {
+        let what = format!("blob {}", d.digest);
+        let url = self.url(&format!("/v2/{repository}/blobs/{}", d.digest));
+        let resp = self.blob_from(&url, &what, 0)?;
+        let end = body_end(&resp, 0);
+        Ok(Download {
+            client: self,
+            url,
+            what,
+            size: d.size,
+            resp,
+            end,
+            at: 0,
+            resumed: 0,
+        })
     }
 
     /// Starts a blob download at byte `at`: a `Range` request past the start, accepting a
@@ -150,4 +158,238 @@ impl Client<'_> {
 fn body_end(resp: &Response, at: u64) -> Option<u64> {
     let len = resp.header("content-length")?.trim().parse::<u64>().ok()?;
     Some(if resp.status == 206 { at + len } else { len })
+}
+
+/// A blob's download, read as it streams: a cut download resumes where it stopped (the
+/// caller's hash carries on over the seam).
+struct Download<'c, 't> {
+    client: &'c Client<'t>,
+    url: Url,
+    /// For messages: "blob …".
+    what: String,
+    size: u64,
+    resp: Response,
+    /// Where the current answer's body ends, in bytes of the blob.
+    end: Option<u64>,
+    /// Bytes read so far.
+    at: u64,
+    resumed: u32,
+}
+
+impl Download<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let c = self.client;
+        loop {
+            let why = match self.resp.body.read(buf) {
+                Ok(n) if n > 0 || self.at >= self.size => {
+                    self.at += n as u64;
+                    return Ok(n);
+                }
+                // Past the end, nothing more is owed.
+                Err(_) if self.at >= self.size => return Ok(0),
+                // A whole answer, as long as it said it would be: the registry's blob is
+                // short, and asking again would not lengthen it. The check reports it.
+                Ok(_) if self.end == Some(self.at) => return Ok(0),
+                Ok(_) => "the body ended early".to_owned(),
+                Err(e) => printable(&e.to_string()).into_owned(),
+            };
+            self.resumed += 1;
+            let (what, at) = (&self.what, self.at);
+            if self.resumed > c.net.retry.attempts {
+                return Err(Error::Unreachable(format!(
+                    "{} while reading {what} at byte {at}: {why} (gave up after {} resumes)",
+                    c.registry, c.net.retry.attempts
+                )));
+            }
+            c.net
+                .report
+                .line(&format!("resuming {what} at byte {at} after: {why}"));
+            c.transport
+                .sleep_ms(c.net.retry.delay_ms(self.resumed, c.transport.random()));
+            self.resp = c.blob_from(&self.url, what, at)?;
+            self.end = body_end(&self.resp, at);
+        }
+    }
+}
+/// How a mount request went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mount {
+    /// The blob is linked into the repository (201).
+    Mounted,
+    /// The registry would rather have an upload: into `session`, if it offered one; `why`
+    /// says how it declined, for messages.
+    Declined { session: Option<Url>, why: String },
+}
+
+/// Whether a status answering a mount `POST` declines the mount rather than fails: a
+/// registry that lacks mounts may refuse the `mount` and `from` parameters as it would any
+/// request it does not know (400, 404, 405, 501, and the like). Authorization and rate
+/// limits are failures; a 403 may be a policy against mounts, and the upload that follows
+/// says if it is more.
+pub fn mount_declined(status: u16) -> bool {
+    ((400..500).contains(&status) && !matches!(status, 401 | 407 | 408 | 429)) || status == 501
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::Reference;
+    use crate::registry::fake::FakeRegistry;
+    use crate::registry::{Access, Net, Retry};
+
+    fn descriptor(data: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: Digest::of(data),
+            size: data.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        }
+    }
+
+    /// A registry whose repository `app` holds `held` as the blob `data` names; the client
+    /// pushes to `r`.
+    fn registry(data: &[u8], held: &[u8], mount_status: u16) -> FakeRegistry {
+        let fake = FakeRegistry::default();
+        let mut st = fake.state.borrow_mut();
+        st.mount_status = mount_status;
+        st.elsewhere
+            .insert(format!("app/{}", Digest::of(data)), held.to_vec());
+        drop(st);
+        fake
+    }
+
+    fn client(fake: &FakeRegistry) -> Client<'_> {
+        let net = Net {
+            retry: Retry {
+                attempts: 1,
+                base_delay_ms: 1,
+                max_wait_ms: 1000,
+            },
+            report: &|_: &str| {},
+        };
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap()
+    }
+
+    fn requests(fake: &FakeRegistry) -> Vec<String> {
+        std::mem::take(&mut fake.state.borrow_mut().log)[1..].to_vec()
+    }
+
+    /// Mounts `data` from `app`, copying it where the mount is declined: the mount's answer,
+    /// the copy's outcome, and the bytes progress heard of.
+    fn mount_or_copy(fake: &FakeRegistry, data: &[u8]) -> (Mount, Result<()>, usize) {
+        let c = client(fake);
+        let d = descriptor(data);
+        let mount = c.mount(&d.digest, "app").unwrap();
+        let mut sent = 0;
+        let copied = match &mount {
+            Mount::Mounted => Ok(()),
+            Mount::Declined { session, .. } => c
+                .copy_blob(&d, "app", session.clone(), &mut |n| sent += n)
+                .and_then(Committing::finish),
+        };
+        (mount, copied, sent)
+    }
+
+    fn stored(fake: &FakeRegistry, data: &[u8]) -> bool {
+        fake.state.borrow().blobs.get(Digest::of(data).as_str()) == Some(&data.to_vec())
+    }
+
+    fn bytes(size: usize) -> Vec<u8> {
+        (0..size)
+            .map(|i| (i % 253) as u8 ^ (i >> 11) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn a_mount_declined_with_a_session_is_copied_into_that_session() {
+        let data = bytes(3 << 20 | 77);
+        let fake = registry(&data, &data, 202);
+        let (mount, copied, sent) = mount_or_copy(&fake, &data);
+        let Mount::Declined { session, why } = mount else {
+            panic!("declined")
+        };
+        assert_eq!(session.unwrap().path, "/v2/r/blobs/uploads/1");
+        assert!(why.contains("upload session"), "{why}");
+        copied.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(sent, data.len());
+        assert_eq!(
+            requests(&fake),
+            [
+                "POST /v2/r/blobs/uploads/".to_owned(),
+                format!("GET /v2/app/blobs/{}", Digest::of(&data)),
+                "PUT /v2/r/blobs/uploads/1".to_owned(),
+            ],
+            "the session offered is used: no second POST"
+        );
+    }
+
+    #[test]
+    fn a_refused_mount_is_copied_into_a_new_session() {
+        let data = bytes(100_000);
+        for status in [404, 405, 400] {
+            let fake = registry(&data, &data, status);
+            let (mount, copied, _) = mount_or_copy(&fake, &data);
+            assert_eq!(
+                mount,
+                Mount::Declined {
+                    session: None,
+                    why: format!("it answered HTTP {status}")
+                }
+            );
+            copied.unwrap();
+            assert!(stored(&fake, &data), "{status}");
+            let log = requests(&fake);
+            assert_eq!(log.len(), 4, "{log:?}");
+            assert_eq!(log[1], format!("GET /v2/app/blobs/{}", Digest::of(&data)));
+            assert_eq!(
+                log[2..],
+                ["POST /v2/r/blobs/uploads/", "PUT /v2/r/blobs/uploads/1"]
+            );
+        }
+    }
+
+    #[test]
+    fn an_accepted_mount_moves_no_bytes() {
+        let data = bytes(5000);
+        let fake = registry(&data, &data, 201);
+        let (mount, copied, sent) = mount_or_copy(&fake, &data);
+        assert_eq!(mount, Mount::Mounted);
+        copied.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(sent, 0);
+        assert_eq!(requests(&fake), ["POST /v2/r/blobs/uploads/"]);
+    }
+
+    #[test]
+    fn a_copy_of_a_wrong_blob_stores_nothing() {
+        let data = bytes(2 << 20);
+        let mut wrong = data.clone();
+        *wrong.last_mut().unwrap() ^= 1;
+        let fake = registry(&data, &wrong, 404);
+        let (_, copied, _) = mount_or_copy(&fake, &data);
+        let e = copied.unwrap_err();
+        assert!(matches!(e, Error::Mismatched(_)), "{e}");
+        assert!(e.to_string().contains("of app"), "{e}");
+        assert!(fake.state.borrow().blobs.is_empty());
+    }
+
+    #[test]
+    fn refusals_decline_a_mount_and_failures_fail_it() {
+        for declined in [400, 403, 404, 405, 415, 501] {
+            assert!(mount_declined(declined), "{declined}");
+        }
+        for failed in [401, 429, 500, 502, 503] {
+            assert!(!mount_declined(failed), "{failed}");
+        }
+        let data = bytes(10);
+        let fake = registry(&data, &data, 500);
+        let e = client(&fake)
+            .mount(&Digest::of(&data), "app")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mount of blob") && e.contains("500"), "{e}");
+    }
 }

@@ -27,6 +27,11 @@ pub struct FakeState {
     /// The next commit happens, but its answer is lost.
     pub lose_answer: bool,
     pub log: Vec<String>,
+    /// Blobs of other repositories, by `repository/digest`: served, and mounted from.
+    pub elsewhere: std::collections::BTreeMap<String, Vec<u8>>,
+    /// The answer to a mount `POST`: 201 links the blob from `elsewhere`; 0 (or 202)
+    /// declines with a session, as a plain `POST`; any other status declines with it.
+    pub mount_status: u16,
 }
 
 /// Accepts `left` bytes, then fails as a cut connection does.
@@ -75,6 +80,9 @@ impl Transport for FakeRegistry {
         };
         if path == "/v2/" {
             return answer(200, &[]);
+        }
+        if let Some(answered) = elsewhere(&mut st, req.method, path, query) {
+            return answered;
         }
         if let Some(digest) = path.strip_prefix("/v2/r/blobs/sha256:") {
             let held = st.blobs.contains_key(&format!("sha256:{digest}"));
@@ -150,4 +158,44 @@ impl Transport for FakeRegistry {
     fn random(&self) -> u64 {
         0
     }
+}
+
+/// Mounts, and blobs of repositories other than `r`; `None` for anything else.
+fn elsewhere(
+    st: &mut FakeState,
+    method: Method,
+    path: &str,
+    query: &str,
+) -> Option<Result<Response>> {
+    let param = |key: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(key)?.strip_prefix('='))
+            .map(|v| v.replace("%3A", ":"))
+    };
+    if method == Method::Post && !matches!(st.mount_status, 0 | 202) {
+        let (digest, from) = (param("mount")?, param("from")?);
+        if st.mount_status != 201 {
+            return Some(answer(st.mount_status, &[]));
+        }
+        let blob = st.elsewhere.get(&format!("{from}/{digest}"))?.clone();
+        st.blobs.insert(digest, blob);
+        return Some(answer(201, &[]));
+    }
+    let (repo, digest) = path.strip_prefix("/v2/")?.split_once("/blobs/sha256:")?;
+    if repo == "r" {
+        return None;
+    }
+    let Some(blob) = st.elsewhere.get(&format!("{repo}/sha256:{digest}")) else {
+        return Some(answer(404, &[]));
+    };
+    let length = ("content-length", blob.len().to_string());
+    Some(Ok(Response {
+        body: Box::new(std::io::Cursor::new(if method == Method::Get {
+            blob.clone()
+        } else {
+            vec![]
+        })),
+        ..answer(200, &[length]).ok()?
+    }))
 }

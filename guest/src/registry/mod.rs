@@ -20,6 +20,7 @@ mod retry;
 mod upload;
 
 pub use auth::{Access, Credentials};
+pub use blobs::{Mount, mount_declined};
 pub use http::{BodyWriter, Method, Pending, Request, Response, Scheme, Transport, Url};
 pub use manifests::next_link;
 pub use redirect::{MAX_REDIRECTS, Refused, follow, followed, resolve};

@@ -190,16 +190,74 @@ impl Cut {
 
 impl Client<'_> {
     /// Asks the registry to link a blob from another of its repositories into this one,
-    /// without moving its bytes. `Ok(false)` when the registry would rather have an upload.
-    pub fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
-        let url = self
-            .repo_url("blobs/uploads/")
+    /// without moving its bytes. The spec lets a registry decline: with a 202 and an upload
+    /// session instead, or by refusing the parameters (`mount_declined`); then the blob is
+    /// to be uploaded, into the session offered if any ([`Client::upload_in`]).
+    pub fn mount(&self, digest: &Digest, from: &str) -> Result<super::blobs::Mount> {
+        use super::blobs::{Mount, mount_declined};
+        let uploads = self.repo_url("blobs/uploads/");
+        let url = uploads
             .with_query("mount", digest.as_str())
             .with_query("from", from);
         let resp = self.send(Method::Post, url, vec![], None, true)?;
-        // 202 opens an upload session instead; it is left to expire unused.
-        let what = format!("mount of blob {digest} from {from}");
-        Ok(self.expect(resp, &[201, 202], &what)?.status == 201)
+        let join = |location: &str| {
+            uploads
+                .join(location)
+                .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
+        };
+        match resp.status {
+            201 => Ok(Mount::Mounted),
+            202 => Ok(Mount::Declined {
+                session: resp.header("location").map(join).transpose()?,
+                why: "it offered an upload session instead".into(),
+            }),
+            // The body (a web page, say) is of no use: the status says enough.
+            status if mount_declined(status) => Ok(Mount::Declined {
+                session: None,
+                why: format!("it answered HTTP {status}"),
+            }),
+            _ => Err(self.status_error(resp, &format!("mount of blob {digest} from {from}"))),
+        }
+    }
+
+    /// Uploads a blob as [`Client::upload`] does, into `session` when given: the one a
+    /// declined mount offered. A resume may still open a new one.
+    pub fn upload_in(
+        &self,
+        session: Option<Url>,
+        d: &Descriptor,
+        source: BlobSource<'_>,
+    ) -> Result<Committing<'_>> {
+        let Some(session) = session else {
+            return self.upload(d, source);
+        };
+        let what = format!("upload of blob {}", d.digest);
+        let capacity = usize::try_from(d.size)
+            .unwrap_or(usize::MAX)
+            .min(UPLOAD_WINDOW);
+        let mut up = Upload {
+            d: d.clone(),
+            what,
+            window: Window::new(capacity),
+            session,
+            from: 0,
+            resumes: 0,
+            waited: 0,
+            renewed: false,
+        };
+        let cut = match self.upload_from(&mut up, source)? {
+            Ok(answer) => {
+                return Ok(Committing::pending(move || {
+                    match self.stored(answer, &up.what)? {
+                        None => Ok(()),
+                        Some(cut) => self.resume(&mut up, cut, &mut |_| Ok(0)),
+                    }
+                }));
+            }
+            Err(cut) => cut,
+        };
+        self.resume(&mut up, cut, source)?;
+        Ok(Committing::done())
     }
 
     /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`, whose

@@ -8,7 +8,7 @@ pub use ocidir::OciDir;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
-use crate::registry::{BlobSource, Client, Committing, Request};
+use crate::registry::{BlobSource, Client, Committing, Mount, Request, Url};
 
 /// Reads images.
 pub trait Source {
@@ -43,7 +43,20 @@ pub trait Destination {
     fn has_blob(&self, digest: &Digest) -> Result<bool>;
     /// Whether another repository of the same store holds the blob (for mounts).
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
-    fn mount(&self, digest: &Digest, from: &str) -> Result<bool>;
+    /// Links a blob that repository `from` of the same store holds into this one, or says
+    /// the store declined ([`Mount::Declined`]): then it is to be uploaded or copied.
+    fn mount(&self, digest: &Digest, from: &str) -> Result<Mount>;
+    /// Copies a blob from repository `from` of the same store into this one, streamed and
+    /// verified, for a mount it declined: into `session`, the upload session it offered
+    /// instead, if any. `progress` hears of every byte sent. Like [`Destination::upload`],
+    /// the blob is stored once the returned [`Committing`] finishes.
+    fn copy_from(
+        &self,
+        d: &Descriptor,
+        from: &str,
+        session: Option<Url>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Committing<'_>>;
     /// Stores a blob whose bytes `source` hands out, verified: it fails rather than hand out
     /// the bytes completing a wrong blob, and then nothing is stored. The blob is stored once
     /// the returned [`Committing`] finishes; until then other uploads may go on.
@@ -91,8 +104,17 @@ impl Destination for Client<'_> {
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
         Client::has_blob_in(self, repository, digest)
     }
-    fn mount(&self, digest: &Digest, from: &str) -> Result<bool> {
+    fn mount(&self, digest: &Digest, from: &str) -> Result<Mount> {
         Client::mount(self, digest, from)
+    }
+    fn copy_from(
+        &self,
+        d: &Descriptor,
+        from: &str,
+        session: Option<Url>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Committing<'_>> {
+        Client::copy_blob(self, d, from, session, progress)
     }
     fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
         Client::upload(self, d, source)

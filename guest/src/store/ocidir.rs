@@ -6,7 +6,7 @@ use super::{Destination, Source};
 use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Manifest};
-use crate::registry::{BlobSource, Committing};
+use crate::registry::{BlobSource, Committing, Mount, Url};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -215,8 +215,26 @@ impl Destination for OciDir {
         Ok(false)
     }
 
-    fn mount(&self, _: &Digest, _: &str) -> Result<bool> {
-        Ok(false)
+    fn mount(&self, _: &Digest, _: &str) -> Result<Mount> {
+        Ok(Mount::Declined {
+            session: None,
+            why: "an OCI layout has no other repositories".into(),
+        })
+    }
+
+    fn copy_from(
+        &self,
+        d: &Descriptor,
+        from: &str,
+        _: Option<Url>,
+        _: &mut dyn FnMut(usize),
+    ) -> Result<Committing<'_>> {
+        // Never asked: a layout holds no other repository for a blob to be found in.
+        Err(Error::Io(format!(
+            "{}: cannot copy blob {} from {from}: an OCI layout has no other repositories",
+            self.dir.display(),
+            d.digest
+        )))
     }
 
     fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
