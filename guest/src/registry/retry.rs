@@ -174,6 +174,7 @@ mod tests {
                 max_wait_ms: 60_000,
             },
             report: &report,
+            chunk_size: 0,
         };
         let reference = crate::reference::Reference::parse("r.io/app").unwrap();
         let access = crate::registry::Access::pull();
