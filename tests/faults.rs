@@ -664,9 +664,12 @@ fn a_registry_that_takes_only_patches_gets_the_blobs_in_chunks() {
         "{stderr}"
     );
     assert!(!stderr.contains("retry"), "{stderr}");
-    // Three blobs: one whole-body PUT refused, then for each a PATCH and an empty PUT.
-    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 4);
-    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 3);
+    // Three blobs, each in a PATCH and an empty PUT; before them, the whole-body PUTs
+    // refused: the first blob's, and the second's, already sent as the first was answered
+    // (the next blob streams while the registry answers the last). None sent again.
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 3, "{stderr}");
+    let puts = proxy.count("PUT", "/blobs/uploads/");
+    assert!((4..=5).contains(&puts), "{puts} PUTs: {stderr}");
     assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), digest);
     copy_out(&dst.image("app:v2"));
 }
@@ -727,6 +730,8 @@ fn an_upload_refused_before_its_body_reports_the_answer_at_once() {
         !err.contains("unreachable") && !err.contains("retry"),
         "{err}"
     );
-    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 1);
+    // The first blob's PUT, and the next one's, sent while the first awaited its answer.
+    let puts = proxy.count("PUT", "/blobs/uploads/");
+    assert!((1..=2).contains(&puts), "{puts} PUTs: {err}");
     assert!(!exists(&dst.image("app:v2")));
 }

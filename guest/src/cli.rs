@@ -125,9 +125,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
-    n.checked_mul(1 << shift)
-        .filter(|n| *n > 0)
-        .ok_or_else(bad)
+    n.checked_mul(1 << shift).filter(|n| *n > 0).ok_or_else(bad)
 }
 
 /// Parses arguments after the program name.

@@ -122,10 +122,11 @@ impl Transport for FakeRegistry {
             assert_eq!(range.split('-').next(), Some(held.to_string().as_str()));
         }
         let length: usize = header("content-length").map_or(0, |n| n.parse().unwrap());
-        if req.method == Method::Put && length > 0 {
-            if let Some(status) = st.refuse_whole_body {
-                return answer_text(status, &[], &st.status_text);
-            }
+        if req.method == Method::Put
+            && length > 0
+            && let Some(status) = st.refuse_whole_body
+        {
+            return answer_text(status, &[], &st.status_text);
         }
         if req.method == Method::Patch {
             let range = header("content-range").unwrap_or_default();

@@ -3,14 +3,14 @@
 
 use super::Client;
 use super::auth::AuthState;
-use super::error::{ERROR_BODY_LIMIT, registry_detail};
+use super::error::registry_detail;
 use super::http::{BodyWriter, Method, Pending, Request, Response, Url};
-use super::retry::{retry_after_ms, retryable_status};
+use super::retry::{peek_body, retry_after_ms, retryable_status, says_unimplemented};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
 use crate::text::printable;
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// An upload whose bytes are all sent, awaiting the registry's word that it stored the blob
 /// (which takes it a while: it syncs the blob to disk first), so that the next upload can
@@ -48,16 +48,6 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 /// The `PATCH` chunks of a registry that refused a whole-body upload: as large as the window,
 /// so that a chunk cut midway can always be sent again from where the registry has it.
 pub const FALLBACK_CHUNK: u64 = UPLOAD_WINDOW as u64;
-
-/// Whether an error answer's text says the server does not implement what was asked, which
-/// no retry changes, whatever its status (one registry answers a whole-body `PUT` with `500
-/// missing content length not implemented`).
-pub fn says_unimplemented(detail: &str) -> bool {
-    let d = detail.to_ascii_lowercase();
-    ["not implemented", "not supported", "unsupported"]
-        .iter()
-        .any(|s| d.contains(s))
-}
 
 /// Whether the answer to an upload's whole-body `PUT` refuses that way of uploading (so the
 /// blob goes again in `PATCH` chunks) rather than failing; `early`: it came before the body
@@ -257,8 +247,7 @@ fn send_bytes(
     registry: &str,
     what: &str,
 ) -> Result<()> {
-    let sent =
-        |e: std::io::Error| Error::Unreachable(format!("sending to {registry} failed: {e}"));
+    let sent = |e: std::io::Error| Error::Unreachable(format!("sending to {registry} failed: {e}"));
     let Some((older, newer)) = window.since(from) else {
         return Err(Error::Registry(format!(
             "{what}: byte {from} on is no longer kept"
@@ -272,7 +261,9 @@ fn send_bytes(
         room -= n as u64;
     }
     loop {
-        let want = usize::try_from(room).unwrap_or(usize::MAX).min(UPLOAD_CHUNK);
+        let want = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .min(UPLOAD_CHUNK);
         if want == 0 {
             return Ok(());
         }
@@ -295,14 +286,6 @@ fn send_bytes(
         w.write_all(window.commit(n)).map_err(sent)?;
         room -= n as u64;
     }
-}
-
-/// Reads the start of an error answer's body for its text, leaving the body whole to read.
-fn peek_body(resp: &mut Response) -> Vec<u8> {
-    let head = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
-    let rest = std::mem::replace(&mut resp.body, Box::new(std::io::empty()));
-    resp.body = Box::new(std::io::Cursor::new(head.clone()).chain(rest));
-    head
 }
 
 impl Client<'_> {
@@ -616,7 +599,16 @@ impl Client<'_> {
             let (window, what) = (&mut up.window, &up.what);
             let registry = &self.registry;
             let mut body = |w: &mut dyn Write| -> Result<()> {
-                send_bytes(window, from, Some(end), source, w, &mut pulled, registry, what)
+                send_bytes(
+                    window,
+                    from,
+                    Some(end),
+                    source,
+                    w,
+                    &mut pulled,
+                    registry,
+                    what,
+                )
             };
             let mut headers = content(end - from);
             headers.push(("content-range".to_owned(), format!("{from}-{}", end - 1)));
@@ -1211,7 +1203,10 @@ mod tests {
 
     /// Two blobs uploaded by one client into `fake`, whole-body: the outcomes, the report
     /// lines and the requests.
-    fn two_uploads(fake: &FakeRegistry, sizes: [usize; 2]) -> (Vec<Result<()>>, Vec<String>, Vec<String>) {
+    fn two_uploads(
+        fake: &FakeRegistry,
+        sizes: [usize; 2],
+    ) -> (Vec<Result<()>>, Vec<String>, Vec<String>) {
         let lines = RefCell::new(Vec::new());
         let report = |l: &str| lines.borrow_mut().push(l.to_owned());
         let net = Net {
@@ -1239,7 +1234,9 @@ mod tests {
                 };
                 let mut rest = &data[..];
                 let r = client
-                    .upload(&d, &mut |b| rest.read(b).map_err(|e| Error::Io(e.to_string())))
+                    .upload(&d, &mut |b| {
+                        rest.read(b).map_err(|e| Error::Io(e.to_string()))
+                    })
                     .and_then(Committing::finish);
                 assert!(r.is_err() || stored(fake, &data));
                 r
@@ -1276,7 +1273,7 @@ mod tests {
             assert!(
                 lines.len() == 1
                     && lines[0].contains("refused the upload of blob sha256:")
-                    && lines[0].contains(&format!("(HTTP {status} {text}").trim_end())
+                    && lines[0].contains(format!("(HTTP {status} {text}").trim_end())
                     && lines[0].contains("uploading in chunks of 8388608 bytes from now on"),
                 "{status}: {lines:?}"
             );
@@ -1329,9 +1326,17 @@ mod tests {
         }
         assert!(refuses_whole_body(500, true, ""));
         assert!(refuses_whole_body(400, true, "x"));
-        assert!(refuses_whole_body(500, false, "missing content length not implemented"));
+        assert!(refuses_whole_body(
+            500,
+            false,
+            "missing content length not implemented"
+        ));
         assert!(!refuses_whole_body(500, false, "storage failed"));
-        assert!(!refuses_whole_body(400, false, "DIGEST_INVALID: digest invalid"));
+        assert!(!refuses_whole_body(
+            400,
+            false,
+            "DIGEST_INVALID: digest invalid"
+        ));
         assert!(!refuses_whole_body(503, true, ""));
         assert!(!refuses_whole_body(404, true, ""));
         assert!(says_unimplemented("Unsupported feature") && !says_unimplemented("down"));

@@ -143,11 +143,7 @@ fn send_body(
         if let Err(e) = written {
             // A server may answer before taking the whole body (refusing the request) and
             // close the connection: its answer, if it came, says more than the cut.
-            let answered = if failed {
-                early_answer(&future)
-            } else {
-                None
-            };
+            let answered = if failed { early_answer(&future) } else { None };
             // Dropping the body unfinished aborts the request: nothing is committed.
             drop(outgoing);
             return answered.map(Sent::Early).ok_or(e);
