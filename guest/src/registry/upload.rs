@@ -1,5 +1,6 @@
-//! Uploads: streamed `PUT`s awaited while the next one streams, resumed from a kept window
-//! of bytes when cut, and cross-repository mounts.
+//! Uploads: streamed `PUT`s awaited while the next one streams, or streamed `PATCH` chunks
+//! (as asked, or once a registry refuses a whole-body `PUT`), resumed from a kept window of
+//! bytes when cut, and cross-repository mounts.
 
 use super::Client;
 use super::auth::AuthState;
@@ -302,8 +303,11 @@ impl Client<'_> {
         Ok(self.expect(resp, &[201, 202], &what)?.status == 201)
     }
 
-    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`, whose
-    /// answer the returned [`Committing`] awaits. The source is expected to verify the bytes
+    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT` (or,
+    /// when this client uploads in chunks, streamed `PATCH`es and an empty `PUT`), whose
+    /// answer the returned [`Committing`] awaits. A whole-body `PUT` the registry refuses as
+    /// such ([`refuses_whole_body`]) goes again in chunks ([`FALLBACK_CHUNK`]), as every later
+    /// upload of this client. The source is expected to verify the bytes
     /// and fail rather than hand out the bytes completing a wrong blob, which aborts the
     /// request so the registry commits nothing.
     ///
