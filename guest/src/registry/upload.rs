@@ -306,7 +306,7 @@ impl Client<'_> {
     /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT` (or,
     /// when this client uploads in chunks, streamed `PATCH`es and an empty `PUT`), whose
     /// answer the returned [`Committing`] awaits. A whole-body `PUT` the registry refuses as
-    /// such ([`refuses_whole_body`]) goes again in chunks ([`FALLBACK_CHUNK`]), as every later
+    /// such (`refuses_whole_body`) goes again in chunks of `FALLBACK_CHUNK`, as every later
     /// upload of this client. The source is expected to verify the bytes
     /// and fail rather than hand out the bytes completing a wrong blob, which aborts the
     /// request so the registry commits nothing.
