@@ -635,3 +635,103 @@ fn a_registrys_error_text_cannot_drive_the_terminal() {
         );
     }
 }
+
+/// Issue 14, defect 2: a registry that takes blobs only in `PATCH`es refuses a whole-body
+/// `PUT` before reading its body (`500 … not implemented`) and closes the connection. imo
+/// reads that answer, sends the blob again in chunks, and every later blob in chunks at once.
+#[test]
+fn a_registry_that_takes_only_patches_gets_the_blobs_in_chunks() {
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = full_archive(&src, &work);
+    let digest = sha256(&raw_manifest(&src.image("app:v2")));
+    let dst = Registry::start();
+    let refuse = Fault::RefuseBody(500, "missing content length not implemented".into());
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", "/blobs/uploads/", usize::MAX, refuse)],
+    );
+    let out = imo(&["push", s(&archive), &proxy.image("app:v2")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("uploading in chunks").count(),
+        1,
+        "said once: {stderr}"
+    );
+    assert!(
+        stderr.contains("(HTTP 500 missing content length not implemented)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retry"), "{stderr}");
+    // Three blobs, each in a PATCH and an empty PUT; before them, the whole-body PUTs
+    // refused: the first blob's, and the second's, already sent as the first was answered
+    // (the next blob streams while the registry answers the last). None sent again.
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 3, "{stderr}");
+    let puts = proxy.count("PUT", "/blobs/uploads/");
+    assert!((4..=5).contains(&puts), "{puts} PUTs: {stderr}");
+    assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), digest);
+    copy_out(&dst.image("app:v2"));
+}
+
+/// `--chunk-size` uploads in `PATCH`es of that size, or of the registry's
+/// `OCI-Chunk-Min-Length` when larger (the proxy refuses a chunk after a short one).
+#[test]
+fn chunk_size_pushes_in_chunks_of_at_least_the_registrys_minimum() {
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = full_archive(&src, &work);
+    let digest = sha256(&raw_manifest(&src.image("app:v2")));
+    let dst = Registry::start();
+    let min = Fault::ChunkMinLength(400_000);
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![
+            Rule::new("POST", "/blobs/uploads/", usize::MAX, min.clone()),
+            Rule::new("PATCH", "/blobs/uploads/", usize::MAX, min),
+        ],
+    );
+    let out = imo(&[
+        "push",
+        "--chunk-size",
+        "256K",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The 1.5 MB layer in four chunks (three of 400 kB), the others in one each; no body in
+    // any PUT.
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 6, "{stderr}");
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 3);
+    assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), digest);
+    copy_out(&dst.image("app:v2"));
+}
+
+/// A registry that refuses an upload before reading its body, for a reason chunks do not
+/// change: its answer is the error, with its status and text, at once.
+#[test]
+fn an_upload_refused_before_its_body_reports_the_answer_at_once() {
+    let src = source();
+    let work = TempDir::new("work");
+    let archive = full_archive(&src, &work);
+    let dst = Registry::start();
+    let refuse = Fault::RefuseBody(403, "uploads to this repository are closed".into());
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", "/blobs/uploads/", usize::MAX, refuse)],
+    );
+    let err = imo_err(&["push", s(&archive), &proxy.image("app:v2")]);
+    assert!(
+        err.contains("403 denied uploads to this repository are closed"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("unreachable") && !err.contains("retry"),
+        "{err}"
+    );
+    // The first blob's PUT, and the next one's, sent while the first awaited its answer.
+    let puts = proxy.count("PUT", "/blobs/uploads/");
+    assert!((1..=2).contains(&puts), "{puts} PUTs: {err}");
+    assert!(!exists(&dst.image("app:v2")));
+}

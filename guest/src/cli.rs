@@ -38,6 +38,8 @@ options:
   --platform OS/ARCH[/VARIANT] carry only this platform of an index (repeatable)
   --no-referrers              leave signatures, attestations and SBOMs behind
   --retries N                 retries of a failed request or cut transfer (default 4)
+  --chunk-size SIZE           push: upload blobs in PATCH chunks of SIZE bytes (K, M,
+                              G: binary multiples) instead of one PUT each
   --timeout SECS              seconds a registry may stay silent, before the answer
                               or between bytes of it, before the request fails and
                               is retried (default 60)
@@ -108,6 +110,24 @@ fn credentials(flag: &str, value: &str) -> Result<Credentials, String> {
     }
 }
 
+/// A size in bytes: a number, optionally followed by `K`, `M` or `G` (binary multiples,
+/// with or without `i`/`iB`/`B`), as `--chunk-size` takes it. At least 1.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("a size is a number of bytes, optionally with K, M or G, not {s:?}");
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KI" | "KIB" => 10,
+        "M" | "MB" | "MI" | "MIB" => 20,
+        "G" | "GB" | "GI" | "GIB" => 30,
+        _ => return Err(bad()),
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    n.checked_mul(1 << shift).filter(|n| *n > 0).ok_or_else(bad)
+}
+
 /// Parses arguments after the program name.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     let mut options = Options {
@@ -164,6 +184,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     .parse()
                     .map_err(|_| format!("--retries wants a number, not {v:?}"))?;
             }
+            "--chunk-size" => options.chunk_size = parse_size(&value(flag)?)?,
             "--timeout" => {
                 let v = value(flag)?;
                 let secs = v
@@ -252,6 +273,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if !archives.is_empty() {
         return Err("--archive applies only to inventory".into());
     }
+    if options.chunk_size > 0 && !matches!(operation, Operation::Push { .. }) {
+        return Err("--chunk-size applies only to push".into());
+    }
     Ok(Command {
         operation,
         options,
@@ -265,6 +289,24 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("5MB"), Ok(5 << 20));
+        for bad in ["", "0", "M", "1.5M", "-1", "12T", "99999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+        let c = parse(&args("push --chunk-size 16M a.tar r.io/x")).unwrap();
+        assert_eq!(c.options.chunk_size, 16 << 20);
+        assert_eq!(
+            parse(&args("pull --chunk-size=1M a b -o x")).unwrap_err(),
+            "--chunk-size applies only to push"
+        );
     }
 
     #[test]

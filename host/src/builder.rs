@@ -20,6 +20,7 @@ impl Default for Builder {
             platforms: Vec::new(),
             referrers: true,
             max_retries: 4,
+            chunk_size: 0,
             timeout: Timeouts::default().idle,
             allow_hosts: Vec::new(),
             cert_dir: None,
@@ -59,6 +60,7 @@ pub struct Builder {
     pub(crate) platforms: Vec<String>,
     pub(crate) referrers: bool,
     pub(crate) max_retries: u32,
+    pub(crate) chunk_size: u64,
     pub(crate) timeout: Duration,
     pub(crate) allow_hosts: Vec<String>,
     pub(crate) cert_dir: Option<PathBuf>,
@@ -238,6 +240,20 @@ impl Builder {
     /// ```
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
+        self
+    }
+
+    /// Upload blobs in `PATCH` chunks of this many bytes (or the registry's
+    /// `OCI-Chunk-Min-Length`, if larger), each streamed, then an empty `PUT`; 0 (the
+    /// default) for one whole-body `PUT` per blob, with 8 MiB chunks from the first time a
+    /// registry refuses that. A chunk cut midway resumes only if it is at most 8 MiB.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().chunk_size(16 << 20).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn chunk_size(mut self, bytes: u64) -> Self {
+        self.chunk_size = bytes;
         self
     }
 

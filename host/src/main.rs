@@ -73,6 +73,11 @@ enum Command {
         /// Where one image of the archive goes, overriding DESTINATION (repeatable)
         #[arg(long = "map", value_name = "FINAL=DESTINATION")]
         map: Vec<String>,
+        /// Upload blobs in PATCH chunks of SIZE bytes (K, M, G: binary multiples; the
+        /// registry's minimum chunk length if larger) instead of one PUT each; without it,
+        /// chunks of 8M only once a registry refuses a whole-body upload
+        #[arg(long, value_name = "SIZE", value_parser = imo_guest::cli::parse_size)]
+        chunk_size: Option<u64>,
     },
     /// Write the embedded WebAssembly component, to run under any WASI 0.2 host
     Component {
@@ -290,7 +295,12 @@ fn print_summary(headline: &str, s: &Summary) {
 }
 
 /// The `Imo` for vet and push: credentials looked up for the destinations only.
-fn for_destination(g: &Global, destination: &str, map: &[String]) -> Result<Imo, Error> {
+fn for_destination(
+    g: &Global,
+    destination: &str,
+    map: &[String],
+    chunk_size: u64,
+) -> Result<Imo, Error> {
     let map = map
         .iter()
         .map(|m| {
@@ -311,7 +321,7 @@ fn for_destination(g: &Global, destination: &str, map: &[String]) -> Result<Imo,
     for (from, to) in map {
         b = b.map_destination(from, to);
     }
-    b.build()
+    b.chunk_size(chunk_size).build()
 }
 
 /// Writes `bytes` to stdout (`-`) or to `path`, through a temporary file renamed when whole.
@@ -343,8 +353,9 @@ async fn vet_or_push(
     destination: &str,
     map: &[String],
     push: bool,
+    chunk_size: u64,
 ) -> Result<(String, Summary), Error> {
-    let imo = for_destination(g, destination, map)?;
+    let imo = for_destination(g, destination, map, chunk_size)?;
     let archive = open_archive(archive).await?;
     if push {
         let s = imo.push(archive, destination).await?;
@@ -443,12 +454,16 @@ async fn run(cli: Cli) -> Result<(), Error> {
             archive,
             destination,
             map,
-        } => vet_or_push(&cli.global, &archive, &destination, &map, false).await?,
+        } => vet_or_push(&cli.global, &archive, &destination, &map, false, 0).await?,
         Command::Push {
             archive,
             destination,
             map,
-        } => vet_or_push(&cli.global, &archive, &destination, &map, true).await?,
+            chunk_size,
+        } => {
+            let chunk_size = chunk_size.unwrap_or(0);
+            vet_or_push(&cli.global, &archive, &destination, &map, true, chunk_size).await?
+        }
     };
     if cli.global.json {
         let json = serde_json::to_string(&summary).expect("a summary serialises");

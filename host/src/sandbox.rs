@@ -28,6 +28,7 @@ impl Imo {
             platforms: self.settings.platforms.clone(),
             referrers: self.settings.referrers,
             max_retries: self.settings.max_retries,
+            chunk_size: self.settings.chunk_size,
             progress: self.settings.reporter.is_some(),
             destination_map: self.settings.destination_map.clone(),
         }

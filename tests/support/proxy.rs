@@ -37,6 +37,14 @@ pub enum Fault {
     /// Answer with this status and an HTML page, as a web server in front of a registry
     /// answers a request it does not know.
     HtmlPage(u16),
+    /// A request with a non-empty body is answered with this status and text before its body
+    /// is read, and the connection closed, as a registry that refuses whole-body uploads
+    /// does; one without a body is forwarded.
+    RefuseBody(u16, String),
+    /// `OCI-Chunk-Min-Length: N` is added to the answers of `POST`s; a `PATCH` shorter than N
+    /// is answered 416 when its session had a short one already (only the last may be
+    /// short). Give it a rule for each method.
+    ChunkMinLength(usize),
 }
 
 /// How long [`Fault::HoldAnswer`] waits for the next request at most.
@@ -93,6 +101,8 @@ struct State {
     holds: Vec<bool>,
     /// The paths of the requests that carried an `Authorization`.
     authorized: Vec<String>,
+    /// Upload sessions (paths without query) that had a `PATCH` shorter than the minimum.
+    short_chunks: Vec<String>,
 }
 
 pub struct Proxy {
@@ -300,6 +310,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     let mut response_limit = usize::MAX;
     let mut fault_cut = None;
     let mut hold = false;
+    let mut min_length = None;
     match fault {
         Some(Fault::Status(code, retry_after)) => {
             std::io::copy(
@@ -352,6 +363,37 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             request_limit = n.min(body_len);
             fault_cut = Some(n);
         }
+        Some(Fault::RefuseBody(code, text)) if body_len > 0 || is_chunked(&head) => {
+            write!(
+                client,
+                "HTTP/1.1 {code} Refused\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            )?;
+            return Ok(());
+        }
+        Some(Fault::ChunkMinLength(min)) if method == "PATCH" => {
+            let session = path.split('?').next().unwrap_or("").to_owned();
+            let mut st = state.lock().unwrap();
+            if st.short_chunks.contains(&session) {
+                drop(st);
+                std::io::copy(
+                    &mut (&mut reader).take(body_len as u64),
+                    &mut std::io::sink(),
+                )?;
+                let body = "a chunk after one shorter than OCI-Chunk-Min-Length";
+                write!(
+                    client,
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )?;
+                return Ok(());
+            }
+            if body_len < min {
+                st.short_chunks.push(session);
+            }
+        }
+        Some(Fault::ChunkMinLength(min)) => min_length = Some(min),
+        Some(Fault::RefuseBody(..)) => {}
         None => {}
         Some(Fault::DropQuery) => {
             if let Some((bare, _)) = path.split_once('?') {
@@ -416,6 +458,13 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         };
         state.lock().unwrap().holds.push(next_came);
     }
+    let response_head = match min_length {
+        Some(min) => format!(
+            "{}\r\nOCI-Chunk-Min-Length: {min}\r\n\r\n",
+            response_head.trim_end()
+        ),
+        None => response_head,
+    };
     client.write_all(response_head.as_bytes())?;
     std::io::copy(
         &mut (&mut up_reader).take(response_limit as u64),

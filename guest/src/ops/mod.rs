@@ -44,6 +44,8 @@ pub struct Options {
     /// Retries of a failed request (connection errors, 429, 5xx), and resumes or restarts of
     /// a cut download or upload; 0 for none.
     pub max_retries: u32,
+    /// Blob uploads go in `PATCH` chunks of this many bytes; 0 for one `PUT` each.
+    pub chunk_size: u64,
     pub progress: bool,
     /// At push and vet: final image reference to destination, overriding the destination
     /// argument for that image.
@@ -189,6 +191,7 @@ fn net<'t>(options: &Options, report: &'t dyn Reporter) -> Net<'t> {
             ..Retry::default()
         },
         report,
+        chunk_size: options.chunk_size,
     }
 }
 

@@ -267,6 +267,7 @@ mod tests {
                 max_wait_ms: 1000,
             },
             report: &|_: &str| {},
+            chunk_size: 0,
         };
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap()

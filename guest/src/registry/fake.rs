@@ -32,6 +32,18 @@ pub struct FakeState {
     /// The answer to a mount `POST`: 201 links the blob from `elsewhere`; 0 (or 202)
     /// declines with a session, as a plain `POST`; any other status declines with it.
     pub mount_status: u16,
+    /// The text of the answers given by `statuses` and `refuse_whole_body`.
+    pub status_text: String,
+    /// A `PUT` with a body is answered with this status before its body is taken, as a
+    /// registry that takes only `PATCH`es does.
+    pub refuse_whole_body: Option<u16>,
+    /// Sent as `OCI-Chunk-Min-Length` on `POST`s; a `PATCH` after a shorter one in its session
+    /// is answered 416.
+    pub chunk_min: Option<usize>,
+    /// The `Content-Range` of each `PATCH`, with its `Content-Length`: `from-last/length`.
+    pub ranges: Vec<String>,
+    /// Sessions that had a `PATCH` shorter than `chunk_min`.
+    pub short_chunks: Vec<u32>,
 }
 
 /// Accepts `left` bytes, then fails as a cut connection does.
@@ -57,13 +69,17 @@ impl Write for CutWriter<'_> {
 }
 
 fn answer(status: u16, headers: &[(&str, String)]) -> Result<Response> {
+    answer_text(status, headers, "")
+}
+
+fn answer_text(status: u16, headers: &[(&str, String)], text: &str) -> Result<Response> {
     Ok(Response {
         status,
         headers: headers
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
             .collect(),
-        body: Box::new(std::io::empty()),
+        body: Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
     })
 }
 
@@ -92,7 +108,11 @@ impl Transport for FakeRegistry {
             st.next_session += 1;
             let id = st.next_session;
             st.sessions.insert(id, vec![]);
-            return answer(202, &[("location", format!("/v2/r/blobs/uploads/{id}"))]);
+            let mut headers = vec![("location", format!("/v2/r/blobs/uploads/{id}"))];
+            if let Some(min) = st.chunk_min {
+                headers.push(("oci-chunk-min-length", min.to_string()));
+            }
+            return answer(202, &headers);
         }
         let id: u32 = path
             .strip_prefix("/v2/r/blobs/uploads/")
@@ -108,6 +128,25 @@ impl Transport for FakeRegistry {
         }
         if let Some(range) = header("content-range") {
             assert_eq!(range.split('-').next(), Some(held.to_string().as_str()));
+        }
+        let length: usize = header("content-length").map_or(0, |n| n.parse().unwrap());
+        if req.method == Method::Put
+            && length > 0
+            && let Some(status) = st.refuse_whole_body
+        {
+            return answer_text(status, &[], &st.status_text);
+        }
+        if req.method == Method::Patch {
+            let range = header("content-range").unwrap_or_default();
+            st.ranges.push(format!("{range}/{length}"));
+            if let Some(min) = st.chunk_min {
+                if st.short_chunks.contains(&id) {
+                    return answer(416, &[]);
+                }
+                if length < min {
+                    st.short_chunks.push(id);
+                }
+            }
         }
         let mut received = Vec::new();
         let (cut, status) = (st.cuts.pop_front(), st.statuses.pop_front());
@@ -127,7 +166,7 @@ impl Transport for FakeRegistry {
             }
         }
         if let Some(status) = status {
-            return answer(status, &[]);
+            return answer_text(status, &[], &st.status_text);
         }
         let session = st.sessions.get_mut(&id).unwrap();
         session.extend(received);

@@ -132,7 +132,9 @@ pub type Pending = Box<dyn FnOnce() -> Result<Response>>;
 ///   request the host's policy refuses is `Error::Denied`, which is final. Any answer, an
 ///   error status too, is `Ok`.
 /// - A body writer's error aborts the request unfinished, so the server commits nothing,
-///   and comes back as the request's error.
+///   and comes back as the request's error; but when writing failed because the server
+///   answered before taking the whole body (refusing the request) and closed the
+///   connection, that answer comes back instead, as the server's word on the request.
 pub trait Transport {
     fn send(&self, request: &Request, body: Option<BodyWriter<'_>>) -> Result<Response>;
 

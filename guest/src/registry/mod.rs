@@ -50,6 +50,9 @@ impl<F: Fn(&str)> Reporter for F {
 pub struct Net<'t> {
     pub retry: Retry,
     pub report: &'t dyn Reporter,
+    /// Blob uploads go in `PATCH` chunks of this many bytes (more if the registry asks);
+    /// 0 for one whole-body `PUT`, with chunks only once a registry refuses that.
+    pub chunk_size: u64,
 }
 
 /// One repository of one registry, with its authentication state.
@@ -63,6 +66,9 @@ pub struct Client<'t> {
     access: Access,
     auth: RefCell<AuthState>,
     net: Net<'t>,
+    /// The chunk size of the next uploads ([`Net::chunk_size`], until the registry refuses
+    /// whole-body uploads).
+    chunk_size: std::cell::Cell<u64>,
 }
 
 impl<'t> Client<'t> {
@@ -96,6 +102,7 @@ impl<'t> Client<'t> {
             access,
             auth: RefCell::new(AuthState::Anonymous),
             net,
+            chunk_size: std::cell::Cell::new(net.chunk_size),
         };
         // Where plain HTTP may follow, a failed HTTPS probe is an answer, not a fault to
         // retry.

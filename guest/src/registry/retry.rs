@@ -1,9 +1,11 @@
 //! Retries: backoff with jitter, the statuses worth another try, and `Retry-After`.
 
 use super::Client;
+use super::error::{ERROR_BODY_LIMIT, registry_detail};
 use super::http::{Request, Response};
 use crate::error::{Error, Result};
 use crate::text::printable;
+use std::io::Read;
 
 /// How hard to try when the network or the registry fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,24 @@ pub fn retryable_status(status: u16) -> bool {
     matches!(status, 429 | 500 | 502 | 503 | 504)
 }
 
+/// Whether an error answer's text says the server does not implement what was asked, which
+/// no retry changes, whatever its status (one registry answers a whole-body `PUT` with `500
+/// missing content length not implemented`).
+pub fn says_unimplemented(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    ["not implemented", "not supported", "unsupported"]
+        .iter()
+        .any(|s| d.contains(s))
+}
+
+/// Reads the start of an error answer's body for its text, leaving the body whole to read.
+pub(super) fn peek_body(resp: &mut Response) -> Vec<u8> {
+    let head = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
+    let rest = std::mem::replace(&mut resp.body, Box::new(std::io::empty()));
+    resp.body = Box::new(std::io::Cursor::new(head.clone()).chain(rest));
+    head
+}
+
 /// `Retry-After` in seconds (the HTTP-date form is rare from registries and ignored).
 pub fn retry_after_ms(value: Option<&str>) -> Option<u64> {
     value?
@@ -67,7 +87,14 @@ impl Client<'_> {
         let mut waited = 0;
         let mut attempt = 0;
         loop {
-            let result = exchange(attempt);
+            let mut result = exchange(attempt);
+            if let Ok(r) = &mut result
+                && retryable_status(r.status)
+                && says_unimplemented(&registry_detail(&peek_body(r)))
+            {
+                // Not a passing failure: the registry lacks what was asked for.
+                return result;
+            }
             let (why, after) = match &result {
                 Err(Error::Unreachable(e)) => (printable(e).into_owned(), None),
                 Ok(r) if retryable_status(r.status) => (
@@ -174,6 +201,7 @@ mod tests {
                 max_wait_ms: 60_000,
             },
             report: &report,
+            chunk_size: 0,
         };
         let reference = crate::reference::Reference::parse("r.io/app").unwrap();
         let access = crate::registry::Access::pull();
@@ -187,5 +215,64 @@ mod tests {
             "{e}"
         );
         assert!(timed_out("Connection timed out") && !timed_out("connection refused"));
+    }
+
+    /// Answers every request with a 500 and this text, counting them.
+    struct Failing {
+        text: &'static str,
+        sent: std::cell::Cell<u32>,
+    }
+
+    impl crate::registry::Transport for Failing {
+        fn send(
+            &self,
+            _: &Request,
+            _: Option<crate::registry::BodyWriter<'_>>,
+        ) -> Result<Response> {
+            self.sent.set(self.sent.get() + 1);
+            Ok(Response {
+                status: 500,
+                headers: vec![],
+                body: Box::new(std::io::Cursor::new(self.text.as_bytes())),
+            })
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_500_saying_a_feature_is_missing_is_not_retried() {
+        let report = |_: &str| {};
+        for (text, tries) in [
+            ("missing content length not implemented", 1),
+            ("disk full", 3),
+        ] {
+            let failing = Failing {
+                text,
+                sent: Default::default(),
+            };
+            let net = crate::registry::Net {
+                retry: Retry {
+                    attempts: 2,
+                    base_delay_ms: 1,
+                    max_wait_ms: 60_000,
+                },
+                report: &report,
+                chunk_size: 0,
+            };
+            let reference = crate::reference::Reference::parse("r.io/app").unwrap();
+            let access = crate::registry::Access::pull();
+            let e = Client::connect(&failing, &reference, None, access, &[], net)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("HTTP 500") && e.contains(text), "{e}");
+            assert_eq!(failing.sent.get(), tries, "{text}");
+        }
     }
 }

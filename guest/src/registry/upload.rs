@@ -1,11 +1,12 @@
-//! Uploads: streamed `PUT`s awaited while the next one streams, resumed from a kept window
-//! of bytes when cut, and cross-repository mounts.
+//! Uploads: streamed `PUT`s awaited while the next one streams, or streamed `PATCH` chunks
+//! (as asked, or once a registry refuses a whole-body `PUT`), resumed from a kept window of
+//! bytes when cut, and cross-repository mounts.
 
 use super::Client;
 use super::auth::AuthState;
-use super::error::{ERROR_BODY_LIMIT, registry_detail};
+use super::error::registry_detail;
 use super::http::{BodyWriter, Method, Pending, Request, Response, Url};
-use super::retry::{retry_after_ms, retryable_status};
+use super::retry::{peek_body, retry_after_ms, retryable_status, says_unimplemented};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
@@ -45,6 +46,25 @@ pub type BlobSource<'a> = &'a mut dyn FnMut(&mut [u8]) -> Result<usize>;
 pub const UPLOAD_WINDOW: usize = 8 << 20;
 /// How much of an upload is pulled from its source and written at once.
 const UPLOAD_CHUNK: usize = 1 << 20;
+/// The `PATCH` chunks of a registry that refused a whole-body upload: as large as the window,
+/// so that a chunk cut midway can always be sent again from where the registry has it.
+pub const FALLBACK_CHUNK: u64 = UPLOAD_WINDOW as u64;
+
+/// Whether the answer to an upload's whole-body `PUT` refuses that way of uploading (so the
+/// blob goes again in `PATCH` chunks) rather than failing; `early`: it came before the body
+/// was all sent.
+pub fn refuses_whole_body(status: u16, early: bool, detail: &str) -> bool {
+    match status {
+        // Not allowed, a length the server will not take (a body in a PUT, or one this
+        // large), a body type it refuses, or not implemented: chunks are the spec's other way.
+        405 | 411 | 413 | 415 | 501 => true,
+        // Answered before the body was sent, the request itself was refused, not its bytes
+        // (a wrong digest shows only after them); or the server says it lacks the feature.
+        // A 500 after the body is a failure, retried.
+        400 | 500 => early || says_unimplemented(detail),
+        _ => false,
+    }
+}
 
 /// The last bytes of an upload, in a ring: what a resumed upload replays.
 struct Window {
@@ -152,6 +172,9 @@ struct Upload {
     what: String,
     window: Window,
     session: Url,
+    /// The registry's `OCI-Chunk-Min-Length` for the session: chunks but the last are at least
+    /// this long.
+    min_chunk: u64,
     /// The byte the next body request starts from.
     from: u64,
     resumes: u32,
@@ -171,6 +194,17 @@ struct Cut {
     after_ms: Option<u64>,
     /// A 401 to a bearer token: a new one is needed first.
     unauthorized: bool,
+    /// A whole-body `PUT` refused as such ([`refuses_whole_body`]): the blob goes again in
+    /// chunks.
+    refused: bool,
+}
+
+/// A body request sent, its answer pending.
+struct Sent {
+    answer: Pending,
+    /// For a whole-body `PUT`, whether the answer came before the body was all sent;
+    /// `None` for other requests, whose refusal is no reason to upload otherwise.
+    whole: Option<bool>,
 }
 
 impl Cut {
@@ -182,9 +216,76 @@ impl Cut {
                 connection: true,
                 after_ms: None,
                 unauthorized: false,
+                refused: false,
             }),
             e => Err(e),
         }
+    }
+}
+
+/// The headers of an upload request's body of `length` bytes.
+fn content(length: u64) -> Vec<(String, String)> {
+    vec![
+        (
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned(),
+        ),
+        ("content-length".to_owned(), length.to_string()),
+    ]
+}
+
+/// Writes the blob's bytes from `from` up to `end` (the source's end when `None`) into `w`:
+/// the kept ones replayed, the rest pulled from `source` through the window. A failure of
+/// the source is also left in `pulled`: it ends the upload, it is not a cut.
+#[allow(clippy::too_many_arguments)]
+fn send_bytes(
+    window: &mut Window,
+    from: u64,
+    end: Option<u64>,
+    source: BlobSource<'_>,
+    w: &mut dyn Write,
+    pulled: &mut Result<()>,
+    registry: &str,
+    what: &str,
+) -> Result<()> {
+    let sent = |e: std::io::Error| Error::Unreachable(format!("sending to {registry} failed: {e}"));
+    let Some((older, newer)) = window.since(from) else {
+        return Err(Error::Registry(format!(
+            "{what}: byte {from} on is no longer kept"
+        )));
+    };
+    // Of the kept bytes, those up to `end`.
+    let mut room = end.map_or(u64::MAX, |end| end - from);
+    for kept in [older, newer] {
+        let n = kept.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        w.write_all(&kept[..n]).map_err(sent)?;
+        room -= n as u64;
+    }
+    loop {
+        let want = usize::try_from(room)
+            .unwrap_or(usize::MAX)
+            .min(UPLOAD_CHUNK);
+        if want == 0 {
+            return Ok(());
+        }
+        let n = match source(window.spare(want)) {
+            Ok(0) if end.is_none() => return Ok(()),
+            Ok(0) => {
+                let e = Error::Io(format!(
+                    "{what}: the blob ended after {} bytes, short of its size",
+                    window.total()
+                ));
+                *pulled = Err(e.clone());
+                return Err(e);
+            }
+            Ok(n) => n,
+            Err(e) => {
+                *pulled = Err(e.clone());
+                return Err(e);
+            }
+        };
+        w.write_all(window.commit(n)).map_err(sent)?;
+        room -= n as u64;
     }
 }
 
@@ -220,48 +321,11 @@ impl Client<'_> {
         }
     }
 
-    /// Uploads a blob as [`Client::upload`] does, into `session` when given: the one a
-    /// declined mount offered. A resume may still open a new one.
-    pub fn upload_in(
-        &self,
-        session: Option<Url>,
-        d: &Descriptor,
-        source: BlobSource<'_>,
-    ) -> Result<Committing<'_>> {
-        let Some(session) = session else {
-            return self.upload(d, source);
-        };
-        let what = format!("upload of blob {}", d.digest);
-        let capacity = usize::try_from(d.size)
-            .unwrap_or(usize::MAX)
-            .min(UPLOAD_WINDOW);
-        let mut up = Upload {
-            d: d.clone(),
-            what,
-            window: Window::new(capacity),
-            session,
-            from: 0,
-            resumes: 0,
-            waited: 0,
-            renewed: false,
-        };
-        let cut = match self.upload_from(&mut up, source)? {
-            Ok(answer) => {
-                return Ok(Committing::pending(move || {
-                    match self.stored(answer, &up.what)? {
-                        None => Ok(()),
-                        Some(cut) => self.resume(&mut up, cut, &mut |_| Ok(0)),
-                    }
-                }));
-            }
-            Err(cut) => cut,
-        };
-        self.resume(&mut up, cut, source)?;
-        Ok(Committing::done())
-    }
-
-    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT`, whose
-    /// answer the returned [`Committing`] awaits. The source is expected to verify the bytes
+    /// Uploads a blob whose bytes `source` hands out: `POST`, then one streamed `PUT` (or,
+    /// when this client uploads in chunks, streamed `PATCH`es and an empty `PUT`), whose
+    /// answer the returned [`Committing`] awaits. A whole-body `PUT` the registry refuses as
+    /// such (`refuses_whole_body`) goes again in chunks of `FALLBACK_CHUNK`, as every later
+    /// upload of this client. The source is expected to verify the bytes
     /// and fail rather than hand out the bytes completing a wrong blob, which aborts the
     /// request so the registry commits nothing.
     ///
@@ -273,22 +337,44 @@ impl Client<'_> {
     /// in a new session, the kept bytes replayed and the rest pulled from `source`. Otherwise
     /// it fails, saying how far it got.
     pub fn upload(&self, d: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
+        self.upload_in(None, d, source)
+    }
+
+    /// Uploads a blob as [`Client::upload`] does, into `session` when given: the one a
+    /// declined mount offered. A resume may still open a new one.
+    pub fn upload_in(
+        &self,
+        session: Option<Url>,
+        d: &Descriptor,
+        source: BlobSource<'_>,
+    ) -> Result<Committing<'_>> {
         let what = format!("upload of blob {}", d.digest);
         let capacity = usize::try_from(d.size)
             .unwrap_or(usize::MAX)
             .min(UPLOAD_WINDOW);
-        let session = self.start_upload(&what)?;
+        // An offered session says nothing of chunk lengths; the registry's refusal of a short
+        // chunk would show as a failed PATCH.
+        let (session, min_chunk) = match session {
+            Some(url) => (url, 0),
+            None => self.start_upload(&what)?,
+        };
         let mut up = Upload {
             d: d.clone(),
             what,
             window: Window::new(capacity),
             session,
+            min_chunk,
             from: 0,
             resumes: 0,
             waited: 0,
             renewed: false,
         };
         let cut = match self.upload_from(&mut up, source)? {
+            // Answered before the source was read through: settled now, while it can be.
+            Ok(sent) if sent.whole == Some(true) => match self.stored(sent, &up.what)? {
+                None => return Ok(Committing::done()),
+                Some(cut) => cut,
+            },
             Ok(answer) => {
                 return Ok(Committing::pending(move || {
                     match self.stored(answer, &up.what)? {
@@ -309,6 +395,13 @@ impl Client<'_> {
     /// cannot go on.
     fn resume(&self, up: &mut Upload, mut cut: Cut, source: BlobSource<'_>) -> Result<()> {
         loop {
+            if cut.refused {
+                cut = match self.chunks_instead(up, &cut, source)? {
+                    None => return Ok(()),
+                    Some(cut) => cut,
+                };
+                continue;
+            }
             up.resumes += 1;
             let retry = self.net.retry;
             let delay = cut
@@ -382,7 +475,7 @@ impl Client<'_> {
                         },
                         cut.why
                     ));
-                    up.session = self.start_upload(&up.what)?;
+                    (up.session, up.min_chunk) = self.start_upload(&up.what)?;
                     up.from = 0;
                 }
                 Resume::GiveUp => {
@@ -411,8 +504,47 @@ impl Client<'_> {
         }
     }
 
-    /// Opens an upload session (`POST`), returning its URL.
-    fn start_upload(&self, what: &str) -> Result<Url> {
+    /// After a registry refused a whole-body upload: the blob again, in chunks in a new
+    /// session, as every later upload of this client (the registry would refuse them too),
+    /// if every byte sent is still kept. `None` once the registry stored the blob.
+    fn chunks_instead(
+        &self,
+        up: &mut Upload,
+        cut: &Cut,
+        source: BlobSource<'_>,
+    ) -> Result<Option<Cut>> {
+        if self.chunk_size.get() == 0 {
+            self.chunk_size.set(FALLBACK_CHUNK);
+            self.net.report.line(&format!(
+                "{} refused the {} in one request ({}): uploading in chunks of {FALLBACK_CHUNK} \
+                 bytes from now on",
+                self.registry, up.what, cut.why
+            ));
+        }
+        let (total, kept) = (up.window.total(), up.window.kept());
+        if resume_plan(total, kept, None) != Resume::Restart {
+            return Err(Error::Registry(format!(
+                "{}: the upload of blob {} to {} was refused in one request ({}), and imo no \
+                 longer keeps the {total} bytes it wrote to send them again in chunks; run the \
+                 push again with --chunk-size {}M: blobs already at the destination are skipped",
+                self.registry,
+                up.d.digest,
+                self.repository,
+                cut.why,
+                FALLBACK_CHUNK >> 20
+            )));
+        }
+        (up.session, up.min_chunk) = self.start_upload(&up.what)?;
+        up.from = 0;
+        Ok(match self.upload_from(up, source)? {
+            Ok(sent) => self.stored(sent, &up.what)?,
+            Err(cut) => Some(cut),
+        })
+    }
+
+    /// Opens an upload session (`POST`), returning its URL and the registry's
+    /// `OCI-Chunk-Min-Length` (0 without one).
+    fn start_upload(&self, what: &str) -> Result<(Url, u64)> {
         let url = self.repo_url("blobs/uploads/");
         let start = self.send(Method::Post, url.clone(), vec![], None, true)?;
         let start = self.expect(start, &[202], what)?;
@@ -422,67 +554,54 @@ impl Client<'_> {
                 self.registry
             )));
         };
+        let min_chunk = start
+            .header("oci-chunk-min-length")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
         // Relative to the request, as RFC 3986 says.
-        url.join(location)
-            .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))
+        let url = url
+            .join(location)
+            .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
+        Ok((url, min_chunk))
     }
 
-    /// Sends the blob from byte `up.from` on in `up.session`: from the start, one `PUT`
-    /// carrying it all; past it, a `PATCH` of the rest (none if the registry holds every byte)
-    /// and an empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into the
+    /// Sends the blob from byte `up.from` on in `up.session`: in chunks when this client
+    /// uploads so ([`Client::upload_chunks`]); otherwise, from the start, one `PUT` carrying
+    /// it all, and past it, a `PATCH` of the rest (none if the registry holds every byte) and
+    /// an empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into the
     /// window. The `PUT`'s answer is left pending; `Err` when a request failed in a way worth
     /// resuming from.
     fn upload_from(
         &self,
         up: &mut Upload,
         source: BlobSource<'_>,
-    ) -> Result<std::result::Result<Pending, Cut>> {
-        let content = |length: u64| {
-            vec![
-                (
-                    "content-type".to_owned(),
-                    "application/octet-stream".to_owned(),
-                ),
-                ("content-length".to_owned(), length.to_string()),
-            ]
-        };
+    ) -> Result<std::result::Result<Sent, Cut>> {
+        let chunk = self.chunk_size.get();
+        if chunk > 0 && up.from < up.d.size {
+            return self.upload_chunks(up, source, chunk.max(up.min_chunk));
+        }
         let (d, from) = (&up.d, up.from);
         let put_url = up.session.with_query("digest", d.digest.as_str());
-        if from > 0 && from == d.size {
+        if from == d.size {
             return self.put_started(put_url, content(0), None);
         }
         let mut pulled = Ok(());
-        let window = &mut up.window;
-        let what = &up.what;
+        let mut complete = false;
+        let (window, what) = (&mut up.window, &up.what);
+        let registry = &self.registry;
         let mut body = |w: &mut dyn Write| -> Result<()> {
-            let sent = |e: std::io::Error| {
-                Error::Unreachable(format!("sending to {} failed: {e}", self.registry))
-            };
-            let Some((older, newer)) = window.since(from) else {
-                return Err(Error::Registry(format!(
-                    "{what}: byte {from} on is no longer kept"
-                )));
-            };
-            w.write_all(older).map_err(sent)?;
-            w.write_all(newer).map_err(sent)?;
-            loop {
-                let n = match source(window.spare(UPLOAD_CHUNK)) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) => {
-                        // The source's failure ends the upload; it is not a cut.
-                        pulled = Err(e.clone());
-                        return Err(e);
-                    }
-                };
-                w.write_all(window.commit(n)).map_err(sent)?;
-            }
+            send_bytes(window, from, None, source, w, &mut pulled, registry, what)?;
+            complete = true;
+            Ok(())
         };
         // The body cannot be written again by the transport: a failure comes back here.
         if from == 0 {
             let started = self.put_started(put_url, content(d.size), Some(&mut body));
             pulled?;
-            return started;
+            return Ok(started?.map(|sent| Sent {
+                whole: Some(!complete),
+                ..sent
+            }));
         }
         let mut headers = content(d.size - from);
         headers.push(("content-range".to_owned(), format!("{from}-{}", d.size - 1)));
@@ -494,19 +613,73 @@ impl Client<'_> {
             false,
         );
         pulled?;
-        let resp = match self.resumable(patch, 202, &up.what)? {
+        let resp = match self.resumable(patch, 202, &up.what, None)? {
             Ok(resp) => resp,
             Err(cut) => return Ok(Err(cut)),
         };
-        // The session goes on at the Location the PATCH answered with.
+        self.follow_session(up, &resp)?;
+        let put_url = up.session.with_query("digest", up.d.digest.as_str());
+        self.put_started(put_url, content(0), None)
+    }
+
+    /// Sends the blob from byte `up.from` on in `PATCH` chunks of `chunk` bytes (the last
+    /// shorter), each streamed, then an empty `PUT` whose answer is left pending. A chunk
+    /// acknowledged moves `up.from` on, so that a cut replays only the chunk it cut.
+    fn upload_chunks(
+        &self,
+        up: &mut Upload,
+        source: BlobSource<'_>,
+        chunk: u64,
+    ) -> Result<std::result::Result<Sent, Cut>> {
+        while up.from < up.d.size {
+            let (from, end) = (up.from, up.d.size.min(up.from.saturating_add(chunk)));
+            let mut pulled = Ok(());
+            let (window, what) = (&mut up.window, &up.what);
+            let registry = &self.registry;
+            let mut body = |w: &mut dyn Write| -> Result<()> {
+                send_bytes(
+                    window,
+                    from,
+                    Some(end),
+                    source,
+                    w,
+                    &mut pulled,
+                    registry,
+                    what,
+                )
+            };
+            let mut headers = content(end - from);
+            headers.push(("content-range".to_owned(), format!("{from}-{}", end - 1)));
+            let patch = self.send(
+                Method::Patch,
+                up.session.clone(),
+                headers,
+                Some(&mut body),
+                false,
+            );
+            pulled?;
+            let resp = match self.resumable(patch, 202, &up.what, None)? {
+                Ok(resp) => resp,
+                Err(cut) => return Ok(Err(cut)),
+            };
+            // The answer's `Range` is not trusted to move on: one registry counts only the
+            // last chunk's bytes in it. A session that lost bytes fails the digest at the end.
+            self.follow_session(up, &resp)?;
+            up.from = end;
+        }
+        let put_url = up.session.with_query("digest", up.d.digest.as_str());
+        self.put_started(put_url, content(0), None)
+    }
+
+    /// The session goes on at the Location an upload request's answer gives, if any.
+    fn follow_session(&self, up: &mut Upload, resp: &Response) -> Result<()> {
         if let Some(location) = resp.header("location") {
             up.session = up
                 .session
                 .join(location)
                 .map_err(|e| Error::Registry(format!("{}: upload {e}", self.registry)))?;
         }
-        let put_url = up.session.with_query("digest", up.d.digest.as_str());
-        self.put_started(put_url, content(0), None)
+        Ok(())
     }
 
     /// Starts an upload's `PUT` ([`Client::start`]: never replayed nor redirected), leaving
@@ -516,46 +689,59 @@ impl Client<'_> {
         url: Url,
         headers: Vec<(String, String)>,
         body: Option<BodyWriter<'_>>,
-    ) -> Result<std::result::Result<Pending, Cut>> {
+    ) -> Result<std::result::Result<Sent, Cut>> {
         let request = Request {
             method: Method::Put,
             url,
             headers,
         };
         match self.start(request, body) {
-            Ok(answer) => Ok(Ok(answer)),
+            Ok(answer) => Ok(Ok(Sent {
+                answer,
+                whole: None,
+            })),
             Err(e) => Ok(Err(Cut::from_error(e)?)),
         }
     }
 
     /// Awaits an upload's `PUT`: `None` once the registry stored the blob, or a failure worth
     /// resuming from.
-    fn stored(&self, answer: Pending, what: &str) -> Result<Option<Cut>> {
-        Ok(self.resumable(answer(), 201, what)?.err())
+    fn stored(&self, sent: Sent, what: &str) -> Result<Option<Cut>> {
+        Ok(self
+            .resumable((sent.answer)(), 201, what, sent.whole)?
+            .err())
     }
 
     /// Sorts the outcome of an upload request: the expected answer, a failure worth resuming
-    /// from, or an error.
+    /// from (a whole-body `PUT` refused as such, when `whole` says it was one, and whether it
+    /// was answered early), or an error: a status no retry changes fails at once.
     fn resumable(
         &self,
         result: Result<Response>,
         expected: u16,
         what: &str,
+        whole: Option<bool>,
     ) -> Result<std::result::Result<Response, Cut>> {
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => return Ok(Err(Cut::from_error(e)?)),
         };
+        if resp.status == expected {
+            return Ok(Ok(resp));
+        }
         let bearer = matches!(&*self.auth.borrow(), AuthState::Bearer { .. });
-        if retryable_status(resp.status) || (resp.status == 401 && bearer) {
-            let after_ms = retry_after_ms(resp.header("retry-after"));
-            let body = resp.read_limited(ERROR_BODY_LIMIT).unwrap_or_default();
-            let why = format!("HTTP {} {}", resp.status, registry_detail(&body));
+        let body = peek_body(&mut resp);
+        let detail = registry_detail(&body);
+        let refused = whole.is_some_and(|early| refuses_whole_body(resp.status, early, &detail));
+        let transient = retryable_status(resp.status) && !says_unimplemented(&detail);
+        if refused || transient || (resp.status == 401 && bearer) {
+            let why = format!("HTTP {} {detail}", resp.status);
             Ok(Err(Cut {
                 why: why.trim_end().to_owned(),
                 connection: false,
-                after_ms,
+                after_ms: retry_after_ms(resp.header("retry-after")),
                 unauthorized: resp.status == 401,
+                refused,
             }))
         } else {
             self.expect(resp, &[expected], what).map(Ok)
@@ -720,6 +906,17 @@ mod tests {
         declared: &[u8],
         attempts: u32,
     ) -> (Result<()>, Vec<String>, Vec<String>) {
+        upload_in_chunks(fake, data, declared, attempts, 0)
+    }
+
+    /// [`upload_to`], in chunks of `chunk_size` bytes (0 for none).
+    fn upload_in_chunks(
+        fake: &FakeRegistry,
+        data: &[u8],
+        declared: &[u8],
+        attempts: u32,
+        chunk_size: u64,
+    ) -> (Result<()>, Vec<String>, Vec<String>) {
         let lines = RefCell::new(Vec::new());
         let report = |l: &str| lines.borrow_mut().push(l.to_owned());
         let net = Net {
@@ -729,6 +926,7 @@ mod tests {
                 max_wait_ms: 60_000,
             },
             report: &report,
+            chunk_size,
         };
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let client =
@@ -784,6 +982,7 @@ mod tests {
                 max_wait_ms: 60_000,
             },
             report: &report,
+            chunk_size: 0,
         };
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let client =
@@ -974,5 +1173,210 @@ mod tests {
                 .count();
             assert_eq!(bodies, 1 + cuts.len(), "{log:?}");
         }
+    }
+
+    #[test]
+    fn chunked_uploads_patch_each_range_then_put_nothing() {
+        let fake = FakeRegistry::default();
+        let data = blob_bytes(3 << 20 | 123);
+        let (r, lines, log) = upload_in_chunks(&fake, &data, &data, 4, 1 << 20);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(
+            log[1..],
+            [
+                "POST /v2/r/blobs/uploads/",
+                "PATCH /v2/r/blobs/uploads/1",
+                "PATCH /v2/r/blobs/uploads/1",
+                "PATCH /v2/r/blobs/uploads/1",
+                "PATCH /v2/r/blobs/uploads/1",
+                "PUT /v2/r/blobs/uploads/1",
+            ]
+        );
+        assert_eq!(
+            fake.state.borrow().ranges,
+            [
+                "0-1048575/1048576",
+                "1048576-2097151/1048576",
+                "2097152-3145727/1048576",
+                "3145728-3145850/123",
+            ]
+        );
+    }
+
+    #[test]
+    fn chunks_are_at_least_the_registrys_minimum() {
+        let fake = FakeRegistry::default();
+        fake.state.borrow_mut().chunk_min = Some(1_500_000);
+        let data = blob_bytes(3 << 20 | 123);
+        let (r, _, _) = upload_in_chunks(&fake, &data, &data, 4, 1 << 20);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert_eq!(
+            fake.state.borrow().ranges,
+            [
+                "0-1499999/1500000",
+                "1500000-2999999/1500000",
+                "3000000-3145850/145851",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chunk_cut_midway_resumes_where_the_registry_has_it() {
+        let fake = FakeRegistry::default();
+        // The third chunk is cut 300 kB in.
+        fake.state.borrow_mut().cuts = [usize::MAX, usize::MAX, 300_000].into();
+        let data = blob_bytes(3 << 20 | 123);
+        let (r, lines, _) = upload_in_chunks(&fake, &data, &data, 4, 1 << 20);
+        r.unwrap();
+        assert!(stored(&fake, &data));
+        assert!(lines[0].contains("at byte 2397152 of"), "{lines:?}");
+        assert_eq!(
+            fake.state.borrow().ranges[2..],
+            ["2097152-3145727/1048576", "2397152-3145850/748699"]
+        );
+    }
+
+    /// Two blobs uploaded by one client into `fake`, whole-body: the outcomes, the report
+    /// lines and the requests.
+    fn two_uploads(
+        fake: &FakeRegistry,
+        sizes: [usize; 2],
+    ) -> (Vec<Result<()>>, Vec<String>, Vec<String>) {
+        let lines = RefCell::new(Vec::new());
+        let report = |l: &str| lines.borrow_mut().push(l.to_owned());
+        let net = Net {
+            retry: Retry {
+                attempts: 4,
+                base_delay_ms: 1,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+            chunk_size: 0,
+        };
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        let client =
+            Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap();
+        let results = sizes
+            .iter()
+            .map(|&size| {
+                let data = blob_bytes(size);
+                let d = Descriptor {
+                    media_type: "application/octet-stream".into(),
+                    digest: Digest::of(&data),
+                    size: data.len() as u64,
+                    platform: None,
+                    annotations: Default::default(),
+                };
+                let mut rest = &data[..];
+                let r = client
+                    .upload(&d, &mut |b| {
+                        rest.read(b).map_err(|e| Error::Io(e.to_string()))
+                    })
+                    .and_then(Committing::finish);
+                assert!(r.is_err() || stored(fake, &data));
+                r
+            })
+            .collect();
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        let lines = lines.borrow().clone();
+        (results, lines, log)
+    }
+
+    #[test]
+    fn a_refused_whole_body_put_goes_again_in_chunks_from_then_on() {
+        for (status, text) in [(500, "missing content length not implemented"), (405, "")] {
+            let fake = FakeRegistry::default();
+            fake.state.borrow_mut().refuse_whole_body = Some(status);
+            fake.state.borrow_mut().status_text = text.into();
+            let (results, lines, log) = two_uploads(&fake, [3 << 20, 100_000]);
+            assert!(results.iter().all(Result::is_ok), "{status}: {results:?}");
+            assert_eq!(
+                log[1..],
+                [
+                    "POST /v2/r/blobs/uploads/",
+                    "PUT /v2/r/blobs/uploads/1",
+                    "POST /v2/r/blobs/uploads/",
+                    "PATCH /v2/r/blobs/uploads/2",
+                    "PUT /v2/r/blobs/uploads/2",
+                    // The next blob goes in chunks at once.
+                    "POST /v2/r/blobs/uploads/",
+                    "PATCH /v2/r/blobs/uploads/3",
+                    "PUT /v2/r/blobs/uploads/3",
+                ],
+                "{status}"
+            );
+            assert!(
+                lines.len() == 1
+                    && lines[0].contains("refused the upload of blob sha256:")
+                    && lines[0].contains(format!("(HTTP {status} {text}").trim_end())
+                    && lines[0].contains("uploading in chunks of 8388608 bytes from now on"),
+                "{status}: {lines:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_put_whose_bytes_are_gone_says_to_push_in_chunks() {
+        let fake = FakeRegistry::default();
+        // Refused only once the whole body, more than the window, went out.
+        fake.state.borrow_mut().statuses = [501].into();
+        let data = blob_bytes(UPLOAD_WINDOW + (1 << 20));
+        let (r, _, log) = upload_to(&fake, &data, &data, 4);
+        let e = r.unwrap_err();
+        assert!(matches!(e, Error::Registry(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("refused in one request (HTTP 501")
+                && e.contains("run the push again with --chunk-size 8M"),
+            "{e}"
+        );
+        assert_eq!(log.iter().filter(|l| l.starts_with("PUT")).count(), 1);
+    }
+
+    #[test]
+    fn a_status_no_retry_changes_fails_at_once() {
+        let data = blob_bytes(3 << 20);
+        // A 500 that says the feature is missing, to a PATCH; a 400 after a whole body.
+        for (chunk, status, text) in [
+            (1 << 20, 500, "unsupported feature: chunked uploads"),
+            (0, 400, "bad request"),
+        ] {
+            let fake = FakeRegistry::default();
+            fake.state.borrow_mut().statuses = [status].into();
+            fake.state.borrow_mut().status_text = text.into();
+            let (r, lines, log) = upload_in_chunks(&fake, &data, &data, 4, chunk);
+            let e = r.unwrap_err();
+            assert!(matches!(e, Error::Status(_)), "{status}: {e}");
+            let e = e.to_string();
+            assert!(e.contains(&format!("{status}")) && e.contains(text), "{e}");
+            assert!(lines.is_empty(), "{status}: {lines:?}");
+            assert_eq!(log.len(), 3, "{status}: {log:?}");
+        }
+    }
+
+    #[test]
+    fn whole_body_refusals_are_told_from_failures() {
+        for status in [405, 411, 413, 415, 501] {
+            assert!(refuses_whole_body(status, false, ""), "{status}");
+        }
+        assert!(refuses_whole_body(500, true, ""));
+        assert!(refuses_whole_body(400, true, "x"));
+        assert!(refuses_whole_body(
+            500,
+            false,
+            "missing content length not implemented"
+        ));
+        assert!(!refuses_whole_body(500, false, "storage failed"));
+        assert!(!refuses_whole_body(
+            400,
+            false,
+            "DIGEST_INVALID: digest invalid"
+        ));
+        assert!(!refuses_whole_body(503, true, ""));
+        assert!(!refuses_whole_body(404, true, ""));
+        assert!(says_unimplemented("Unsupported feature") && !says_unimplemented("down"));
     }
 }

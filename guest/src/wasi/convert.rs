@@ -30,6 +30,7 @@ impl From<wit::Options> for Options {
             platforms: o.platforms,
             referrers: o.referrers,
             max_retries: o.max_retries,
+            chunk_size: o.chunk_size,
             progress: o.progress,
             destination_map: o.destination_map,
         }

@@ -34,11 +34,14 @@ impl Transport for WasiHttp {
     }
 
     fn start(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending, Error> {
-        let future = send(req, body, &self.limits)?;
+        let sent = send_body(req, body, &self.limits)?;
         let what = format!("{} {}", req.method.as_str(), req.url);
         let limits = self.limits;
         Ok(Box::new(move || {
-            let answer = answer(&future, &what, &limits)?;
+            let answer = match sent {
+                Sent::Later(future) => answer(&future, &what, &limits)?,
+                Sent::Early(response) => head(response, &what, &limits)?,
+            };
             Ok(Response {
                 status: answer.status,
                 headers: answer.headers,
@@ -48,12 +51,39 @@ impl Transport for WasiHttp {
     }
 }
 
-/// Sends a request and its whole body, returning the answer to come.
+/// Sends a request and its whole body, returning the answer to come; a server's answer
+/// before it took the whole body is its error.
 pub(super) fn send(
     req: &Request,
     body: Option<BodyWriter<'_>>,
     limits: &Timeouts,
 ) -> Result<http::FutureIncomingResponse, Error> {
+    let what = format!("{} {}", req.method.as_str(), req.url);
+    match send_body(req, body, limits)? {
+        Sent::Later(future) => Ok(future),
+        Sent::Early(response) => {
+            let status = response.status();
+            Err(Error::Registry(format!(
+                "{what}: answered HTTP {status} before the request's body was sent"
+            )))
+        }
+    }
+}
+
+/// A request sent: its answer to come, or the answer that came before its body was all
+/// sent.
+enum Sent {
+    Later(http::FutureIncomingResponse),
+    Early(http::IncomingResponse),
+}
+
+/// Sends a request and its whole body, returning the answer to come, or the server's
+/// answer if it came before it took the whole body.
+fn send_body(
+    req: &Request,
+    body: Option<BodyWriter<'_>>,
+    limits: &Timeouts,
+) -> Result<Sent, Error> {
     let what = format!("{} {}", req.method.as_str(), req.url);
     let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{what}: {e}"));
     let mut fields: Vec<(String, Vec<u8>)> = req
@@ -95,22 +125,73 @@ pub(super) fn send(
         .map_err(|e| failure(&what, &e, limits))?;
     if let Some(write) = body {
         let stream = outgoing.write().expect("a new body's stream is taken once");
+        let mut writer = Watched {
+            inner: StreamWriter(&stream),
+            failed: false,
+        };
         // Once a body reaches its Content-Length the host may close the stream, so a
         // flush that finds it closed has nothing left to do.
-        let written =
-            write(&mut StreamWriter(&stream)).and_then(|()| match stream.blocking_flush() {
-                Ok(()) | Err(StreamError::Closed) => Ok(()),
-                Err(e) => Err(unreachable(&stream_error(e))),
-            });
+        let written = write(&mut writer).and_then(|()| match stream.blocking_flush() {
+            Ok(()) | Err(StreamError::Closed) => Ok(()),
+            Err(e) => {
+                writer.failed = true;
+                Err(unreachable(&stream_error(e)))
+            }
+        });
+        let failed = writer.failed;
         drop(stream);
         if let Err(e) = written {
+            // A server may answer before taking the whole body (refusing the request) and
+            // close the connection: its answer, if it came, says more than the cut.
+            let answered = if failed { early_answer(&future) } else { None };
             // Dropping the body unfinished aborts the request: nothing is committed.
             drop(outgoing);
-            return Err(e);
+            return answered.map(Sent::Early).ok_or(e);
         }
     }
-    http::OutgoingBody::finish(outgoing, None).map_err(|e| failure(&what, &e, limits))?;
-    Ok(future)
+    if let Err(e) = http::OutgoingBody::finish(outgoing, None) {
+        return early_answer(&future)
+            .map(Sent::Early)
+            .ok_or_else(|| failure(&what, &e, limits));
+    }
+    Ok(Sent::Later(future))
+}
+
+/// How long an answer that came before the body was all sent is waited for, once writing
+/// the body failed.
+const EARLY_ANSWER_MS: u64 = 2_000;
+
+/// The server's answer, if one came within a short wait once writing the body failed: a
+/// server may answer before it takes the whole body (refusing the request) and close the
+/// connection, and its answer says more than the cut.
+fn early_answer(future: &http::FutureIncomingResponse) -> Option<http::IncomingResponse> {
+    let timer = wasip2::clocks::monotonic_clock::subscribe_duration(EARLY_ANSWER_MS * 1_000_000);
+    let ready = future.subscribe();
+    while !ready.ready() && !timer.ready() {
+        wasip2::io::poll::poll(&[&ready, &timer]);
+    }
+    future.get()?.ok()?.ok()
+}
+
+/// The body's writer, noting whether the stream itself failed (rather than the caller's
+/// source of bytes).
+struct Watched<'a> {
+    inner: StreamWriter<'a>,
+    failed: bool,
+}
+
+impl io::Write for Watched<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf);
+        self.failed |= written.is_err();
+        written
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = self.inner.flush();
+        self.failed |= flushed.is_err();
+        flushed
+    }
 }
 
 /// The limits as wasi-http request options. A host that does not support one refuses its
@@ -168,6 +249,12 @@ pub(super) fn answer(
     let response = response
         .map_err(|()| unreachable(&"the response was already taken"))?
         .map_err(|e| failure(what, &e, limits))?;
+    head(response, what, limits)
+}
+
+/// A response's head, and its body to read.
+fn head(response: http::IncomingResponse, what: &str, limits: &Timeouts) -> Result<Answer, Error> {
+    let unreachable = |e: &dyn std::fmt::Display| Error::Unreachable(format!("{what}: {e}"));
     let status = response.status();
     let headers = response
         .headers()
