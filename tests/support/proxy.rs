@@ -30,6 +30,9 @@ pub enum Fault {
     Redirect(String),
     /// Answer with this status and this body.
     Answer(u16, String),
+    /// Answer with this status and an HTML page (`text/html`), as a web server in front of a
+    /// registry, or one that knows no such endpoint or parameter, does.
+    WebPage(u16),
 }
 
 /// How long [`Fault::HoldAnswer`] waits for the next request at most.
@@ -344,6 +347,18 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         Some(Fault::CutRequestAfter(n)) => {
             request_limit = n.min(body_len);
             fault_cut = Some(n);
+        }
+        Some(Fault::WebPage(code)) => {
+            let body = format!(
+                "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\">\n<html><head>\
+                 <title>Error {code}</title></head><body><h1>{code}</h1></body></html>\n"
+            );
+            write!(
+                client,
+                "HTTP/1.1 {code} Page\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )?;
+            return Ok(());
         }
         None => {}
     }
