@@ -79,8 +79,9 @@ impl fmt::Display for Refusal {
 pub struct TagList {
     tags: Vec<String>,
     seen: HashSet<String>,
-    /// The pages read, by URL, to catch a loop.
+    /// The pages read, by URL, to catch a loop, and how many.
     read: HashSet<String>,
+    pages: usize,
     /// How many names were not valid tags, and the first few of them (printable).
     skipped: (usize, Vec<String>),
 }
@@ -101,9 +102,10 @@ impl TagList {
             // Absent or null: a repository without tags.
             tags: Option<Vec<String>>,
         }
-        if self.read.len() >= MAX_TAG_PAGES {
+        if self.pages == MAX_TAG_PAGES {
             return Err(Refusal::TooManyPages);
         }
+        self.pages += 1;
         self.read.insert(url.to_string());
         let page: Page = serde_json::from_slice(body).map_err(|e| {
             let said = super::error::Said::of(content_type, body);
