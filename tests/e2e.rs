@@ -592,3 +592,58 @@ fn vet_asks_about_every_blob_over_a_few_connections() {
         "vet of 8 omitted blobs opened {n} connections"
     );
 }
+
+#[test]
+fn a_whole_repository_is_inventoried_where_page_sizes_or_tag_lists_are_refused() {
+    use support::proxy::{Fault, Proxy, Rule};
+    let src = two_versions(None);
+    let work = TempDir::new("inventory-quirks");
+    let inventory = |reference: &str, name: &str| {
+        let out = work.join(name);
+        imo_ok(&["inventory", "-q", reference, "-o", path_str(&out)]);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        // The registry's address differs through the proxy; what it holds does not.
+        v.as_object_mut().unwrap().remove("sources");
+        v
+    };
+    let direct = inventory(&src.image("app"), "direct.json");
+    assert_eq!(direct["manifests"].as_array().unwrap().len(), 2, "{direct}");
+
+    // A registry that answers any tag list asking for a page size with a 404 web page.
+    let refusing = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", "/tags/list?n=", 10, Fault::HtmlPage(404))],
+    );
+    assert_eq!(inventory(&refusing.image("app"), "refusing.json"), direct);
+    assert_eq!(refusing.faults(), 1, "asked once with ?n=, then without");
+    assert_eq!(refusing.count("GET", "/v2/app/tags/list"), 2);
+
+    // One without the tag list endpoint: said as such, the page described, not pasted.
+    let lacking = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", "/tags/list", 10, Fault::HtmlPage(404))],
+    );
+    let err = imo_err(&[
+        "inventory",
+        &lacking.image("app"),
+        "-o",
+        path_str(&work.join("lacking.json")),
+    ]);
+    assert!(
+        err.contains(&format!(
+            "{} answered 404 to GET /v2/app/tags/list without a registry error code \
+             (a web page titled \"Error 404\"): it may not implement this endpoint",
+            lacking.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("<!DOCTYPE") && !err.contains("not found"),
+        "{err}"
+    );
+    assert!(
+        !work.join("lacking.json").exists(),
+        "no inventory is written"
+    );
+}

@@ -110,6 +110,9 @@ pub struct Status {
     pub diagnostics: String,
     /// What a 401 means here (`the credentials were refused`), for the message.
     pub hint: Option<String>,
+    /// The request (`GET /v2/app/tags/list?n=1000`) of a 404 without a registry error code,
+    /// where known: then the endpoint itself may be missing, not the repository or tag.
+    pub endpoint: Option<String>,
 }
 
 impl Error {
@@ -131,6 +134,7 @@ impl fmt::Display for Status {
             status,
             diagnostics,
             hint,
+            endpoint,
         } = self;
         let detail = if diagnostics.is_empty() {
             String::new()
@@ -141,6 +145,13 @@ impl fmt::Display for Status {
             .as_deref()
             .map(|h| format!("; {h}"))
             .unwrap_or_default();
+        if let Some(endpoint) = endpoint {
+            return write!(
+                f,
+                "{registry} answered {status} to {endpoint} without a registry error \
+                 code{detail}: it may not implement this endpoint{hint}"
+            );
+        }
         let at = format!("{registry} {request}");
         match status {
             401 => write!(f, "not authorized: {at}: 401{detail}{hint}"),
@@ -239,6 +250,7 @@ mod tests {
                 status,
                 diagnostics: diagnostics.into(),
                 hint: hint.map(Into::into),
+                endpoint: None,
             }))
         };
         assert_eq!(
@@ -259,5 +271,21 @@ mod tests {
             status(500, "", None).to_string(),
             "registry error: r.io manifest v2 in app: HTTP 500"
         );
+        // A 404 without a registry error code, its request known: the endpoint may be
+        // missing, not the tag list, and the message does not say "not found".
+        let endpoint = Error::Status(Box::new(Status {
+            registry: "r.io".into(),
+            request: "tag list in app".into(),
+            status: 404,
+            diagnostics: "(a web page)".into(),
+            hint: None,
+            endpoint: Some("GET /v2/app/tags/list?n=1000".into()),
+        }));
+        assert_eq!(
+            endpoint.to_string(),
+            "r.io answered 404 to GET /v2/app/tags/list?n=1000 without a registry error code \
+             (a web page): it may not implement this endpoint"
+        );
+        assert!(endpoint.is_not_found());
     }
 }

@@ -436,7 +436,7 @@ fn is_path_component(c: &str) -> bool {
 }
 
 /// `[\w][\w.-]{0,127}`
-fn check_tag(tag: &str) -> Result<(), String> {
+pub(crate) fn check_tag(tag: &str) -> Result<(), String> {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let b = tag.as_bytes();
     if b.is_empty() {

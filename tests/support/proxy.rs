@@ -34,8 +34,8 @@ pub enum Fault {
     /// plain one, answered with 202 and a real upload session, as a registry that declines
     /// mounts answers.
     DropQuery,
-    /// Answer with this status and an HTML page, as a web server in front of a registry
-    /// answers a request it does not know.
+    /// Answer with this status and an HTML page (`text/html`), as a web server in front of a
+    /// registry, or a registry that knows no such endpoint or parameter, does.
     HtmlPage(u16),
     /// A request with a non-empty body is answered with this status and text before its body
     /// is read, and the connection closed, as a registry that refuses whole-body uploads
@@ -402,7 +402,9 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         }
         Some(Fault::HtmlPage(code)) => {
             let body = format!(
-                "<!DOCTYPE html>\n<html><head><title>{code}</title></head><body><h1>{code}</h1><p>The test proxy does not know {path}.</p></body></html>\n"
+                "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Strict//EN\">\n<html><head>\
+                 <title>Error {code}</title></head><body><h1>{code}</h1><p>The test proxy does \
+                 not know {path}.</p></body></html>\n"
             );
             write!(
                 client,

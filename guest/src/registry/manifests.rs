@@ -1,4 +1,4 @@
-//! Manifests (get and put), referrers, and tag lists with `Link` paging.
+//! Manifests (get and put) and referrers.
 
 use super::Client;
 use super::http::{Method, Response, Url};
@@ -7,9 +7,6 @@ use crate::error::{Error, How, Mismatched, Result};
 use crate::manifest::{self, Descriptor};
 use crate::text::printable;
 use std::io::Write;
-
-/// How many pages of tags are read before the list is deemed endless.
-const MAX_TAG_PAGES: usize = 1000;
 
 impl Client<'_> {
     /// A `GET` asking for `accept` (media types), through the client's whole stack.
@@ -115,44 +112,6 @@ impl Client<'_> {
         Ok(index.children().to_vec())
     }
 
-    /// Every tag of the repository, following the registry's `Link` pagination.
-    pub fn tags(&self) -> Result<Vec<String>> {
-        #[derive(serde::Deserialize)]
-        struct TagList {
-            tags: Option<Vec<String>>,
-        }
-        let mut tags = Vec::new();
-        let mut url = self.repo_url("tags/list").with_query("n", "1000");
-        for _ in 0..MAX_TAG_PAGES {
-            let resp = self.send(Method::Get, url.clone(), vec![], None, true)?;
-            let mut resp = self.expect(resp, &[200], "tag list")?;
-            let body = resp
-                .read_limited(manifest::MAX_MANIFEST_BYTES)
-                .map_err(|e| Error::Unreachable(format!("{} reading tags: {e}", self.registry)))?;
-            let page: TagList = serde_json::from_slice(&body).map_err(|e| {
-                Error::Registry(format!(
-                    "{}: the tag list of {} is not valid JSON: {}",
-                    self.registry,
-                    self.repository,
-                    printable(&e.to_string())
-                ))
-            })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match resp.header("link").and_then(next_link) {
-                Some(next) => {
-                    url = url
-                        .join(next)
-                        .map_err(|e| Error::Registry(format!("{}: tag list {e}", self.registry)))?;
-                }
-                None => return Ok(tags),
-            }
-        }
-        Err(Error::Registry(format!(
-            "{}: the tag list of {} runs past {MAX_TAG_PAGES} pages",
-            self.registry, self.repository
-        )))
-    }
-
     /// Puts a manifest's exact bytes under `key` (a tag or its digest) and checks the digest
     /// the registry reports.
     pub fn put_manifest(&self, key: &str, d: &Descriptor, bytes: &[u8]) -> Result<()> {
@@ -185,37 +144,5 @@ impl Client<'_> {
             })));
         }
         Ok(())
-    }
-}
-
-/// The target of a `Link: <…>; rel="next"` header (the tag list's next page).
-pub fn next_link(header: &str) -> Option<&str> {
-    header.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        params
-            .split(';')
-            .any(|p| {
-                let p = p.trim().replace(' ', "");
-                p == "rel=\"next\"" || p == "rel=next"
-            })
-            .then_some(target)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn next_link_finds_the_next_page() {
-        let h = r#"</v2/app/tags/list?last=v9&n=1000>; rel="next""#;
-        assert_eq!(next_link(h), Some("/v2/app/tags/list?last=v9&n=1000"));
-        assert_eq!(
-            next_link(r#"<https://r.io/a>; rel="prev", <https://r.io/b>; rel=next"#),
-            Some("https://r.io/b")
-        );
-        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
-        assert_eq!(next_link("garbage"), None);
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! One concern per file: [`http`] the vocabulary and the transport's contract, [`redirect`]
 //! redirects, `auth` authorization, `retry` retries, `error` the registry's errors,
-//! `manifests`, `blobs` and `upload` the resources.
+//! `manifests`, `tags`, `blobs` and `upload` the resources.
 
 mod auth;
 mod blobs;
@@ -17,14 +17,15 @@ pub mod http;
 mod manifests;
 pub mod redirect;
 mod retry;
+mod tags;
 mod upload;
 
 pub use auth::{Access, Credentials};
 pub use blobs::{Mount, mount_declined};
 pub use http::{BodyWriter, Method, Pending, Request, Response, Scheme, Transport, Url};
-pub use manifests::next_link;
 pub use redirect::{MAX_REDIRECTS, Refused, follow, followed, resolve};
 pub use retry::{Retry, retry_after_ms, retryable_status};
+pub use tags::next_link;
 pub use upload::{BlobSource, Committing, Resume, UPLOAD_WINDOW, resume_plan, upload_offset};
 
 use crate::auth::Challenge;

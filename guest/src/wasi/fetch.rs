@@ -171,6 +171,7 @@ impl<'a> Download<'a> {
                         status,
                         diagnostics: String::new(),
                         hint: None,
+                        endpoint: None,
                     }))));
                 }
                 Pumped::Some
