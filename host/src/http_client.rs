@@ -345,8 +345,8 @@ impl Connector {
     /// there is one, returning the response; its body streams from the connection until
     /// read to its end. Every wait on the registry is bounded by the connector's
     /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up on fails
-    /// with the wasi-http error for it (`connection-timeout`, `HTTP-response-timeout`,
-    /// `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
+    /// with the wasi-http error for it (`connection-timeout`, `connection-write-timeout`,
+    /// `HTTP-response-timeout`, `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
     ///
     /// ```rust
     /// # #[tokio::main(flavor = "current_thread")]
@@ -1049,6 +1049,140 @@ mod tests {
             kind: StallKind::Silent,
         };
         assert_eq!(stall.to_string(), "r.example:5000 sent nothing for 1.5 s");
+    }
+
+    /// Made by `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
+    /// -days 3650 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1`: `CA:TRUE`,
+    /// valid from 1796173972 to 2111533972 (seconds since the epoch).
+    const SELF_SIGNED: &str = "-----BEGIN CERTIFICATE-----
+MIIBjjCCATSgAwIBAgIUfjYsWwpQbyiLmEbbhD9BsFXY9PQwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJMTI3LjAuMC4xMB4XDTI2MTIwMjAxMTI1MloXDTM2MTEyOTAx
+MTI1MlowFDESMBAGA1UEAwwJMTI3LjAuMC4xMFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAE851J04F+DBBwR7y8kCYqK1+3eXy1nw5pqxk3ekHWFtVvoSwl+CDTcDA4
+wD6fF7I8PQ5s2DSQqwcxJbPuUby9+aNkMGIwHQYDVR0OBBYEFKUtx6qnjvuuQe+6
+Jm3u/vx44FxmMB8GA1UdIwQYMBaAFKUtx6qnjvuuQe+6Jm3u/vx44FxmMA8GA1Ud
+EwEB/wQFMAMBAf8wDwYDVR0RBAgwBocEfwAAATAKBggqhkjOPQQDAgNIADBFAiEA
+vrnnklIbyx3iPr34OkxYcQxfK3dh1Oro65E6hEygaeMCIGNyTwhu7fDhMm6abRz2
+kDGdUwdnaTCgBysFj36iEA1L
+-----END CERTIFICATE-----
+";
+    const NOT_BEFORE: u64 = 1_796_173_972;
+    const NOT_AFTER: u64 = 2_111_533_972;
+
+    fn self_signed() -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject as _;
+        CertificateDer::from_pem_slice(SELF_SIGNED.as_bytes()).unwrap()
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_validity_period_is_read_from_the_der() {
+        assert_eq!(validity(&self_signed()), Some((NOT_BEFORE, NOT_AFTER)));
+        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(der_time(0x17, b"000229120000Z"), Some(951_825_600));
+        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(der_time(0x17, b"700101000000"), None);
+        assert_eq!(der_time(0x18, b"2050010100000Z"), None);
+        assert_eq!(validity(&[0x30, 0x81]), None);
+        assert_eq!(validity(&[0x30, 0x02, 0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn a_trusted_certificate_presented_as_the_servers_own_is_accepted_if_it_fits() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let dir = PathBuf::from("cert-dir");
+        let trusted = Trusted::new(provider.clone(), &[], vec![(dir, self_signed())]).unwrap();
+        let ip = |s: &str| ServerName::try_from(s.to_owned()).unwrap();
+        let verify = |v: &Trusted, name: &str, now: u64| {
+            v.verify_server_cert(&self_signed(), &[], &ip(name), &[], at(now))
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        };
+        let now = NOT_BEFORE + 1000;
+        assert_eq!(verify(&trusted, "127.0.0.1", now), Ok(()));
+        // Its name, its validity period.
+        let e = verify(&trusted, "127.0.0.2", now).unwrap_err();
+        assert!(e.contains("NotValidForName"), "{e}");
+        let e = verify(&trusted, "127.0.0.1", NOT_BEFORE - 1).unwrap_err();
+        assert!(e.contains("NotValidYet"), "{e}");
+        let e = verify(&trusted, "127.0.0.1", NOT_AFTER + 1).unwrap_err();
+        assert!(e.contains("Expired"), "{e}");
+        // Not trusted: refused as before, as a CA used as a server's certificate.
+        let system = [self_signed()];
+        let untrusted = Trusted::new(provider.clone(), &system, vec![]).unwrap();
+        let e = verify(&untrusted, "127.0.0.1", now).unwrap_err();
+        assert!(e.contains("CaUsedAsEndEntity"), "{e}");
+        let nothing = Trusted::new(provider, &[], vec![]).unwrap();
+        let e = verify(&nothing, "127.0.0.1", now).unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+    }
+
+    #[test]
+    fn a_handshake_failure_says_whether_the_server_speaks_tls() {
+        let failed = |e: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            handshake_failure("r.example:5000", io).to_string()
+        };
+        let e = failed(rustls::CertificateError::UnknownIssuer.into());
+        assert!(
+            e.starts_with(&format!(
+                "r.example:5000 {SPEAKS_TLS} {UNTRUSTED_CERTIFICATE}: "
+            )) && e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        let e = failed(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert!(
+            e.contains(SPEAKS_TLS) && !e.contains(UNTRUSTED_CERTIFICATE),
+            "{e}"
+        );
+        // A plain-HTTP server's answer is no TLS record; a closed connection says nothing.
+        let e = failed(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(!e.contains(SPEAKS_TLS), "{e}");
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!handshake_failure("r", eof).to_string().contains(SPEAKS_TLS));
+    }
+
+    #[test]
+    fn a_token_realm_gets_the_settings_of_the_registries_naming_it() {
+        let connector = Connector::new(TlsSettings::default());
+        let mut headers = http::HeaderMap::new();
+        let challenge = r#"Bearer realm="https://u@Auth.example:6000/token",service="r""#;
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+        connector.learn_realms("r.example:5000", &headers);
+        connector.learn_realms("r.example:5001", &headers);
+        assert_eq!(
+            connector.realm_of("auth.example:6000"),
+            ["r.example:5000", "r.example:5001"]
+        );
+        assert!(connector.realm_of("auth.example").is_empty());
+        // Plain HTTP realms have no TLS settings to get; a registry is not its own realm.
+        for realm in ["http://h.example/t", "https://r.example:5002/t"] {
+            let challenge = format!(r#"Bearer realm="{realm}""#);
+            headers.insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+            connector.learn_realms("r.example:5002", &headers);
+        }
+        assert!(connector.realm_of("h.example").is_empty());
+        assert!(connector.realm_of("r.example:5002").is_empty());
+    }
+
+    #[test]
+    fn an_unread_upload_names_the_registry() {
+        let stall = Stall {
+            authority: "r.example:5000".into(),
+            after: Duration::from_secs(2),
+            kind: StallKind::Unread,
+        };
+        assert_eq!(
+            stall.to_string(),
+            "r.example:5000 took no more of the request body for 2 s"
+        );
     }
 
     #[test]
