@@ -344,9 +344,10 @@ impl Connector {
     /// Sends one request (TLS for `https`), on an idle connection to the same registry if
     /// there is one, returning the response; its body streams from the connection until
     /// read to its end. Every wait on the registry is bounded by the connector's
-    /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up on fails
-    /// with the wasi-http error for it (`connection-timeout`, `connection-write-timeout`,
-    /// `HTTP-response-timeout`, `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
+    /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up
+    /// on fails with the wasi-http error for it (`connection-timeout`,
+    /// `connection-write-timeout`, `HTTP-response-timeout`, `connection-read-timeout`) and
+    /// is recorded as the [`last_stall`](Self::last_stall).
     ///
     /// ```rust
     /// # #[tokio::main(flavor = "current_thread")]
@@ -626,9 +627,9 @@ impl Limits {
 
 /// A request body that tells when it has been sent whole (or given up), so that the wait
 /// for the answer starts then: an upload may take long, and the registry owes nothing
-/// before it ends. Meanwhile it tells since when the connection holds a part it has not
-/// taken more after: the connection asks for the next part once it has room, so a
-/// registry that stops reading leaves that time growing.
+/// before it ends. Meanwhile it records when it last handed a part to the connection that
+/// has not asked for the next one since: the connection asks once it has room for more, so
+/// while a registry reads nothing, that moment only grows older.
 struct Sending {
     inner: WasiBody,
     done: Option<tokio::sync::oneshot::Sender<()>>,
@@ -774,8 +775,8 @@ fn crt_files(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// (see [`TlsSettings`]).
 #[derive(Debug)]
 struct Trusted {
-    /// `None` when there is no root at all (a system without a certificate store, and no
-    /// user CA): then only the user's own certificates can pass.
+    /// `None` when nothing is trusted at all (no system roots, no user certificates): every
+    /// certificate then has an unknown issuer.
     webpki: Option<Arc<WebPkiServerVerifier>>,
     /// The user's certificates, as they may be presented by a server.
     own: Vec<CertificateDer<'static>>,
@@ -833,8 +834,9 @@ impl ServerCertVerifier for Trusted {
         if !self.own.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
             return Err(refused);
         }
-        // The user trusted this very certificate: what a CA would have vouched for is its
-        // own to show. The handshake's signature is still checked against its key.
+        // The user trusted this very certificate, so no CA has to vouch for it; what every
+        // server certificate must meet remains: the name, the validity period, and (in the
+        // handshake, by the signature checks below) proof that the server holds its key.
         let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
         rustls::client::verify_server_name(&parsed, server_name)?;
         let (not_before, not_after) =
