@@ -735,3 +735,88 @@ fn an_upload_refused_before_its_body_reports_the_answer_at_once() {
     assert!((1..=2).contains(&puts), "{puts} PUTs: {err}");
     assert!(!exists(&dst.image("app:v2")));
 }
+
+/// A registry that takes an upload's request head, then never reads its body nor answers:
+/// the push gives up once nothing more of the body is taken for `--timeout` seconds, names
+/// the registry and what it did, and tags nothing.
+#[test]
+fn a_push_to_a_registry_that_stops_reading_the_upload_fails_and_tags_nothing() {
+    use std::process::{Command, Stdio};
+    use support::fake::{FakeRegistry, Pace, Reply};
+    // More than the kernel's socket buffers and the host's own take, so the body stalls.
+    let layout = oci_layout("v1", &[("unread-upload", 32 << 20)]);
+    let work = TempDir::new("unread-upload");
+    let archive = work.join("a.tar");
+    let source = format!("oci:{}:v1", layout.dir.path().display());
+    imo_ok(&["pull", "-q", "scratch", &source, "-o", s(&archive)]);
+
+    let config = std::fs::read(
+        layout
+            .dir
+            .join(&format!("blobs/sha256/{}", &layout.config_digest[7..])),
+    )
+    .unwrap();
+    let session = "/v2/app/blobs/uploads/held";
+    let started = Reply {
+        status: 202,
+        headers: vec![("Location".into(), session.into())],
+        body: vec![],
+        pace: Pace::Whole,
+    };
+    let held = Reply {
+        pace: Pace::Hold,
+        ..started.clone()
+    };
+    let fake = FakeRegistry::start(vec![
+        // The config is there already: the layer is the one upload.
+        (
+            format!("/v2/app/blobs/{}", layout.config_digest),
+            Reply::blob(&config),
+        ),
+        ("/v2/app/blobs/uploads/".into(), started),
+        (session.into(), held),
+    ]);
+    let args = [
+        "push",
+        "--timeout",
+        "2",
+        "--retries",
+        "0",
+        s(&archive),
+        &fake.image("app:v1"),
+    ];
+    let child = Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(args)
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let clock = std::time::Instant::now();
+    let out = output_within(child, Duration::from_secs(60));
+    let took = clock.elapsed();
+    let err = failed(&args, &out);
+    eprintln!("after {took:?}: {}", err.trim_end());
+    assert!(took < Duration::from_secs(30), "took {took:?}: {err}");
+    assert!(
+        err.contains(&format!(
+            "{} took no more of the request body for 2 s",
+            fake.addr
+        )),
+        "{err}"
+    );
+    let requests = fake.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with(&format!("PUT {session}"))),
+        "{requests:?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.contains("/manifests/") && (r.starts_with("PUT") || r.starts_with("POST"))),
+        "{requests:?}"
+    );
+}

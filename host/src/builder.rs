@@ -273,9 +273,11 @@ impl Builder {
         self
     }
 
-    /// Trust every `*.crt` in `dir` as a CA, for every registry (skopeo's `--cert-dir`).
-    /// Per-registry CAs in `/etc/containers/certs.d/HOST:PORT/` and
-    /// `/etc/docker/certs.d/HOST:PORT/` are always trusted.
+    /// Trust every `*.crt` in `dir`, for every registry and token service (skopeo's
+    /// `--cert-dir`): as a CA, or as a server's own self-signed certificate (see
+    /// [`TlsSettings`](crate::http_client::TlsSettings)). Per-registry certificates in
+    /// `/etc/containers/certs.d/HOST:PORT/` and `/etc/docker/certs.d/HOST:PORT/` are always
+    /// trusted, for that registry and the token service it names.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder()
@@ -302,8 +304,9 @@ impl Builder {
         self
     }
 
-    /// With `false`, accept any certificate from the registries an operation names. For
-    /// test registries only: it lets anyone on the path read and change the traffic.
+    /// With `false`, accept any certificate from the registries an operation names and the
+    /// token services their challenges name (as skopeo does). For test registries only: it
+    /// lets anyone on the path read and change the traffic.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().tls_verify(false).build()?;

@@ -13,10 +13,12 @@
 use crate::authority::Authority;
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -46,9 +48,10 @@ pub struct Timeouts {
     /// For the TCP connection.
     pub connect: Duration,
     /// For each wait on the registry: each step of the TLS handshake (all of it within
-    /// `connect`), the first byte of an answer once the request is sent, and the next bytes
-    /// of a body. A body must also bring at least [`MIN_BYTES_PER_IDLE`] per `idle` spent
-    /// waiting, so a registry trickling a byte at a time is given up on too.
+    /// `connect`), the registry taking more of a request body, the first byte of an answer
+    /// once the request is sent, and the next bytes of a body. A body must also bring at
+    /// least [`MIN_BYTES_PER_IDLE`] per `idle` spent waiting, so a registry trickling a byte
+    /// at a time is given up on too.
     pub idle: Duration,
 }
 
@@ -84,6 +87,8 @@ pub enum StallKind {
     Silent,
     /// Send a body faster than [`MIN_BYTES_PER_IDLE`] per idle period.
     Trickle,
+    /// Take more of a request body (it stopped reading an upload).
+    Unread,
 }
 
 impl std::fmt::Display for Stall {
@@ -96,6 +101,7 @@ impl std::fmt::Display for Stall {
                 f,
                 "{who} sent less than {MIN_BYTES_PER_IDLE} bytes in {secs} s"
             ),
+            StallKind::Unread => write!(f, "{who} took no more of the request body for {secs} s"),
         }
     }
 }
@@ -106,6 +112,20 @@ type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
 
 /// TLS choices for one command. `Default` trusts only the system's roots;
 /// [`TlsSettings::system`] adds the system's per-registry directories.
+///
+/// What the user trusts (`cert_dir`, `certs_d`) counts two ways: as a CA that may sign the
+/// server's certificate, and as the server's own certificate. The second is what a
+/// self-signed certificate needs (`openssl req -x509 … -addext subjectAltName=IP:…` makes
+/// one marked as a CA, which the WebPKI rules refuse as a server's): a server presenting
+/// exactly (byte for byte) a certificate the user trusted is accepted if that certificate
+/// names the server (its subjectAltName holds the host name or address), is within its
+/// validity period, and the server proves it holds its key in the handshake, as curl and
+/// skopeo accept it.
+///
+/// A token service that a registry's challenge names (its `realm`) gets that registry's
+/// settings too, besides its own: the registry's `certs_d` directory and, if the registry is
+/// in `skip_verify`, no verification; skopeo does the same. Other hosts a registry points to
+/// (redirects to blob storage) are verified by their own settings only.
 ///
 /// ```rust
 /// let settings = imo::http_client::TlsSettings {
@@ -121,7 +141,8 @@ pub struct TlsSettings {
     pub cert_dir: Option<PathBuf>,
     /// Directories holding `HOST[:PORT]/*.crt`; [`CERTS_D`] unless a test says otherwise.
     pub certs_d: Vec<PathBuf>,
-    /// Authorities (`host[:port]`) whose certificates are not verified (`--tls-verify=false`).
+    /// Authorities (`host[:port]`) whose certificates are not verified (`--tls-verify=false`),
+    /// and the token services they name.
     pub skip_verify: Vec<String>,
 }
 
@@ -156,6 +177,9 @@ pub struct Connector {
     settings: TlsSettings,
     system_roots: Vec<CertificateDer<'static>>,
     configs: Mutex<HashMap<String, Arc<ClientConfig>>>,
+    /// For each token realm (`host`, port), the registries whose challenges named it: it
+    /// gets their TLS settings too.
+    realms: Mutex<HashMap<(String, u16), BTreeSet<String>>>,
     /// Open HTTP/1.1 connections by (TLS, authority), for the next `GET` or `HEAD`: a vet
     /// or push asks one question per blob, and a new TCP and TLS handshake for each would
     /// cost two or three round trips more over a real network.
@@ -180,6 +204,7 @@ impl Connector {
             settings,
             system_roots,
             configs: Mutex::new(HashMap::new()),
+            realms: Mutex::new(HashMap::new()),
             idle: Mutex::new(HashMap::new()),
             timeouts: Timeouts::default(),
             stall: Arc::default(),
@@ -237,29 +262,31 @@ impl Connector {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?;
-        let skip = self
-            .settings
-            .skip_verify
+        // This authority's own settings, and those of the registries naming it as realm.
+        let mut whose = vec![authority.to_owned()];
+        whose.extend(self.realm_of(authority));
+        let skip = whose
             .iter()
-            .any(|a| same_authority(a, authority));
+            .any(|w| (self.settings.skip_verify.iter()).any(|a| same_authority(a, w)));
         let config = if skip {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
                 .with_no_client_auth()
         } else {
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(self.system_roots.iter().cloned());
             let mut dirs: Vec<PathBuf> = self.settings.cert_dir.iter().cloned().collect();
-            dirs.extend(self.settings.certs_d.iter().map(|d| d.join(authority)));
-            for dir in dirs {
-                for cert in crt_files(&dir)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", dir.display()))?;
-                }
+            for w in &whose {
+                dirs.extend(self.settings.certs_d.iter().map(|d| d.join(w)));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let mut trusted = Vec::new();
+            for dir in dirs {
+                trusted.extend(crt_files(&dir)?.into_iter().map(|c| (dir.clone(), c)));
+            }
+            let verifier = Trusted::new(provider, &self.system_roots, trusted)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
         };
         let config = Arc::new(config);
         self.configs
@@ -269,12 +296,58 @@ impl Connector {
         Ok(config)
     }
 
+    /// The registries whose challenges named `authority` as their token realm.
+    fn realm_of(&self, authority: &str) -> Vec<String> {
+        let Some(key) = authority_key(authority) else {
+            return vec![];
+        };
+        let realms = self.realms.lock().expect("realm lock");
+        realms
+            .get(&key)
+            .map_or(vec![], |r| r.iter().cloned().collect())
+    }
+
+    /// Notes the token realms a response of `authority` names, so that they get its TLS
+    /// settings; a realm's configuration is built anew when it gains a registry.
+    fn learn_realms(&self, authority: &str, headers: &http::HeaderMap) {
+        for value in headers.get_all(http::header::WWW_AUTHENTICATE) {
+            let Ok(value) = value.to_str() else { continue };
+            for challenge in imo_guest::auth::parse_challenges(value) {
+                let Some(realm) = challenge.param("realm") else {
+                    continue;
+                };
+                let Some(rest) = realm.strip_prefix("https://") else {
+                    continue;
+                };
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let target = rest[..end]
+                    .rsplit_once('@')
+                    .map_or(&rest[..end], |(_, a)| a);
+                let Some(key) = authority_key(target) else {
+                    continue;
+                };
+                if same_authority(target, authority) {
+                    continue;
+                }
+                let added = (self.realms.lock().expect("realm lock"))
+                    .entry(key)
+                    .or_default()
+                    .insert(authority.to_owned());
+                if added {
+                    let mut configs = self.configs.lock().expect("tls lock");
+                    configs.retain(|a, _| !same_authority(a, target));
+                }
+            }
+        }
+    }
+
     /// Sends one request (TLS for `https`), on an idle connection to the same registry if
     /// there is one, returning the response; its body streams from the connection until
     /// read to its end. Every wait on the registry is bounded by the connector's
-    /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up on fails
-    /// with the wasi-http error for it (`connection-timeout`, `HTTP-response-timeout`,
-    /// `connection-read-timeout`) and is recorded as the [`last_stall`](Self::last_stall).
+    /// [`Timeouts`] (the connect wait by `options` too, where shorter); a request given up
+    /// on fails with the wasi-http error for it (`connection-timeout`,
+    /// `connection-write-timeout`, `HTTP-response-timeout`, `connection-read-timeout`) and
+    /// is recorded as the [`last_stall`](Self::last_stall).
     ///
     /// ```rust
     /// # #[tokio::main(flavor = "current_thread")]
@@ -340,6 +413,7 @@ impl Connector {
                 match answer(&mut sender, request, &limits, &watch).await {
                     Ok(response) => {
                         self.keep_idle(key, sender);
+                        self.learn_realms(&authority, response.headers());
                         return Ok(watched(response, &limits, &watch));
                     }
                     Err(e @ Error::HttpResponseTimeout) => return Err(e),
@@ -353,7 +427,7 @@ impl Connector {
                 watch.stalled(StallKind::Connect, limits.connect, Error::ConnectionTimeout)
             })?
             .map_err(Error::Connect)?;
-        let mut sender = if tls {
+        let (mut sender, driver) = if tls {
             let config = self
                 .config(&authority)
                 .map_err(|e| Error::Tls(std::io::Error::other(e)))?;
@@ -365,13 +439,23 @@ impl Connector {
                     let e = Error::ConnectionTimeout;
                     watch.stalled(StallKind::Silent, limits.handshake, e)
                 })?
-                .map_err(Error::Tls)?;
+                .map_err(|e| Error::Tls(handshake_failure(&authority, e)))?;
             connection(stream).await?
         } else {
             connection(tcp).await?
         };
-        let response = answer(&mut sender, request, &limits, &watch).await?;
+        let response = match answer(&mut sender, request, &limits, &watch).await {
+            Ok(response) => response,
+            Err(e) => {
+                // A connection stuck writing a body nobody reads would hold it forever.
+                if matches!(e, Error::ConnectionWriteTimeout) {
+                    driver.abort();
+                }
+                return Err(e);
+            }
+        };
         self.keep_idle(key, sender);
+        self.learn_realms(&authority, response.headers());
         Ok(watched(response, &limits, &watch))
     }
 }
@@ -408,8 +492,9 @@ fn watched(
     })
 }
 
-/// An HTTP/1.1 connection over `stream`, driven in the background.
-async fn connection<S>(stream: S) -> Result<Sender, Error>
+/// An HTTP/1.1 connection over `stream`, driven in the background (the task's handle, to
+/// end it).
+async fn connection<S>(stream: S) -> Result<(Sender, tokio::task::AbortHandle), Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -419,12 +504,36 @@ where
         .map_err(Error::Hyper)?;
     // The connection drives both directions until the response body is read to its end,
     // then waits for the next request or closes when the sender is dropped.
-    tokio::spawn(connection);
-    Ok(sender)
+    let driver = tokio::spawn(connection).abort_handle();
+    Ok((sender, driver))
 }
 
-/// Sends `request` and waits for the head of the answer: without limit while the request
-/// body is still being sent (an upload may take long), then at most `limits.first_byte`.
+/// Said of a server whose TLS handshake failed in a way that shows it speaks TLS (it sent a
+/// certificate, or a TLS alert), so that the component tries no plain HTTP there; the
+/// component looks for these words.
+pub const SPEAKS_TLS: &str = "speaks TLS";
+/// Said when the server's certificate was the reason; follows [`SPEAKS_TLS`].
+pub const UNTRUSTED_CERTIFICATE: &str = "with a certificate that is not trusted";
+
+/// A failed handshake with `authority`, saying whether the server speaks TLS at all: a
+/// plain-HTTP server answers a TLS hello with a text that is no TLS record, or closes.
+fn handshake_failure(authority: &str, e: std::io::Error) -> std::io::Error {
+    let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        return e;
+    };
+    let what = match tls {
+        rustls::Error::InvalidMessage(_) => return e,
+        rustls::Error::InvalidCertificate(_) => {
+            format!("{authority} {SPEAKS_TLS} {UNTRUSTED_CERTIFICATE}: {tls}")
+        }
+        _ => format!("{authority} {SPEAKS_TLS}, but the handshake failed: {tls}"),
+    };
+    std::io::Error::new(e.kind(), what)
+}
+
+/// Sends `request` and waits for the head of the answer: while the request body is still
+/// being sent, as long as the registry keeps taking it (an upload may take long, but one it
+/// stops reading fails after `limits.between_bytes`), then at most `limits.first_byte`.
 async fn answer(
     sender: &mut Sender,
     request: http::Request<WasiBody>,
@@ -432,15 +541,35 @@ async fn answer(
     watch: &Watch,
 ) -> Result<http::Response<hyper::body::Incoming>, Error> {
     use http_body_util::BodyExt as _;
-    let (done, sent) = tokio::sync::oneshot::channel();
+    let (done, mut sent) = tokio::sync::oneshot::channel();
     let done = (!request.body().is_end_stream()).then_some(done);
-    let request = request.map(|inner| Sending { inner, done }.boxed_unsync());
+    let handed = Arc::new(Mutex::new(None));
+    let request = request.map(|inner| {
+        Sending {
+            inner,
+            done,
+            handed: handed.clone(),
+        }
+        .boxed_unsync()
+    });
     let response = sender.send_request(request);
     tokio::pin!(response);
-    tokio::select! {
-        r = &mut response => return r.map_err(Error::Hyper),
-        // Sent whole, or dropped: either way nothing more goes out.
-        _ = sent => {}
+    let idle = limits.between_bytes;
+    loop {
+        let waiting = *handed.lock().expect("body lock");
+        let deadline = waiting.unwrap_or_else(Instant::now) + idle;
+        tokio::select! {
+            r = &mut response => return r.map_err(Error::Hyper),
+            // Sent whole, or dropped: either way nothing more goes out.
+            _ = &mut sent => break,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                let waiting = *handed.lock().expect("body lock");
+                if waiting.is_some_and(|since| since.elapsed() >= idle) {
+                    let e = Error::ConnectionWriteTimeout;
+                    return Err(watch.stalled(StallKind::Unread, idle, e));
+                }
+            }
+        }
     }
     tokio::time::timeout(limits.first_byte, response)
         .await
@@ -498,10 +627,14 @@ impl Limits {
 
 /// A request body that tells when it has been sent whole (or given up), so that the wait
 /// for the answer starts then: an upload may take long, and the registry owes nothing
-/// before it ends.
+/// before it ends. Meanwhile it records when it last handed a part to the connection that
+/// has not asked for the next one since: the connection asks once it has room for more, so
+/// while a registry reads nothing, that moment only grows older.
 struct Sending {
     inner: WasiBody,
     done: Option<tokio::sync::oneshot::Sender<()>>,
+    /// When the last part was handed over, until the connection asks for the next one.
+    handed: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Body for Sending {
@@ -513,6 +646,9 @@ impl Body for Sending {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // Waiting on the component to write more is not the registry's doing.
+        let handed = matches!(&polled, Poll::Ready(Some(Ok(_)))).then(Instant::now);
+        *self.handed.lock().expect("body lock") = handed;
         if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
             self.done.take();
         }
@@ -607,8 +743,12 @@ fn server_name(authority: &str) -> Option<ServerName<'static>> {
 
 /// `a` and `b` name the same registry, a missing port matching 443.
 fn same_authority(a: &str, b: &str) -> bool {
-    let norm = |s: &str| Authority::parse(s).map(|a| (a.host, a.port.unwrap_or(443)));
-    norm(a).is_some() && norm(a) == norm(b)
+    authority_key(a).is_some() && authority_key(a) == authority_key(b)
+}
+
+/// `authority` as a key: its host and port, a missing port being 443.
+fn authority_key(authority: &str) -> Option<(String, u16)> {
+    Authority::parse(authority).map(|a| (a.host, a.port.unwrap_or(443)))
 }
 
 /// The certificates in every `*.crt` file of `dir` (none if it does not exist).
@@ -628,6 +768,189 @@ fn crt_files(dir: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         }
     }
     Ok(out)
+}
+
+/// The usual WebPKI verification against the system's roots and the user's certificates,
+/// and besides it, a server presenting exactly one of the user's certificates as its own
+/// (see [`TlsSettings`]).
+#[derive(Debug)]
+struct Trusted {
+    /// `None` when nothing is trusted at all (no system roots, no user certificates): every
+    /// certificate then has an unknown issuer.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// The user's certificates, as they may be presented by a server.
+    own: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl Trusted {
+    /// Trusts `system` roots and the user's `certificates` (each with the directory it came
+    /// from, for errors).
+    fn new(
+        provider: Arc<CryptoProvider>,
+        system: &[CertificateDer<'static>],
+        certificates: Vec<(PathBuf, CertificateDer<'static>)>,
+    ) -> Result<Self, String> {
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(system.iter().cloned());
+        let mut own = Vec::new();
+        for (dir, cert) in certificates {
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+            own.push(cert);
+        }
+        let webpki = if roots.is_empty() {
+            None
+        } else {
+            let builder =
+                WebPkiServerVerifier::builder_with_provider(roots.into(), provider.clone());
+            Some(builder.build().map_err(|e| e.to_string())?)
+        };
+        Ok(Trusted {
+            webpki,
+            own,
+            provider,
+        })
+    }
+}
+
+impl ServerCertVerifier for Trusted {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let webpki = match &self.webpki {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::CertificateError::UnknownIssuer.into()),
+        };
+        let Err(refused) = webpki else {
+            return webpki;
+        };
+        if !self.own.iter().any(|c| c.as_ref() == end_entity.as_ref()) {
+            return Err(refused);
+        }
+        // The user trusted this very certificate, so no CA has to vouch for it; what every
+        // server certificate must meet remains: the name, the validity period, and (in the
+        // handshake, by the signature checks below) proof that the server holds its key.
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        let (not_before, not_after) =
+            validity(end_entity.as_ref()).ok_or(rustls::CertificateError::BadEncoding)?;
+        if now.as_secs() < not_before {
+            return Err(rustls::CertificateError::NotValidYet.into());
+        }
+        if now.as_secs() > not_after {
+            return Err(rustls::CertificateError::Expired.into());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A certificate's validity period (`notBefore`, `notAfter`) in seconds since the Unix
+/// epoch, read from its DER: Certificate, then TBSCertificate's version (optional), serial
+/// number, signature algorithm, issuer, and validity.
+fn validity(cert: &[u8]) -> Option<(u64, u64)> {
+    let (0x30, cert, _) = der(cert)? else {
+        return None;
+    };
+    let (0x30, mut tbs, _) = der(cert)? else {
+        return None;
+    };
+    if let (0xa0, _, rest) = der(tbs)? {
+        tbs = rest;
+    }
+    for tag in [0x02, 0x30, 0x30] {
+        let (t, _, rest) = der(tbs)?;
+        if t != tag {
+            return None;
+        }
+        tbs = rest;
+    }
+    let (0x30, period, _) = der(tbs)? else {
+        return None;
+    };
+    let (tag, not_before, rest) = der(period)?;
+    let not_before = der_time(tag, not_before)?;
+    let (tag, not_after, _) = der(rest)?;
+    Some((not_before, der_time(tag, not_after)?))
+}
+
+/// One DER element: its tag, its contents, and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (bytes, after) = rest.split_at_checked(n)?;
+        rest = after;
+        bytes.iter().fold(0, |len, b| len << 8 | usize::from(*b))
+    };
+    let (contents, rest) = rest.split_at_checked(len)?;
+    Some((tag, contents, rest))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`, years 1950–2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`), as
+/// RFC 5280 has certificates write them, in seconds since the Unix epoch.
+fn der_time(tag: u8, contents: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(contents).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day) = (field(0)?, field(2)?);
+    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
 }
 
 /// Accepts any certificate: only for registries named with `--tls-verify=false`.
@@ -728,6 +1051,140 @@ mod tests {
             kind: StallKind::Silent,
         };
         assert_eq!(stall.to_string(), "r.example:5000 sent nothing for 1.5 s");
+    }
+
+    /// Made by `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes
+    /// -days 3650 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1`: `CA:TRUE`,
+    /// valid from 1796173972 to 2111533972 (seconds since the epoch).
+    const SELF_SIGNED: &str = "-----BEGIN CERTIFICATE-----
+MIIBjjCCATSgAwIBAgIUfjYsWwpQbyiLmEbbhD9BsFXY9PQwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJMTI3LjAuMC4xMB4XDTI2MTIwMjAxMTI1MloXDTM2MTEyOTAx
+MTI1MlowFDESMBAGA1UEAwwJMTI3LjAuMC4xMFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAE851J04F+DBBwR7y8kCYqK1+3eXy1nw5pqxk3ekHWFtVvoSwl+CDTcDA4
+wD6fF7I8PQ5s2DSQqwcxJbPuUby9+aNkMGIwHQYDVR0OBBYEFKUtx6qnjvuuQe+6
+Jm3u/vx44FxmMB8GA1UdIwQYMBaAFKUtx6qnjvuuQe+6Jm3u/vx44FxmMA8GA1Ud
+EwEB/wQFMAMBAf8wDwYDVR0RBAgwBocEfwAAATAKBggqhkjOPQQDAgNIADBFAiEA
+vrnnklIbyx3iPr34OkxYcQxfK3dh1Oro65E6hEygaeMCIGNyTwhu7fDhMm6abRz2
+kDGdUwdnaTCgBysFj36iEA1L
+-----END CERTIFICATE-----
+";
+    const NOT_BEFORE: u64 = 1_796_173_972;
+    const NOT_AFTER: u64 = 2_111_533_972;
+
+    fn self_signed() -> CertificateDer<'static> {
+        use rustls::pki_types::pem::PemObject as _;
+        CertificateDer::from_pem_slice(SELF_SIGNED.as_bytes()).unwrap()
+    }
+
+    fn at(secs: u64) -> UnixTime {
+        UnixTime::since_unix_epoch(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn a_validity_period_is_read_from_the_der() {
+        assert_eq!(validity(&self_signed()), Some((NOT_BEFORE, NOT_AFTER)));
+        assert_eq!(der_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(der_time(0x17, b"000229120000Z"), Some(951_825_600));
+        assert_eq!(der_time(0x18, b"20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(der_time(0x17, b"700101000000"), None);
+        assert_eq!(der_time(0x18, b"2050010100000Z"), None);
+        assert_eq!(validity(&[0x30, 0x81]), None);
+        assert_eq!(validity(&[0x30, 0x02, 0x30, 0x00]), None);
+    }
+
+    #[test]
+    fn a_trusted_certificate_presented_as_the_servers_own_is_accepted_if_it_fits() {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let dir = PathBuf::from("cert-dir");
+        let trusted = Trusted::new(provider.clone(), &[], vec![(dir, self_signed())]).unwrap();
+        let ip = |s: &str| ServerName::try_from(s.to_owned()).unwrap();
+        let verify = |v: &Trusted, name: &str, now: u64| {
+            v.verify_server_cert(&self_signed(), &[], &ip(name), &[], at(now))
+                .map(|_| ())
+                .map_err(|e| format!("{e:?}"))
+        };
+        let now = NOT_BEFORE + 1000;
+        assert_eq!(verify(&trusted, "127.0.0.1", now), Ok(()));
+        // Its name, its validity period.
+        let e = verify(&trusted, "127.0.0.2", now).unwrap_err();
+        assert!(e.contains("NotValidForName"), "{e}");
+        let e = verify(&trusted, "127.0.0.1", NOT_BEFORE - 1).unwrap_err();
+        assert!(e.contains("NotValidYet"), "{e}");
+        let e = verify(&trusted, "127.0.0.1", NOT_AFTER + 1).unwrap_err();
+        assert!(e.contains("Expired"), "{e}");
+        // Not trusted: refused as before, as a CA used as a server's certificate.
+        let system = [self_signed()];
+        let untrusted = Trusted::new(provider.clone(), &system, vec![]).unwrap();
+        let e = verify(&untrusted, "127.0.0.1", now).unwrap_err();
+        assert!(e.contains("CaUsedAsEndEntity"), "{e}");
+        let nothing = Trusted::new(provider, &[], vec![]).unwrap();
+        let e = verify(&nothing, "127.0.0.1", now).unwrap_err();
+        assert!(e.contains("UnknownIssuer"), "{e}");
+    }
+
+    #[test]
+    fn a_handshake_failure_says_whether_the_server_speaks_tls() {
+        let failed = |e: rustls::Error| {
+            let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+            handshake_failure("r.example:5000", io).to_string()
+        };
+        let e = failed(rustls::CertificateError::UnknownIssuer.into());
+        assert!(
+            e.starts_with(&format!(
+                "r.example:5000 {SPEAKS_TLS} {UNTRUSTED_CERTIFICATE}: "
+            )) && e.contains("UnknownIssuer"),
+            "{e}"
+        );
+        let e = failed(rustls::Error::AlertReceived(
+            rustls::AlertDescription::HandshakeFailure,
+        ));
+        assert!(
+            e.contains(SPEAKS_TLS) && !e.contains(UNTRUSTED_CERTIFICATE),
+            "{e}"
+        );
+        // A plain-HTTP server's answer is no TLS record; a closed connection says nothing.
+        let e = failed(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        assert!(!e.contains(SPEAKS_TLS), "{e}");
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(!handshake_failure("r", eof).to_string().contains(SPEAKS_TLS));
+    }
+
+    #[test]
+    fn a_token_realm_gets_the_settings_of_the_registries_naming_it() {
+        let connector = Connector::new(TlsSettings::default());
+        let mut headers = http::HeaderMap::new();
+        let challenge = r#"Bearer realm="https://u@Auth.example:6000/token",service="r""#;
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+        connector.learn_realms("r.example:5000", &headers);
+        connector.learn_realms("r.example:5001", &headers);
+        assert_eq!(
+            connector.realm_of("auth.example:6000"),
+            ["r.example:5000", "r.example:5001"]
+        );
+        assert!(connector.realm_of("auth.example").is_empty());
+        // Plain HTTP realms have no TLS settings to get; a registry is not its own realm.
+        for realm in ["http://h.example/t", "https://r.example:5002/t"] {
+            let challenge = format!(r#"Bearer realm="{realm}""#);
+            headers.insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+            connector.learn_realms("r.example:5002", &headers);
+        }
+        assert!(connector.realm_of("h.example").is_empty());
+        assert!(connector.realm_of("r.example:5002").is_empty());
+    }
+
+    #[test]
+    fn an_unread_upload_names_the_registry() {
+        let stall = Stall {
+            authority: "r.example:5000".into(),
+            after: Duration::from_secs(2),
+            kind: StallKind::Unread,
+        };
+        assert_eq!(
+            stall.to_string(),
+            "r.example:5000 took no more of the request body for 2 s"
+        );
     }
 
     #[test]

@@ -103,7 +103,8 @@ struct Global {
     /// Retries of a failed request, and resumes of a cut download or upload (0 for none)
     #[arg(long, global = true, value_name = "N", default_value_t = 4)]
     retries: u32,
-    /// Give up on a request (and retry it) when a registry sends nothing for SECS seconds
+    /// Give up on a request (and retry it) when a registry sends nothing, or takes nothing
+    /// more of an upload, for SECS seconds
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -125,11 +126,14 @@ struct Global {
     /// Read the password of every credential given as USER alone from stdin
     #[arg(long, global = true)]
     password_stdin: bool,
-    /// Trust every *.crt in DIR as a CA (besides the system's and certs.d)
+    /// Trust every *.crt in DIR, for every registry and token service: as a CA, or as a
+    /// server's own (self-signed) certificate when the server presents exactly it, names
+    /// the server and is valid now (besides the system's roots and
+    /// /etc/{containers,docker}/certs.d/HOST:PORT/)
     #[arg(long, global = true, value_name = "DIR")]
     cert_dir: Option<PathBuf>,
-    /// Verify registries' TLS certificates; `--tls-verify=false` accepts any, for the
-    /// registries the command names only
+    /// Verify registries' TLS certificates; `--tls-verify=false` accepts any, from the
+    /// registries the command names and the token services they send imo to only
     #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     tls_verify: bool,
     /// Print no progress and no summary

@@ -34,7 +34,8 @@ impl Imo {
         }
     }
 
-    /// TLS for an operation on `references`: unverified only for those, and only if asked.
+    /// TLS for an operation on `references`: unverified only for those (and the token
+    /// services they name), and only if asked.
     pub(crate) fn connector(&self, references: &[&str]) -> Arc<Connector> {
         let mut settings = TlsSettings::system();
         if let Some(dirs) = &self.settings.certs_d {

@@ -1,5 +1,5 @@
 //! A fake registry: a loopback HTTP server answering registry API paths from a table, for
-//! behaviour no real registry shows (wrong bytes, stalls).
+//! behaviour no real registry shows (wrong bytes, stalls, a request body never read).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +21,9 @@ pub enum Pace {
     StallAfter(usize),
     /// The first `n` bytes, then one byte a second.
     Trickle(usize),
+    /// No answer at all, and nothing more read after the request's head (its body, an
+    /// upload, is left unread), the connection held open.
+    Hold,
 }
 
 /// One answer of the fake registry.
@@ -137,6 +140,13 @@ impl FakeRegistry {
                 pace: Pace::Whole,
             }
         };
+        if reply.pace == Pace::Hold {
+            let until = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            return Ok(());
+        }
         let mut out = format!("HTTP/1.1 {} Fake\r\n", reply.status);
         for (k, v) in &reply.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
@@ -150,7 +160,7 @@ impl FakeRegistry {
             return conn.flush();
         }
         let (first, per_second) = match reply.pace {
-            Pace::Whole => (reply.body.len(), 0),
+            Pace::Whole | Pace::Hold => (reply.body.len(), 0),
             Pace::StallAfter(n) => (n, 0),
             Pace::Trickle(n) => (n, 1),
         };

@@ -4,7 +4,9 @@
 //! `auth: token:` verifies. The key and its self-signed certificate are made with the
 //! `openssl` command in a temporary directory, and each token is signed with
 //! `openssl dgst -sha256 -sign`. Every request is recorded so tests can check which scopes a
-//! client asked for. The server stops when dropped.
+//! client asked for. [`TokenServer::start_tls`] serves HTTPS with a self-signed certificate
+//! made the usual way ([`self_signed`]), as a token service on another port of a private
+//! registry often is. The server stops when dropped.
 
 use super::{TempDir, sha256};
 use std::io::{Read, Write};
@@ -81,6 +83,8 @@ pub struct TokenRequest {
 
 /// What every connection handler shares.
 struct Shared {
+    /// Serve HTTPS with this configuration, else plain HTTP.
+    tls: Option<Arc<rustls::ServerConfig>>,
     accounts: Vec<Account>,
     service: String,
     issuer: String,
@@ -98,6 +102,9 @@ pub struct TokenServer {
     pub issuer: String,
     /// The PEM certificate distribution's `rootcertbundle` must name.
     pub cert: PathBuf,
+    /// For HTTPS, the directory holding the service's self-signed TLS certificate as
+    /// `server.crt` (what `--cert-dir` takes).
+    pub tls_dir: Option<PathBuf>,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -106,7 +113,23 @@ pub struct TokenServer {
 
 impl TokenServer {
     pub fn start(accounts: Vec<Account>) -> Self {
+        Self::start_with(accounts, false)
+    }
+
+    /// The same service over HTTPS, with a self-signed certificate for 127.0.0.1.
+    pub fn start_tls(accounts: Vec<Account>) -> Self {
+        Self::start_with(accounts, true)
+    }
+
+    fn start_with(accounts: Vec<Account>, https: bool) -> Self {
         let dir = TempDir::new("token");
+        let tls_dir = https.then(|| {
+            let tls_dir = dir.join("tls");
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            self_signed(&tls_dir, "127.0.0.1");
+            tls_dir
+        });
+        let tls = tls_dir.as_ref().map(|d| server_config(d));
         let key = dir.join("key.pem");
         let cert = dir.join("cert.pem");
         openssl(&[
@@ -131,6 +154,7 @@ impl TokenServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let shared = Arc::new(Shared {
+            tls,
             accounts,
             service: "imo-test-registry".into(),
             issuer: "imo-test-token-issuer".into(),
@@ -161,6 +185,7 @@ impl TokenServer {
             service: shared.service.clone(),
             issuer: shared.issuer.clone(),
             cert,
+            tls_dir,
             shared,
             stop,
             accept: Some(accept),
@@ -168,9 +193,14 @@ impl TokenServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT/token`
+    /// `http://127.0.0.1:PORT/token`, or `https://` for [`TokenServer::start_tls`].
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}/token", self.addr)
     }
 
     /// The `auth:` section for a registry that trusts this service's tokens.
@@ -212,6 +242,51 @@ impl Drop for TokenServer {
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Makes a self-signed certificate for `host` (an IP address) the way most guides do,
+/// `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=HOST -addext
+/// subjectAltName=IP:HOST`: it is marked as a CA (`CA:TRUE`), and servers present it as
+/// their own. Writes `server.crt` and `server.key` into `dir`.
+pub fn self_signed(dir: &Path, host: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={host}"),
+        "-addext",
+        &format!("subjectAltName=IP:{host}"),
+        "-keyout",
+        path(&key),
+        "-out",
+        path(&cert),
+    ]);
+    (cert, key)
+}
+
+/// A TLS server configuration presenting `dir`'s `server.crt` with `server.key`.
+fn server_config(dir: &Path) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    Arc::new(config)
 }
 
 /// Runs `openssl` and returns its stdout, failing the test if it fails.
@@ -288,7 +363,7 @@ fn url_decode(s: &str) -> String {
 }
 
 /// Reads one request head (up to the blank line), bounded in size and time.
-fn read_head(conn: &mut TcpStream) -> Option<String> {
+fn read_head(conn: &mut impl Read) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -304,7 +379,7 @@ fn read_head(conn: &mut TcpStream) -> Option<String> {
     Some(String::from_utf8_lossy(&head).into_owned())
 }
 
-fn respond(conn: &mut TcpStream, status: u16, extra_headers: &str, body: &str) {
+fn respond(conn: &mut impl Write, status: u16, extra_headers: &str, body: &str) {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -320,11 +395,29 @@ fn respond(conn: &mut TcpStream, status: u16, extra_headers: &str, body: &str) {
     let _ = conn.flush();
 }
 
-/// Answers one request on one connection, then closes it.
-fn serve(shared: &Shared, mut conn: TcpStream) {
+/// Answers one request on one connection (over TLS if the service has it), then closes it.
+fn serve(shared: &Shared, conn: TcpStream) {
     let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
     let _ = conn.set_write_timeout(Some(IO_TIMEOUT));
-    let Some(head) = read_head(&mut conn) else {
+    match &shared.tls {
+        Some(config) => {
+            let Ok(session) = rustls::ServerConnection::new(config.clone()) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(session, conn);
+            serve_on(shared, &mut tls);
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        None => {
+            let mut conn = conn;
+            serve_on(shared, &mut conn);
+        }
+    }
+}
+
+fn serve_on(shared: &Shared, conn: &mut (impl Read + Write)) {
+    let Some(head) = read_head(conn) else {
         return;
     };
     let mut lines = head.split("\r\n");
@@ -364,7 +457,7 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
     let (status, headers, body) = answer(shared, &method, path, authorization, &mut record);
     record.status = status;
     shared.log.lock().unwrap().push(record);
-    respond(&mut conn, status, &headers, &body);
+    respond(conn, status, &headers, &body);
 }
 
 /// Decides a request: the status, extra header lines and JSON body. Fills in the account

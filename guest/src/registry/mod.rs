@@ -35,6 +35,31 @@ use auth::{AuthState, Authorize};
 use error::{ERROR_BODY_LIMIT, registry_detail};
 use std::cell::RefCell;
 
+/// How a failed TLS handshake shows that the server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    /// Its certificate was not trusted.
+    Certificate,
+    /// It refused the handshake otherwise (a TLS alert, no common version).
+    Refused,
+}
+
+/// Whether a transport failure shows that the server speaks TLS: the imo host says so in
+/// words (`speaks TLS`, with `a certificate that is not trusted`), other wasi-http hosts
+/// with the error codes for a certificate or a TLS alert. A plain-HTTP server's answer to
+/// a TLS hello is none of these (`TlsProtocolError`, or the connection closed).
+fn speaks_tls(message: &str) -> Option<Tls> {
+    if message.contains("with a certificate that is not trusted")
+        || message.contains("TlsCertificateError")
+    {
+        Some(Tls::Certificate)
+    } else if message.contains(" speaks TLS") || message.contains("TlsAlertReceived") {
+        Some(Tls::Refused)
+    } else {
+        None
+    }
+}
+
 /// Where progress and retry notices go; stderr in the component.
 pub trait Reporter {
     fn line(&self, text: &str);
@@ -76,7 +101,9 @@ impl<'t> Client<'t> {
     /// Pings the registry of `reference`, choosing the scheme and authenticating.
     ///
     /// HTTPS always comes first; plain HTTP is tried after it only for loopback registries
-    /// and those the user named insecure.
+    /// and those the user named insecure, and never when the HTTPS failure shows that the
+    /// registry speaks TLS (a certificate refused, a TLS alert): that failure is the answer,
+    /// reported at once with what to do.
     pub fn connect(
         transport: &'t dyn Transport,
         reference: &Reference,
@@ -109,6 +136,22 @@ impl<'t> Client<'t> {
         // retry.
         let first = client.ping(!plain_allowed);
         let ping = match first {
+            Err(Error::Unreachable(e)) if speaks_tls(&e).is_some() => {
+                let advice = match speaks_tls(&e) {
+                    Some(Tls::Certificate) => format!(
+                        " (to trust a private CA or the registry's self-signed certificate, \
+                         put it in a DIR given with --cert-dir DIR, or in \
+                         /etc/containers/certs.d/{}/, as a .crt file; --tls-verify=false \
+                         skips the check, for test registries only)",
+                        client.origin.authority
+                    ),
+                    _ => String::new(),
+                };
+                return Err(Error::Unreachable(format!(
+                    "{}: {e}{advice}",
+                    client.registry
+                )));
+            }
             Err(Error::Unreachable(https_err)) if plain_allowed => {
                 client.origin.scheme = Scheme::Http;
                 let both = |http_err: String| {
@@ -172,7 +215,25 @@ impl<'t> Client<'t> {
             url: self.url("/v2/"),
             headers: vec![],
         };
-        self.send_as(request, None, retry, &Authorize::Registry)
+        // A server that speaks TLS and refused the handshake will refuse it again: it is
+        // kept out of the retries (as a non-network error) and reported as it was.
+        let refused = std::cell::Cell::new(None);
+        let answer = self.with_retries(&request, retry, &mut |_| match self.send_authorized(
+            &request,
+            None,
+            retry,
+            &Authorize::Registry,
+        ) {
+            Err(Error::Unreachable(e)) if speaks_tls(&e).is_some() => {
+                refused.set(Some(e));
+                Err(Error::Registry(String::new()))
+            }
+            other => other,
+        });
+        match refused.take() {
+            Some(e) => Err(Error::Unreachable(e)),
+            None => answer,
+        }
     }
 
     fn url(&self, path: &str) -> Url {
@@ -225,5 +286,97 @@ impl<'t> Client<'t> {
     /// body cannot be written twice, and the upload's resume takes over.
     fn start(&self, request: Request, body: Option<BodyWriter<'_>>) -> Result<Pending> {
         self.start_authorized(&request, body, &Authorize::Registry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Fails every HTTPS request with `https`, answers plain HTTP with a registry's 200,
+    /// and logs each request's URL.
+    struct TlsPort {
+        https: &'static str,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl Transport for TlsPort {
+        fn send(&self, req: &Request, _: Option<BodyWriter<'_>>) -> Result<Response> {
+            self.log.borrow_mut().push(req.url.to_string());
+            match req.url.scheme {
+                Scheme::Https => Err(Error::Unreachable(format!(
+                    "GET {}: {}",
+                    req.url, self.https
+                ))),
+                Scheme::Http => Ok(Response {
+                    status: 200,
+                    headers: vec![],
+                    body: Box::new(std::io::empty()),
+                }),
+            }
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    fn connect(registry: &str, https: &'static str) -> (Result<()>, Vec<String>) {
+        let port = TlsPort {
+            https,
+            log: RefCell::new(vec![]),
+        };
+        let report = |_: &str| {};
+        let net = Net {
+            retry: Retry::default(),
+            report: &report,
+            chunk_size: 0,
+        };
+        let reference = Reference::parse(&format!("{registry}/app")).unwrap();
+        let result = Client::connect(&port, &reference, None, Access::pull(), &[], net).map(|_| ());
+        (result, port.log.into_inner())
+    }
+
+    #[test]
+    fn a_server_that_speaks_tls_is_never_tried_over_plain_http_nor_again() {
+        let refused = r#"ErrorCode::InternalError(Some("TLS handshake failed: 127.0.0.1:5000 speaks TLS with a certificate that is not trusted: invalid peer certificate: UnknownIssuer"))"#;
+        let (result, log) = connect("127.0.0.1:5000", refused);
+        let e = result.unwrap_err().to_string();
+        assert_eq!(log, ["https://127.0.0.1:5000/v2/"]);
+        assert!(
+            e.contains("UnknownIssuer")
+                && e.contains("--cert-dir")
+                && e.contains("/etc/containers/certs.d/127.0.0.1:5000/")
+                && !e.contains("plain HTTP"),
+            "{e}"
+        );
+        // Nor retried elsewhere, where plain HTTP is no option anyway.
+        let (result, log) = connect("r.example", refused);
+        assert_eq!(log, ["https://r.example/v2/"]);
+        assert!(!result.unwrap_err().to_string().contains("--insecure"));
+        // Other hosts say it with error codes; an alert is no certificate problem.
+        for (code, advice) in [
+            ("ErrorCode::TlsCertificateError", true),
+            ("ErrorCode::TlsAlertReceived(..)", false),
+        ] {
+            let (result, log) = connect("127.0.0.1:5000", code);
+            assert_eq!(log.len(), 1, "{code}");
+            let e = result.unwrap_err().to_string();
+            assert_eq!(e.contains("--cert-dir"), advice, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_loopback_server_that_does_not_speak_tls_is_tried_over_plain_http() {
+        let (result, log) = connect("127.0.0.1:5000", "ErrorCode::TlsProtocolError");
+        result.unwrap();
+        assert_eq!(
+            log,
+            ["https://127.0.0.1:5000/v2/", "http://127.0.0.1:5000/v2/"]
+        );
     }
 }
