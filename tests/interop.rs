@@ -413,6 +413,191 @@ fn tls(kind: Kind) {
     );
 }
 
+/// What the server itself answers, asked with curl: the facts behind the table in README and
+/// behind imo's behaviour with each server. Per server: (monolithic `PUT` of a whole blob,
+/// the final `PUT` after `PATCH` chunks, a cross-repository mount `POST`, `tags/list?n=`,
+/// `tags/list`, the `PUT` of an OCI index), as HTTP statuses.
+fn protocol(kind: Kind) {
+    let expected: [u16; 6] = match kind {
+        Kind::Distribution => [201, 201, 201, 200, 200, 201],
+        // Mounts and unknown query parameters: a 404 web page.
+        Kind::Zuul => [201, 201, 404, 404, 200, 201],
+        // A PUT with a body: 500 "missing content length not implemented"; a mount: 202 and a
+        // new upload session; no tag list at all; an index: 400, as it parses every manifest
+        // as an image manifest.
+        Kind::ContainerRegistry => [500, 201, 202, 404, 404, 400],
+    };
+    let (v1, _) = app_versions();
+    let server = Server::start(kind);
+    server.seed(v1.dir.path(), "v1", "org/probe:v1", None);
+    let base = format!("http://{}", server.addr);
+    let auth: Vec<String> = match kind {
+        Kind::Distribution => vec![],
+        Kind::ContainerRegistry => vec!["-u".into(), server.creds.clone().unwrap()],
+        Kind::Zuul => {
+            // Its token service: a push scope checks the password.
+            let (_, _, body) = curl(
+                &["-u".into(), server.creds.clone().unwrap()],
+                "GET",
+                &format!("{base}/auth/token?scope=repository:org/probe:pull,push"),
+                None,
+                &[],
+            );
+            let token: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            vec![
+                "-H".into(),
+                format!("Authorization: Bearer {}", token["token"].as_str().unwrap()),
+            ]
+        }
+    };
+    let url = |location: &str| {
+        if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location.to_owned()
+        }
+    };
+    let start = |repo: &str| {
+        let (status, headers, _) = curl(
+            &auth,
+            "POST",
+            &format!("{base}/v2/{repo}/blobs/uploads/"),
+            Some(b""),
+            &[],
+        );
+        assert_eq!(status, 202, "{kind:?} starts an upload");
+        url(&header(&headers, "location").expect("an upload location"))
+    };
+    let with_digest = |location: &str, digest: &str| {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        format!("{location}{sep}digest={digest}")
+    };
+
+    let whole = b"one whole blob";
+    let location = start("org/probe");
+    let (monolithic, _, _) = curl(
+        &auth,
+        "PUT",
+        &with_digest(&location, &sha256(whole)),
+        Some(whole),
+        &["Content-Type: application/octet-stream"],
+    );
+
+    let mut location = start("org/probe");
+    let (mut offset, chunks) = (0, [&b"in two"[..], &b" chunks"[..]]);
+    for chunk in chunks {
+        let range = format!("Content-Range: {offset}-{}", offset + chunk.len() - 1);
+        let (status, headers, _) = curl(
+            &auth,
+            "PATCH",
+            &location,
+            Some(chunk),
+            &[&range, "Content-Type: application/octet-stream"],
+        );
+        assert_eq!(status, 202, "{kind:?} takes a PATCH chunk");
+        location = url(&header(&headers, "location").unwrap_or(location));
+        offset += chunk.len();
+    }
+    let chunked_digest = sha256(&chunks.concat());
+    let (chunked, _, _) = curl(
+        &auth,
+        "PUT",
+        &with_digest(&location, &chunked_digest),
+        Some(b""),
+        &[],
+    );
+
+    let (mount, _, _) = curl(
+        &auth,
+        "POST",
+        &format!("{base}/v2/org/other/blobs/uploads/?mount={chunked_digest}&from=org/probe"),
+        Some(b""),
+        &[],
+    );
+    let (paged, _, _) = curl(
+        &auth,
+        "GET",
+        &format!("{base}/v2/org/probe/tags/list?n=10"),
+        None,
+        &[],
+    );
+    let (tags, _, _) = curl(
+        &auth,
+        "GET",
+        &format!("{base}/v2/org/probe/tags/list"),
+        None,
+        &[],
+    );
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": v1.manifest_digest,
+            "size": server.raw_manifest("org/probe:v1").len(),
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    }))
+    .unwrap();
+    let (index, _, _) = curl(
+        &auth,
+        "PUT",
+        &format!("{base}/v2/org/probe/manifests/index"),
+        Some(&index),
+        &["Content-Type: application/vnd.oci.image.index.v1+json"],
+    );
+    assert_eq!(
+        [monolithic, chunked, mount, paged, tags, index],
+        expected,
+        "{kind:?}: [monolithic PUT, PATCH then PUT, mount, tags/list?n=, tags/list, index PUT]"
+    );
+}
+
+/// One request with curl: status, response headers, body.
+fn curl(
+    auth: &[String],
+    method: &str,
+    url: &str,
+    body: Option<&[u8]>,
+    headers: &[&str],
+) -> (u16, String, Vec<u8>) {
+    let work = TempDir::new("curl");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-X", method, "-D"])
+        .arg(work.join("headers"))
+        .arg("-o")
+        .arg(work.join("body"))
+        .args(["-w", "%{http_code}"])
+        .args(auth);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(b) = body {
+        std::fs::write(work.join("data"), b).unwrap();
+        cmd.arg("--data-binary")
+            .arg(format!("@{}", work.join("data").display()));
+    }
+    let out = cmd.arg(url).output().expect("running curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (
+        status,
+        std::fs::read_to_string(work.join("headers")).unwrap_or_default(),
+        std::fs::read(work.join("body")).unwrap_or_default(),
+    )
+}
+
+fn header(headers: &str, name: &str) -> Option<String> {
+    headers.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
+}
+
 macro_rules! interop {
     ($module:ident, $kind:expr $(, $extra:item)*) => {
         mod $module {
@@ -447,6 +632,11 @@ macro_rules! interop {
             #[test]
             fn auth() {
                 super::auth(KIND);
+            }
+
+            #[test]
+            fn protocol() {
+                super::protocol(KIND);
             }
 
             $($extra)*
