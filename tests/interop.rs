@@ -4,7 +4,8 @@
 //! Each module runs the main job (pull of the difference, vet, push, then skopeo: the same
 //! manifest bytes, every blob fetchable), a multi-platform image, a Docker schema 2 image, a
 //! bundle of two images sharing a layer, an inventory, and auth (plus TLS where the server
-//! has it). Where a server lacks a feature the test says so and checks imo's error. README's
+//! has it), and asks the server itself (with curl) the requests servers answer differently.
+//! Where a server lacks a feature the test says so and checks imo's error. README's
 //! compatibility table reports what these tests measure. Repositories are `org/NAME`
 //! everywhere, as container-registry takes no other shape.
 
