@@ -1,7 +1,8 @@
 //! Registry servers other than CNCF distribution, for the interop suite: zuul-registry
 //! (Python, CherryPy; token auth served by itself, TLS) and container-registry (Rust, axum;
 //! Basic auth, two-part repository names, no indexes), each started on 127.0.0.1 with an
-//! ephemeral port and a config written into a temporary directory, and killed when dropped.
+//! ephemeral port, configured by a file or flags the test writes, with its storage in a
+//! temporary directory, and killed when dropped.
 //! Distribution is wrapped too, so one test body runs against every server.
 //! `scripts/setup --interop-servers` installs both servers.
 
@@ -308,7 +309,7 @@ fn spawn_on_free_port(
             .port();
         let addr = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("server.log")).unwrap();
-        let child = command(port, &dir)
+        let mut child = command(port, &dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -316,24 +317,18 @@ fn spawn_on_free_port(
             .unwrap_or_else(|e| {
                 panic!("starting {name}: {e}; run `scripts/setup --interop-servers`")
             });
-        let mut process = Process::Child { child, dir };
-        if wait_ready(&mut process, &addr, tls) {
-            return (addr, process);
+        if wait_ready(&mut child, &addr, tls) {
+            return (addr, Process::Child { child, dir });
         }
-        if let Process::Child { child, dir } = &mut process {
-            let _ = child.kill();
-            let _ = child.wait();
-            last_log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        }
+        let _ = child.kill();
+        let _ = child.wait();
+        last_log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
     }
     panic!("{name} did not start on a loopback port after 5 tries; its log:\n{last_log}");
 }
 
 /// Waits until the server answers HTTP (or, serving TLS, accepts connections).
-fn wait_ready(process: &mut Process, addr: &str, tls: bool) -> bool {
-    let Process::Child { child, .. } = process else {
-        return true;
-    };
+fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
