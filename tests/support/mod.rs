@@ -9,6 +9,7 @@
 
 pub mod fake;
 pub mod proxy;
+pub mod servers;
 pub mod token;
 
 use sha2::{Digest as _, Sha256};
