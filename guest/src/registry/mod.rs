@@ -60,6 +60,19 @@ fn speaks_tls(message: &str) -> Option<Tls> {
     }
 }
 
+/// What to do about a TLS failure of the registry at `authority` (or its token service,
+/// which has the registry's TLS settings): nothing for a failure that is not a certificate.
+fn tls_advice(message: &str, authority: &str) -> String {
+    match speaks_tls(message) {
+        Some(Tls::Certificate) => format!(
+            " (to trust a private CA or the registry's self-signed certificate, put it in a \
+             DIR given with --cert-dir DIR, or in /etc/containers/certs.d/{authority}/, as a \
+             .crt file; --tls-verify=false skips the check, for test registries only)"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Where progress and retry notices go; stderr in the component.
 pub trait Reporter {
     fn line(&self, text: &str);
@@ -137,16 +150,7 @@ impl<'t> Client<'t> {
         let first = client.ping(!plain_allowed);
         let ping = match first {
             Err(Error::Unreachable(e)) if speaks_tls(&e).is_some() => {
-                let advice = match speaks_tls(&e) {
-                    Some(Tls::Certificate) => format!(
-                        " (to trust a private CA or the registry's self-signed certificate, \
-                         put it in a DIR given with --cert-dir DIR, or in \
-                         /etc/containers/certs.d/{}/, as a .crt file; --tls-verify=false \
-                         skips the check, for test registries only)",
-                        client.origin.authority
-                    ),
-                    _ => String::new(),
-                };
+                let advice = tls_advice(&e, &client.origin.authority);
                 return Err(Error::Unreachable(format!(
                     "{}: {e}{advice}",
                     client.registry
@@ -194,7 +198,15 @@ impl<'t> Client<'t> {
                 .header("www-authenticate")
                 .map(crate::auth::parse_challenges)
                 .unwrap_or_default();
-            client.authenticate(&challenges)?;
+            // The token service has the registry's TLS settings (the host's policy), so
+            // the same advice holds for it.
+            client.authenticate(&challenges).map_err(|e| match e {
+                Error::Unreachable(m) => {
+                    let advice = tls_advice(&m, &client.origin.authority);
+                    Error::Unreachable(format!("{m}{advice}"))
+                }
+                e => e,
+            })?;
         } else {
             client.expect(ping, 200..300, "GET /v2/")?;
         }
@@ -215,25 +227,9 @@ impl<'t> Client<'t> {
             url: self.url("/v2/"),
             headers: vec![],
         };
-        // A server that speaks TLS and refused the handshake will refuse it again: it is
-        // kept out of the retries (as a non-network error) and reported as it was.
-        let refused = std::cell::Cell::new(None);
-        let answer = self.with_retries(&request, retry, &mut |_| match self.send_authorized(
-            &request,
-            None,
-            retry,
-            &Authorize::Registry,
-        ) {
-            Err(Error::Unreachable(e)) if speaks_tls(&e).is_some() => {
-                refused.set(Some(e));
-                Err(Error::Registry(String::new()))
-            }
-            other => other,
-        });
-        match refused.take() {
-            Some(e) => Err(Error::Unreachable(e)),
-            None => answer,
-        }
+        self.with_retries(&request, retry, &mut |_| {
+            self.send_authorized(&request, None, retry, &Authorize::Registry)
+        })
     }
 
     fn url(&self, path: &str) -> Url {

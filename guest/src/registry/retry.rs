@@ -96,6 +96,8 @@ impl Client<'_> {
                 return result;
             }
             let (why, after) = match &result {
+                // A server that refused the TLS handshake will refuse it again.
+                Err(Error::Unreachable(e)) if super::speaks_tls(e).is_some() => return result,
                 Err(Error::Unreachable(e)) => (printable(e).into_owned(), None),
                 Ok(r) if retryable_status(r.status) => (
                     format!("HTTP {}", r.status),
@@ -274,5 +276,67 @@ mod tests {
             assert!(e.contains("HTTP 500") && e.contains(text), "{e}");
             assert_eq!(failing.sent.get(), tries, "{text}");
         }
+    }
+
+    /// A registry whose token service refuses the TLS handshake, counting token requests.
+    struct UntrustedRealm {
+        token_requests: std::cell::Cell<u32>,
+    }
+
+    impl crate::registry::Transport for UntrustedRealm {
+        fn send(
+            &self,
+            request: &Request,
+            _: Option<crate::registry::BodyWriter<'_>>,
+        ) -> Result<Response> {
+            if request.url.authority == "auth.r.io" {
+                self.token_requests.set(self.token_requests.get() + 1);
+                return Err(Error::Unreachable(
+                    "TLS handshake failed: auth.r.io speaks TLS with a certificate that is not \
+                     trusted: invalid peer certificate: UnknownIssuer"
+                        .into(),
+                ));
+            }
+            Ok(Response {
+                status: 401,
+                headers: vec![(
+                    "www-authenticate".into(),
+                    r#"Bearer realm="https://auth.r.io/token",service="r.io""#.into(),
+                )],
+                body: Box::new(std::io::empty()),
+            })
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_token_service_that_refuses_the_handshake_is_asked_once() {
+        let realm = UntrustedRealm {
+            token_requests: Default::default(),
+        };
+        let report = |_: &str| {};
+        let net = crate::registry::Net {
+            retry: Retry {
+                attempts: 4,
+                base_delay_ms: 1,
+                max_wait_ms: 60_000,
+            },
+            report: &report,
+            chunk_size: 0,
+        };
+        let reference = crate::reference::Reference::parse("r.io/app").unwrap();
+        let access = crate::registry::Access::pull();
+        let e = Client::connect(&realm, &reference, None, access, &[], net)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("not trusted") && e.contains("--cert-dir"), "{e}");
+        assert_eq!(realm.token_requests.get(), 1, "{e}");
     }
 }
