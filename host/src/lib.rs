@@ -50,6 +50,7 @@ pub mod policy;
 mod runtime;
 mod sandbox;
 mod streams;
+mod trust;
 
 /// The HTTP client's former name: `imo::tls::…` paths keep working.
 #[doc(hidden)]
