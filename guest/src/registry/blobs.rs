@@ -235,7 +235,7 @@ mod tests {
     use super::*;
     use crate::reference::Reference;
     use crate::registry::fake::FakeRegistry;
-    use crate::registry::{Access, Net, Retry};
+    use crate::registry::{Access, Net};
 
     fn descriptor(data: &[u8]) -> Descriptor {
         Descriptor {
@@ -260,15 +260,7 @@ mod tests {
     }
 
     fn client(fake: &FakeRegistry) -> Client<'_> {
-        let net = Net {
-            retry: Retry {
-                attempts: 1,
-                base_delay_ms: 1,
-                max_wait_ms: 1000,
-            },
-            report: &|_: &str| {},
-            chunk_size: 0,
-        };
+        let net = Net::testing(1, 1000, &|_: &str| {});
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap()
     }

@@ -94,6 +94,24 @@ pub struct Net<'t> {
     pub chunk_size: u64,
 }
 
+#[cfg(test)]
+impl<'t> Net<'t> {
+    /// For tests: `attempts` retries a millisecond apart (within `max_wait_ms`), whole-body
+    /// uploads, lines to `report`.
+    pub fn testing(attempts: u32, max_wait_ms: u64, report: &'t dyn Reporter) -> Self {
+        let retry = Retry {
+            attempts,
+            base_delay_ms: 1,
+            max_wait_ms,
+        };
+        Net {
+            retry,
+            report,
+            chunk_size: 0,
+        }
+    }
+}
+
 /// One repository of one registry, with its authentication state.
 pub struct Client<'t> {
     transport: &'t dyn Transport,
@@ -326,11 +344,9 @@ mod tests {
             https,
             log: RefCell::new(vec![]),
         };
-        let report = |_: &str| {};
         let net = Net {
             retry: Retry::default(),
-            report: &report,
-            chunk_size: 0,
+            ..Net::testing(0, 0, &|_: &str| {})
         };
         let reference = Reference::parse(&format!("{registry}/app")).unwrap();
         let result = Client::connect(&port, &reference, None, Access::pull(), &[], net).map(|_| ());

@@ -195,15 +195,13 @@ mod tests {
         let silent = Silent {
             now: std::cell::Cell::new(1_000_000),
         };
-        let report = |_: &str| {};
         let net = crate::registry::Net {
             retry: Retry {
                 attempts: 2,
                 base_delay_ms: 1000,
                 max_wait_ms: 60_000,
             },
-            report: &report,
-            chunk_size: 0,
+            ..crate::registry::Net::testing(0, 0, &|_: &str| {})
         };
         let reference = crate::reference::Reference::parse("r.io/app").unwrap();
         let access = crate::registry::Access::pull();
@@ -258,15 +256,7 @@ mod tests {
                 text,
                 sent: Default::default(),
             };
-            let net = crate::registry::Net {
-                retry: Retry {
-                    attempts: 2,
-                    base_delay_ms: 1,
-                    max_wait_ms: 60_000,
-                },
-                report: &report,
-                chunk_size: 0,
-            };
+            let net = crate::registry::Net::testing(2, 60_000, &report);
             let reference = crate::reference::Reference::parse("r.io/app").unwrap();
             let access = crate::registry::Access::pull();
             let e = Client::connect(&failing, &reference, None, access, &[], net)
@@ -320,16 +310,7 @@ mod tests {
         let realm = UntrustedRealm {
             token_requests: Default::default(),
         };
-        let report = |_: &str| {};
-        let net = crate::registry::Net {
-            retry: Retry {
-                attempts: 4,
-                base_delay_ms: 1,
-                max_wait_ms: 60_000,
-            },
-            report: &report,
-            chunk_size: 0,
-        };
+        let net = crate::registry::Net::testing(4, 60_000, &|_: &str| {});
         let reference = crate::reference::Reference::parse("r.io/app").unwrap();
         let access = crate::registry::Access::pull();
         let e = Client::connect(&realm, &reference, None, access, &[], net)

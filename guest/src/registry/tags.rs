@@ -278,7 +278,7 @@ mod tests {
     use super::*;
     use crate::reference::Reference;
     use crate::registry::http::{BodyWriter, Request, Scheme, Transport};
-    use crate::registry::{Access, Net, Retry};
+    use crate::registry::{Access, Net};
     use std::cell::RefCell;
 
     fn origin() -> Url {
@@ -548,16 +548,7 @@ mod tests {
             answers,
             log: RefCell::new(vec![]),
         };
-        let report = |_: &str| {};
-        let net = Net {
-            retry: Retry {
-                attempts: 0,
-                base_delay_ms: 1,
-                max_wait_ms: 1,
-            },
-            report: &report,
-            chunk_size: 0,
-        };
+        let net = Net::testing(0, 1, &|_: &str| {});
         let reference = Reference::parse("127.0.0.1:5000/app").unwrap();
         let client = Client::connect(&fake, &reference, None, Access::pull(), &[], net).unwrap();
         let tags = client.tags();

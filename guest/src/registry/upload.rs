@@ -800,7 +800,7 @@ mod tests {
     use super::*;
     use crate::reference::Reference;
     use crate::registry::fake::FakeRegistry;
-    use crate::registry::{Access, Net, Retry};
+    use crate::registry::{Access, Net};
     use std::cell::RefCell;
     use std::io::Read;
 
@@ -920,13 +920,8 @@ mod tests {
         let lines = RefCell::new(Vec::new());
         let report = |l: &str| lines.borrow_mut().push(l.to_owned());
         let net = Net {
-            retry: Retry {
-                attempts,
-                base_delay_ms: 1,
-                max_wait_ms: 60_000,
-            },
-            report: &report,
             chunk_size,
+            ..Net::testing(attempts, 60_000, &report)
         };
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let client =
@@ -975,15 +970,7 @@ mod tests {
         fake.state.borrow_mut().statuses = [503].into();
         let lines = RefCell::new(Vec::<String>::new());
         let report = |l: &str| lines.borrow_mut().push(l.to_owned());
-        let net = Net {
-            retry: Retry {
-                attempts: 2,
-                base_delay_ms: 1,
-                max_wait_ms: 60_000,
-            },
-            report: &report,
-            chunk_size: 0,
-        };
+        let net = Net::testing(2, 60_000, &report);
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let client =
             Client::connect(&fake, &reference, None, Access::push(vec![]), &[], net).unwrap();
@@ -1247,15 +1234,7 @@ mod tests {
     ) -> (Vec<Result<()>>, Vec<String>, Vec<String>) {
         let lines = RefCell::new(Vec::new());
         let report = |l: &str| lines.borrow_mut().push(l.to_owned());
-        let net = Net {
-            retry: Retry {
-                attempts: 4,
-                base_delay_ms: 1,
-                max_wait_ms: 60_000,
-            },
-            report: &report,
-            chunk_size: 0,
-        };
+        let net = Net::testing(4, 60_000, &report);
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let client =
             Client::connect(fake, &reference, None, Access::push(vec![]), &[], net).unwrap();
