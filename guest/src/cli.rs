@@ -313,6 +313,15 @@ mod tests {
     }
 
     #[test]
+    fn the_archive_names_mount_sources_only_when_told() {
+        let c = parse(&args("push --mount-from org/base a.tar r.io/x")).unwrap();
+        assert_eq!(c.options.mount_from, ["org/base"]);
+        assert!(!c.options.mount_from_archive);
+        let c = parse(&args("vet --mount-from-archive a.tar r.io/x")).unwrap();
+        assert!(c.options.mount_from_archive && c.options.mount_from.is_empty());
+    }
+
+    #[test]
     fn pull_with_options() {
         let c = parse(&args(
             "pull --insecure h:5000 a b -o out.tar --creds u:p --dest-creds=d:q -q",
