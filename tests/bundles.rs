@@ -344,9 +344,10 @@ fn blobs_an_inventory_places_in_another_repository_are_mounted() {
         s(&archive),
     ]);
     // A repository the site has never seen: the base layer lives in `app`, as the inventory
-    // (carried in the archive) says, and nothing names it on the command line.
+    // (carried in the archive) says, which the user trusts.
     let dest = w.site.image("elsewhere/app:v2");
-    let pushed = json(&imo_ok(&["push", "--json", s(&archive), &dest]));
+    let trusted = "--mount-from-archive";
+    let pushed = json(&imo_ok(&["push", trusted, "--json", s(&archive), &dest]));
     assert_eq!(pushed["blobs_mounted"], 1, "{pushed}");
     assert_eq!(sha256(&raw_manifest(&dest)), w.app_v2.manifest_digest);
     copy_out(&dest);
@@ -357,7 +358,12 @@ fn blobs_an_inventory_places_in_another_repository_are_mounted() {
         &w.site.addr,
         vec![Rule::new("POST", "mount=", 100, Fault::HtmlPage(404))],
     );
-    let out = imo_ok(&["push", s(&archive), &proxy.image("declined/app:v2")]);
+    let out = imo_ok(&[
+        "push",
+        trusted,
+        s(&archive),
+        &proxy.image("declined/app:v2"),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let base = &w.app_v2.layer_digests[0][..19];
     assert!(
@@ -526,4 +532,132 @@ fn a_blob_is_reported_uploaded_only_once_its_put_is_accepted() {
         !stderr.contains(&format!("uploaded {refused}")),
         "{refused} was reported uploaded though its PUT was refused: {stderr}"
     );
+}
+
+/// Copies the archive at `from` to `to` with its `imo.json` changed by `edit`, every other
+/// entry as it was: what a crafted archive is.
+fn rewrite_metadata(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    edit: impl Fn(&mut serde_json::Value),
+) {
+    let mut out = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for (path, mut data) in archive_entries(from) {
+        if path == "imo.json" {
+            let mut meta: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            edit(&mut meta);
+            data = serde_json::to_vec(&meta).unwrap();
+        }
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        out.append_data(&mut header, &path, data.as_slice())
+            .unwrap();
+    }
+    out.finish().unwrap();
+}
+
+/// An archive whose `imo.json` names another team's private repository as its base does not
+/// choose where the pusher's credentials read from: `secret/private` is neither asked about
+/// nor put in a token scope, and the layer the archive omits is missing, with a hint naming
+/// the opt-in. The user's `--mount-from secret/private` or `--mount-from-archive` mounts it.
+#[test]
+fn an_archive_naming_a_private_base_does_not_choose_the_mount_source() {
+    use support::token::{Account, TokenServer};
+    let src = Registry::start();
+    let secret = oci_layout("v1", &[("secret", 100_000)]);
+    let app = oci_layout("v2", &[("secret", 100_000), ("own", 50_000)]);
+    seed(&secret, &src.image("public/base:v1"), None);
+    seed(&app, &src.image("app:v2"), None);
+    let work = TempDir::new("bundle-crafted");
+    let real = work.join("real.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        &src.image("public/base:v1"),
+        &src.image("app:v2"),
+        "-o",
+        s(&real),
+    ]);
+
+    // The site: one account that may read the private repository and push the public ones.
+    let tokens = TokenServer::start(vec![
+        Account::new("pusher", "push-pw")
+            .may("secret/private", &["pull", "push"])
+            .may("public/app", &["pull", "push"])
+            .may("public/other", &["pull", "push"]),
+    ]);
+    let site = Registry::start_with(&tokens.registry_config());
+    skopeo(&[
+        "copy",
+        "-q",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "pusher:push-pw",
+        &format!("oci:{}:v1", secret.dir.path().display()),
+        &format!("docker://{}", site.image("secret/private:v1")),
+    ]);
+    let crafted = work.join("crafted.tar");
+    let private = site.image("secret/private:v1");
+    rewrite_metadata(&real, &crafted, |meta| {
+        meta["bases"][0]["reference"] = private.clone().into();
+    });
+    let proxy = Proxy::start(&site.addr, vec![]);
+    let creds = ["--dest-creds", "pusher:push-pw"];
+    let layer = &secret.layer_digests[0];
+
+    let before = tokens.count();
+    let dest = proxy.image("public/app:v2");
+    for op in ["vet", "push"] {
+        let out = imo(&[&[op], &creds[..], &[s(&crafted), &dest]].concat());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{op}: {stderr}");
+        assert!(
+            stderr.contains(layer.as_str()) && stderr.contains("--mount-from-archive"),
+            "{op} names the blob and the opt-in: {stderr}"
+        );
+    }
+    assert_eq!(proxy.count("POST", "from=secret"), 0, "no mount from it");
+    assert_eq!(
+        proxy.count("HEAD", "/v2/secret/"),
+        0,
+        "not even asked about"
+    );
+    let scopes: Vec<String> = (tokens.requests_since(before).into_iter())
+        .flat_map(|r| r.scopes)
+        .collect();
+    assert!(!scopes.is_empty(), "the push asked for tokens");
+    assert!(
+        scopes.iter().all(|s| !s.contains("secret")),
+        "no token scope names it: {scopes:?}"
+    );
+    assert_eq!(
+        proxy.count("PUT", "/v2/public/app/manifests/"),
+        0,
+        "nothing tagged"
+    );
+
+    // The user trusts the archive, or names the repository: the layer is mounted.
+    for (flags, repo) in [
+        (&["--mount-from-archive"][..], "public/app"),
+        (&["--mount-from", "secret/private"][..], "public/other"),
+    ] {
+        let dest = proxy.image(&format!("{repo}:v2"));
+        let args = [
+            &["push", "--json"],
+            &creds[..],
+            flags,
+            &[s(&crafted), &dest],
+        ]
+        .concat();
+        let pushed = json(&imo_ok(&args));
+        assert_eq!(pushed["blobs_mounted"], 1, "{flags:?}: {pushed}");
+        let mount = format!(
+            "/v2/{repo}/blobs/uploads/?mount=sha256%3A{}&from=secret%2Fprivate",
+            &layer[7..]
+        );
+        assert_eq!(proxy.count("POST", &mount), 1, "{flags:?}");
+    }
+    assert_eq!(proxy.count("POST", "from=secret"), 2);
 }

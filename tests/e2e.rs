@@ -516,14 +516,15 @@ fn blobs_in_another_repository_are_mounted_not_uploaded() {
         "mirror/app:v2",
     );
 
-    // The archive's own base repository path (`app`) is tried without being named, and a
-    // full archive mounts what it would otherwise upload.
+    // The archive's own base repository path (`app`) is tried when the user trusts the
+    // archive with it, and a full archive mounts what it would otherwise upload.
     seed(
         &oci_layout("v1", &[("a", 300_000), ("b", 200_000)]),
         &dst.image("app:v1"),
         None,
     );
-    push(&[path_str(&archive)], "", "2 mounted", "copy/app:v2");
+    let trusted = ["--mount-from-archive", path_str(&archive)];
+    push(&trusted, "", "2 mounted", "copy/app:v2");
     push(
         &["--mount-from", "mirror/app", path_str(&full)],
         "uploaded 0 blob(s)",

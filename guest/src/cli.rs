@@ -31,6 +31,8 @@ options:
   --insecure HOST[:PORT]      reach this registry over plain HTTP (repeatable)
   --mount-from REPOSITORY     at push, mount blobs from this repository of the
                               destination registry (repeatable)
+  --mount-from-archive        vet, push: also look for and mount blobs in the
+                              repositories the archive names (trusts the archive)
   --creds USER:PASSWORD       credentials for every registry
   --base-creds USER:PASSWORD  credentials for the base image's registry
   --final-creds USER:PASSWORD credentials for the final image's registry
@@ -165,6 +167,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "-o" | "--output" => output = Some(value(flag)?),
             "--insecure" => options.insecure_registries.push(value(flag)?),
             "--mount-from" => options.mount_from.push(value(flag)?),
+            "--mount-from-archive" => options.mount_from_archive = true,
             "--platform" => options.platforms.push(value(flag)?),
             "--no-referrers" => options.referrers = false,
             "--base" => bases.push(value(flag)?),
@@ -307,6 +310,15 @@ mod tests {
             parse(&args("pull --chunk-size=1M a b -o x")).unwrap_err(),
             "--chunk-size applies only to push"
         );
+    }
+
+    #[test]
+    fn the_archive_names_mount_sources_only_when_told() {
+        let c = parse(&args("push --mount-from org/base a.tar r.io/x")).unwrap();
+        assert_eq!(c.options.mount_from, ["org/base"]);
+        assert!(!c.options.mount_from_archive);
+        let c = parse(&args("vet --mount-from-archive a.tar r.io/x")).unwrap();
+        assert!(c.options.mount_from_archive && c.options.mount_from.is_empty());
     }
 
     #[test]

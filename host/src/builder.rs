@@ -29,6 +29,7 @@ impl Default for Builder {
             learn_hosts: true,
             reporter: None,
             destination_map: Vec::new(),
+            mount_from_archive: false,
         }
     }
 }
@@ -69,6 +70,7 @@ pub struct Builder {
     pub(crate) learn_hosts: bool,
     pub(crate) reporter: Option<ReporterFn>,
     pub(crate) destination_map: Vec<(String, String)>,
+    pub(crate) mount_from_archive: bool,
 }
 
 /// The progress callback, opaque to `Debug`.
@@ -162,8 +164,9 @@ impl Builder {
     }
 
     /// At vet and push, count blobs in this repository of the destination registry as
-    /// present, and mount them instead of uploading them (repeatable; the archive's base
-    /// repository is always tried).
+    /// present, and mount them instead of uploading them (repeatable; the destinations of the
+    /// push are always tried, the repositories the archive names only with
+    /// [`mount_from_archive`](Builder::mount_from_archive)).
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().mount_from("org/base-images").build()?;
@@ -171,6 +174,20 @@ impl Builder {
     /// ```
     pub fn mount_from(mut self, repository: &str) -> Self {
         self.mount_from.push(repository.into());
+        self
+    }
+
+    /// At vet and push, also look for and mount (or copy) blobs from the repositories the
+    /// archive names: its bases' repository paths and where the inventories it was pulled
+    /// against placed each blob it leaves out. Off by default: the archive is not trusted
+    /// to choose which repositories the destination credentials read.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().mount_from_archive(true).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn mount_from_archive(mut self, trust: bool) -> Self {
+        self.mount_from_archive = trust;
         self
     }
 

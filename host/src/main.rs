@@ -94,6 +94,10 @@ struct Global {
     /// At push, mount blobs from this repository of the destination registry (repeatable)
     #[arg(long, global = true, value_name = "REPOSITORY")]
     mount_from: Vec<String>,
+    /// At vet and push, also look for and mount blobs in the repositories the archive
+    /// names (its bases, where its inventories placed blobs): trusts the archive
+    #[arg(long, global = true)]
+    mount_from_archive: bool,
     /// Carry only this platform (OS/ARCH[/VARIANT]) of a multi-platform image (repeatable)
     #[arg(long, global = true, value_name = "OS/ARCH[/VARIANT]")]
     platform: Vec<String>,
@@ -243,6 +247,7 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     for r in &g.mount_from {
         b = b.mount_from(r);
     }
+    b = b.mount_from_archive(g.mount_from_archive);
     for p in &g.platform {
         b = b.platform(p);
     }

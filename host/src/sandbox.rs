@@ -31,6 +31,7 @@ impl Imo {
             chunk_size: self.settings.chunk_size,
             progress: self.settings.reporter.is_some(),
             destination_map: self.settings.destination_map.clone(),
+            mount_from_archive: self.settings.mount_from_archive,
         }
     }
 

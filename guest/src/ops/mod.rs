@@ -37,6 +37,10 @@ pub struct Options {
     pub insecure_registries: Vec<String>,
     /// Repositories of the destination registry to mount blobs from at push.
     pub mount_from: Vec<String>,
+    /// At vet and push, also ask about and mount from the repositories the archive names
+    /// (its bases' paths, where an inventory placed a blob): trusting the archive with the
+    /// destination credentials.
+    pub mount_from_archive: bool,
     /// `os/arch[/variant]` to carry; empty for every platform.
     pub platforms: Vec<String>,
     /// Carry signatures, attestations and other referrers of the image.

@@ -98,14 +98,7 @@ fn connect_and_vet<'t, R: Read>(
     let meta = &archive.meta;
     let targets = targets(meta, route)?;
     let sources = mount_sources(&targets, meta, options);
-    let mut also_pull: Vec<String> = sources.clone();
-    for repos in meta.held_in.values() {
-        for r in repos {
-            if !also_pull.contains(r) {
-                also_pull.push(r.clone());
-            }
-        }
-    }
+    let also_pull = sources.all();
     let mut connected = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for (image, target) in meta.images.iter().zip(targets) {
@@ -128,7 +121,7 @@ fn connect_and_vet<'t, R: Read>(
             .iter()
             .filter(|d| needs.contains(&d.digest))
             .collect();
-        let found = survey(client.as_ref(), &omitted, &sources, &meta.held_in)?;
+        let found = survey(client.as_ref(), &omitted, &sources.tried, &sources.held_in)?;
         let absent: Vec<&Descriptor> = omitted
             .iter()
             .zip(&found)
@@ -148,12 +141,23 @@ fn connect_and_vet<'t, R: Read>(
             }
         ));
         for d in absent {
+            let withheld = sources.withheld_for(meta, &d.digest);
+            if !withheld.is_empty() {
+                report.line(&format!(
+                    "vet {}: {} is missing; the archive names {} for it, which imo asks about \
+                     only when told: --mount-from REPOSITORY for one you trust, or \
+                     --mount-from-archive to trust those the archive names",
+                    client.describe(),
+                    d.digest,
+                    withheld.join(", ")
+                ));
+            }
             if !missing.contains(&d.digest.to_string()) {
                 missing.push(d.digest.to_string());
             }
         }
         let carried_found = if push {
-            survey(client.as_ref(), &carried, &sources, &BTreeMap::new())?
+            survey(client.as_ref(), &carried, &sources.tried, &BTreeMap::new())?
         } else {
             vec![]
         };

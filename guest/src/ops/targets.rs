@@ -7,7 +7,7 @@ use crate::archive::Metadata;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::{Destination, Location, Reference};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Where one image of the archive goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,11 +142,106 @@ fn under_prefix(route: &Route, reference: &str, source: Option<&Location>) -> Re
     }
 }
 
-/// Repositories of the destination registry that blobs may be mounted from: those the user
-/// names, the base images' repository paths (where a mirror usually keeps them, as they are
-/// or under the same prefix as the images), and the other images' destinations.
-pub(super) fn mount_sources(targets: &[Target], meta: &Metadata, options: &Options) -> Vec<String> {
-    let mut candidates: Vec<String> = options.mount_from.clone();
+/// The repositories of the destination registry that vet and push may ask about, put in
+/// token scopes, mount from and copy from. The archive is not trusted to choose them: a
+/// crafted `imo.json` naming another team's private repository would otherwise have the
+/// user's credentials make its blobs readable at the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct MountSources {
+    /// Tried in this order for every blob not at its destination: those the user names,
+    /// then (with `--mount-from-archive`) the bases' repository paths, then this push's
+    /// destinations.
+    pub tried: Vec<String>,
+    /// Per blob, the repositories an inventory placed it in (as the archive records it),
+    /// tried first: those also in `tried`, or all of them with `--mount-from-archive`.
+    pub held_in: BTreeMap<Digest, Vec<String>>,
+    /// The bases' repository paths left alone, for the hint of a missing blob.
+    withheld_bases: Vec<String>,
+    /// `--mount-from-archive`: every repository the archive names is trusted.
+    trust_archive: bool,
+}
+
+impl MountSources {
+    /// Every repository that may be asked about, for the destination's token scopes.
+    pub fn all(&self) -> Vec<String> {
+        let mut all = self.tried.clone();
+        for r in self.held_in.values().flatten() {
+            if !all.contains(r) {
+                all.push(r.clone());
+            }
+        }
+        all
+    }
+
+    /// The repositories the archive names for `digest` (where it says an inventory placed
+    /// it, and its bases' paths) that were left alone.
+    pub fn withheld_for(&self, meta: &Metadata, digest: &Digest) -> Vec<String> {
+        if self.trust_archive {
+            return Vec::new();
+        }
+        let placed = meta.held_in.get(digest).into_iter().flatten();
+        let mut out: Vec<String> = Vec::new();
+        for r in placed.chain(&self.withheld_bases) {
+            if !r.is_empty() && !self.tried.contains(r) && !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        out
+    }
+}
+
+/// Where blobs may be mounted from at push: the repositories the user names
+/// (`--mount-from`) and this push's destinations; those the archive names (its bases'
+/// repository paths, as they are or under the images' prefix, and where an inventory placed
+/// each omitted blob) only with `--mount-from-archive`.
+pub(super) fn mount_sources(
+    targets: &[Target],
+    meta: &Metadata,
+    options: &Options,
+) -> MountSources {
+    let trust_archive = options.mount_from_archive;
+    let destinations = targets.iter().filter_map(|t| match &t.location {
+        Location::Registry(r) => Some(r.repository.clone()),
+        Location::OciDir { .. } => None,
+    });
+    let bases = archive_named(targets, meta);
+    let trusted_bases = if trust_archive {
+        bases.clone()
+    } else {
+        Vec::new()
+    };
+    let mut tried: Vec<String> = Vec::new();
+    for c in (options.mount_from.iter().cloned())
+        .chain(trusted_bases)
+        .chain(destinations)
+    {
+        if !c.is_empty() && !tried.contains(&c) {
+            tried.push(c);
+        }
+    }
+    let held_in = (meta.held_in.iter())
+        .map(|(d, repos)| {
+            let allowed = repos.iter().filter(|r| trust_archive || tried.contains(r));
+            (d.clone(), allowed.cloned().collect::<Vec<_>>())
+        })
+        .filter(|(_, repos)| !repos.is_empty())
+        .collect();
+    let withheld_bases = if trust_archive {
+        Vec::new()
+    } else {
+        bases.into_iter().filter(|r| !tried.contains(r)).collect()
+    };
+    MountSources {
+        tried,
+        held_in,
+        withheld_bases,
+        trust_archive,
+    }
+}
+
+/// The bases' repository paths, where a mirror usually keeps them: as they are, and under
+/// the prefix the images' destinations add to their own paths.
+fn archive_named(targets: &[Target], meta: &Metadata) -> Vec<String> {
     let prefixes: BTreeSet<String> = targets
         .iter()
         .zip(&meta.images)
@@ -160,26 +255,16 @@ pub(super) fn mount_sources(targets: &[Target], meta: &Metadata, options: &Optio
                 .map(str::to_owned)
         })
         .collect();
+    let mut out = Vec::new();
     for base in &meta.bases {
         if let Ok(r) = Reference::parse(&base.reference) {
             for p in &prefixes {
-                candidates.push(format!("{p}{}", r.repository));
+                out.push(format!("{p}{}", r.repository));
             }
-            candidates.push(r.repository);
+            out.push(r.repository);
         }
     }
-    for t in targets {
-        if let Location::Registry(r) = &t.location {
-            candidates.push(r.repository.clone());
-        }
-    }
-    let mut sources: Vec<String> = Vec::new();
-    for c in candidates {
-        if !c.is_empty() && !sources.contains(&c) {
-            sources.push(c);
-        }
-    }
-    sources
+    out
 }
 
 /// The tag (or digest) an image's top-level manifest is pushed under: the destination's, else
@@ -308,5 +393,77 @@ mod tests {
         assert!(
             err("mirror:5000", &[("quay.io/org/web:v2", "mirror:5000/w")]).contains("not an image")
         );
+    }
+
+    /// A bundle pushed under `mirror:5000/site` whose archive names a base and places one
+    /// omitted blob in `secret/private`, pushed with `options`.
+    fn sources_of(options: &Options) -> (Metadata, MountSources) {
+        let mut m = bundle(&["quay.io/org/app:v2", "quay.io/org/db:v2"]);
+        m.bases.push(archive::Base {
+            reference: "quay.io/secret/private:v1".into(),
+            digest: None,
+        });
+        let placed = Digest::of(b"placed");
+        (m.held_in).insert(placed, vec!["secret/private".into(), "site/org/db".into()]);
+        let t = targets(&m, &route("mirror:5000/site", &[])).unwrap();
+        let s = mount_sources(&t, &m, options);
+        (m, s)
+    }
+
+    #[test]
+    fn only_the_users_repositories_and_the_destinations_are_mount_sources() {
+        let options = Options {
+            mount_from: vec!["shared/base".into()],
+            ..Options::default()
+        };
+        let (m, s) = sources_of(&options);
+        assert_eq!(s.tried, ["shared/base", "site/org/app", "site/org/db"]);
+        // The inventory's placement is kept where it is a destination, dropped elsewhere.
+        let placed = Digest::of(b"placed");
+        assert_eq!(s.held_in[&placed], ["site/org/db"]);
+        assert_eq!(s.all(), s.tried);
+        // A missing blob's hint names what the archive named and imo left alone.
+        assert_eq!(
+            s.withheld_for(&m, &placed),
+            ["secret/private", "site/secret/private"]
+        );
+        assert_eq!(
+            s.withheld_for(&m, &Digest::of(b"other")),
+            ["site/secret/private", "secret/private"]
+        );
+    }
+
+    #[test]
+    fn a_repository_the_archive_names_is_a_source_when_the_user_names_it_too() {
+        let options = Options {
+            mount_from: vec!["secret/private".into()],
+            ..Options::default()
+        };
+        let (m, s) = sources_of(&options);
+        let placed = Digest::of(b"placed");
+        assert_eq!(s.tried, ["secret/private", "site/org/app", "site/org/db"]);
+        assert_eq!(s.held_in[&placed], ["secret/private", "site/org/db"]);
+        assert_eq!(s.withheld_for(&m, &placed), ["site/secret/private"]);
+    }
+
+    #[test]
+    fn mount_from_archive_trusts_what_the_archive_names() {
+        let options = Options {
+            mount_from_archive: true,
+            ..Options::default()
+        };
+        let (m, s) = sources_of(&options);
+        let placed = Digest::of(b"placed");
+        assert_eq!(
+            s.tried,
+            [
+                "site/secret/private",
+                "secret/private",
+                "site/org/app",
+                "site/org/db"
+            ]
+        );
+        assert_eq!(s.held_in[&placed], ["secret/private", "site/org/db"]);
+        assert!(s.withheld_for(&m, &placed).is_empty());
     }
 }

@@ -33,6 +33,7 @@ impl From<wit::Options> for Options {
             chunk_size: o.chunk_size,
             progress: o.progress,
             destination_map: o.destination_map,
+            mount_from_archive: o.mount_from_archive,
         }
     }
 }
