@@ -179,7 +179,9 @@ impl fmt::Display for Error {
             Error::MissingBlobs(ds) => write!(
                 f,
                 "the destination lacks {} blob(s) that the archive leaves out: {}; push the base \
-                 image there first, or pull a new archive against a base the destination holds",
+                 image there first, name a repository of the destination holding them with \
+                 --mount-from REPOSITORY, or pull a new archive against a base the destination \
+                 holds",
                 ds.len(),
                 ds.join(", ")
             ),

@@ -99,13 +99,8 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::MissingBlobs(ds) => write!(
-                f,
-                "the destination lacks {} blob(s) that the archive leaves out: {}; push the base \
-                 image there first, or pull a new archive against a base the destination holds",
-                ds.len(),
-                ds.join(", ")
-            ),
+            // The component's own wording, so that both say the same.
+            Error::MissingBlobs(ds) => imo_guest::error::Error::MissingBlobs(ds.clone()).fmt(f),
             Error::InvalidReference(m)
             | Error::Unreachable(m)
             | Error::Denied(m)
