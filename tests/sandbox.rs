@@ -216,7 +216,11 @@ fn pull_with_cache(cache: &std::path::Path) -> String {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "imo failed: {stderr}");
+    assert!(
+        out.status.success(),
+        "imo failed ({}): {stderr}",
+        out.status
+    );
     stderr
 }
 
@@ -236,6 +240,24 @@ fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Where the `.text` section (the machine code) of the ELF image inside `file` lies.
+fn elf_text(file: &[u8]) -> std::ops::Range<usize> {
+    let at = file.windows(4).position(|w| w == b"\x7fELF").unwrap();
+    let elf = &file[at..];
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let section = |i: usize| shoff + i * shentsize;
+    let names = u64_at(section(shstrndx) + 0x18);
+    (0..shnum)
+        .map(section)
+        .find(|&h| elf[names + u32_at(h)..].starts_with(b".text\0"))
+        .map(|h| at + u64_at(h + 0x18)..at + u64_at(h + 0x18) + u64_at(h + 0x20))
+        .expect("a .text section")
+}
+
 #[test]
 fn a_tampered_cache_file_is_compiled_again_not_run() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -251,10 +273,11 @@ fn a_tampered_cache_file_is_compiled_again_not_run() {
     let said = pull_with_cache(cache.path());
     assert!(!said.contains("compiled-code cache"), "{said}");
 
-    // Overwrite the middle of the file (its code), as someone with write access could.
+    // Overwrite its machine code with breakpoints, as someone with write access could: run,
+    // it would die of SIGTRAP.
     let mut bytes = std::fs::read(file).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid..mid + 4096].fill(0xcc);
+    let text = elf_text(&bytes);
+    bytes[text].fill(0xcc);
     std::fs::write(file, &bytes).unwrap();
     let said = pull_with_cache(cache.path());
     assert_eq!(said.matches("compiled-code cache").count(), 1, "{said}");
