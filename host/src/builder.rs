@@ -410,8 +410,8 @@ impl Builder {
     /// (`$IMO_CACHE_DIR`, else `imo` in the user's cache directory) in milliseconds instead
     /// of Cranelift's quarter second. The cache is used only if the directory and file are
     /// the user's own and writable by no one else (else the reporter is told why, once).
-    /// Fails with [`Error::Runtime`] if it cannot be
-    /// prepared. The settings are checked by the first operation.
+    /// Fails with [`Error::Runtime`] if it cannot be prepared. The settings are checked by
+    /// the first operation.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().build()?;

@@ -3,7 +3,7 @@
 
 use crate::http_client::Connector;
 use crate::policy::NetworkPolicy;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::Result;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -185,7 +185,7 @@ fn untrusted(entry: Entry, owner: u32, mode: u32, euid: u32) -> Option<String> {
 /// The cache directory, created private (0700) if missing; `Err(Some(why))` if it exists
 /// but may not be trusted, `Err(None)` if it cannot be had (a read-only home: only
 /// start-up time is lost, as before).
-fn trusted_dir(dir: &Path, euid: u32) -> std::result::Result<(), Option<String>> {
+fn trusted_dir(dir: &std::path::Path, euid: u32) -> std::result::Result<(), Option<String>> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
     let meta = match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -207,7 +207,7 @@ fn trusted_dir(dir: &Path, euid: u32) -> std::result::Result<(), Option<String>>
 /// The bytes of the cache file `path`: `Ok(None)` if there is none, `Err(why)` if it may
 /// not be trusted. Opened without following a symbolic link and checked on the open file,
 /// so what is checked is what is read.
-fn read_trusted(path: &Path, euid: u32) -> std::result::Result<Option<Vec<u8>>, String> {
+fn read_trusted(path: &std::path::Path, euid: u32) -> std::result::Result<Option<Vec<u8>>, String> {
     use std::io::Read as _;
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     // O_NONBLOCK: a FIFO planted here must not hang the open; it is refused below.
