@@ -201,3 +201,159 @@ fn json_summaries_for_scripts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Runs `imo pull scratch LAYOUT -o ARCHIVE` (no registry needed) with the compiled-code
+/// cache in `cache`; fails the test unless it succeeds, and returns its stderr.
+fn pull_with_cache(cache: &std::path::Path) -> String {
+    let layout = oci_layout("v1", &[("cache", 10_000)]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(["pull", "scratch"])
+        .arg(format!("oci:{}:v1", layout.dir.path().display()))
+        .arg("-o")
+        .arg(layout.dir.join("out.tar"))
+        .env("IMO_CACHE_DIR", cache)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "imo failed ({}): {stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// A private cache directory, as imo would create it, and the files in it.
+fn private_cache(label: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new(label);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect()
+}
+
+/// Where the `.text` section (the machine code) of the ELF image inside `file` lies.
+fn elf_text(file: &[u8]) -> std::ops::Range<usize> {
+    let at = file.windows(4).position(|w| w == b"\x7fELF").unwrap();
+    let elf = &file[at..];
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let section = |i: usize| shoff + i * shentsize;
+    let names = u64_at(section(shstrndx) + 0x18);
+    (0..shnum)
+        .map(section)
+        .find(|&h| elf[names + u32_at(h)..].starts_with(b".text\0"))
+        .map(|h| at + u64_at(h + 0x18)..at + u64_at(h + 0x18) + u64_at(h + 0x20))
+        .expect("a .text section")
+}
+
+#[test]
+fn a_tampered_cache_file_is_compiled_again_not_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cache = private_cache("cache-tampered");
+    let said = pull_with_cache(cache.path());
+    assert!(!said.contains("compiled-code cache"), "{said}");
+    let [file] = &cwasm_files(cache.path())[..] else {
+        panic!("one cache file");
+    };
+    let meta = std::fs::metadata(file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "written private");
+    // The second run loads it, silently.
+    let said = pull_with_cache(cache.path());
+    assert!(!said.contains("compiled-code cache"), "{said}");
+
+    // Overwrite its machine code with breakpoints, as someone with write access could: run,
+    // it would die of SIGTRAP.
+    let mut bytes = std::fs::read(file).unwrap();
+    let text = elf_text(&bytes);
+    bytes[text].fill(0xcc);
+    std::fs::write(file, &bytes).unwrap();
+    let said = pull_with_cache(cache.path());
+    assert_eq!(said.matches("compiled-code cache").count(), 1, "{said}");
+    assert!(
+        said.contains("do not match the digest") && said.contains("compiling it again"),
+        "{said}"
+    );
+    assert_ne!(std::fs::read(file).unwrap(), bytes, "the file was replaced");
+    let said = pull_with_cache(cache.path());
+    assert!(!said.contains("compiled-code cache"), "{said}");
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let cache = TempDir::new("cache-shared");
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let said = pull_with_cache(cache.path());
+    assert_eq!(said.matches("compiled-code cache").count(), 1, "{said}");
+    assert!(
+        said.contains(&format!(
+            "not using the compiled-code cache {}: it is writable by its group and by others; \
+             compiling in memory",
+            cache.path().display()
+        )),
+        "{said}"
+    );
+    assert!(
+        cwasm_files(cache.path()).is_empty(),
+        "nothing written there"
+    );
+
+    // Nor is a cache file in it, however it got there.
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    pull_with_cache(cache.path());
+    let [file] = &cwasm_files(cache.path())[..] else {
+        panic!("one cache file");
+    };
+    std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+    std::fs::write(file, b"planted").unwrap();
+    let said = pull_with_cache(cache.path());
+    assert!(said.contains("it is writable by its group"), "{said}");
+    assert_eq!(std::fs::read(file).unwrap(), b"planted", "left alone");
+}
+
+#[test]
+fn a_symlinked_cache_file_is_not_followed() {
+    let cache = private_cache("cache-symlink");
+    pull_with_cache(cache.path());
+    let [file] = &cwasm_files(cache.path())[..] else {
+        panic!("one cache file");
+    };
+    // A good compiled file elsewhere, linked in: still not loaded through the link.
+    let elsewhere = TempDir::new("cache-elsewhere");
+    let target = elsewhere.join("other.cwasm");
+    std::fs::rename(file, &target).unwrap();
+    let target_bytes = std::fs::read(&target).unwrap();
+    std::os::unix::fs::symlink(&target, file).unwrap();
+    let said = pull_with_cache(cache.path());
+    assert_eq!(said.matches("compiled-code cache").count(), 1, "{said}");
+    assert!(
+        said.contains("it is a symbolic link; compiling it again"),
+        "{said}"
+    );
+    assert!(
+        std::fs::symlink_metadata(file).unwrap().is_file(),
+        "the link is replaced by a file of imo's own"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), target_bytes);
+
+    // A symlinked cache directory is refused too.
+    let linked = elsewhere.join("linked");
+    std::os::unix::fs::symlink(cache.path(), &linked).unwrap();
+    let said = pull_with_cache(&linked);
+    assert!(
+        said.contains("it is a symbolic link; compiling in memory"),
+        "{said}"
+    );
+}

@@ -425,8 +425,10 @@ impl Builder {
 
     /// Prepares the component: compiled once per process, or loaded from the on-disk cache
     /// (`$IMO_CACHE_DIR`, else `imo` in the user's cache directory) in milliseconds instead
-    /// of Cranelift's quarter second. Fails with [`Error::Runtime`] if it cannot be
-    /// prepared. The settings are checked by the first operation.
+    /// of Cranelift's quarter second. The cache is used only if the directory and file are
+    /// the user's own and writable by no one else (else the reporter is told why, once).
+    /// Fails with [`Error::Runtime`] if it cannot be prepared. The settings are checked by
+    /// the first operation.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().build()?;
@@ -440,6 +442,10 @@ impl Builder {
             .get_or_init(|| Runtime::new().map(Arc::new).map_err(|e| format!("{e:#}")))
             .clone()
             .map_err(runtime_error)?;
+        // Why the compiled-code cache was passed over, told once, to the first reporter.
+        if let (Some(line), Some(report)) = (crate::runtime::take_cache_notice(), &self.reporter) {
+            (report.0)(&line);
+        }
         Ok(Imo {
             runtime,
             settings: self,

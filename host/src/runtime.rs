@@ -128,12 +128,140 @@ fn cache_dir() -> Option<PathBuf> {
     Some(base.join("imo"))
 }
 
+/// Why the cache was not used, said once per process: taken by the first
+/// [`Builder::build`](crate::Builder::build) for its reporter.
+static CACHE_NOTICE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The line explaining why the compiled-code cache was passed over, if it was (once).
+pub(crate) fn take_cache_notice() -> Option<String> {
+    CACHE_NOTICE.lock().ok()?.take()
+}
+
+fn cache_notice(line: String) {
+    if let Ok(mut n) = CACHE_NOTICE.lock() {
+        n.get_or_insert(line);
+    }
+}
+
+/// What a cache entry must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File,
+}
+
+/// Whether a cache entry of `owner` and `mode` (`st_mode`, type bits included) may be
+/// trusted by a process of effective uid `euid`; else why not. A compiled component is
+/// native code run outside the sandbox, so, as ssh treats its keys, only the user may have
+/// written it: owned by them, writable by no group or other, never a symbolic link.
+fn untrusted(entry: Entry, owner: u32, mode: u32, euid: u32) -> Option<String> {
+    let kind = mode & libc::S_IFMT;
+    let expected = match entry {
+        Entry::Dir => libc::S_IFDIR,
+        Entry::File => libc::S_IFREG,
+    };
+    if kind == libc::S_IFLNK {
+        return Some("it is a symbolic link".into());
+    }
+    if kind != expected {
+        return Some(match entry {
+            Entry::Dir => "it is not a directory".into(),
+            Entry::File => "it is not a regular file".into(),
+        });
+    }
+    if owner != euid {
+        return Some(format!(
+            "it belongs to uid {owner}, not to uid {euid} that imo runs as"
+        ));
+    }
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("it is writable by its group and by others".into()),
+        (true, false) => Some("it is writable by its group".into()),
+        (false, true) => Some("it is writable by others".into()),
+        (false, false) => None,
+    }
+}
+
+/// The cache directory, created private (0700) if missing; `Err(Some(why))` if it exists
+/// but may not be trusted, `Err(None)` if it cannot be had (a read-only home: only
+/// start-up time is lost, as before).
+fn trusted_dir(dir: &std::path::Path, euid: u32) -> std::result::Result<(), Option<String>> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let meta = match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|_| None)?;
+            std::fs::symlink_metadata(dir).map_err(|_| None)?
+        }
+        m => m.map_err(|_| None)?,
+    };
+    match untrusted(Entry::Dir, meta.uid(), meta.mode(), euid) {
+        Some(why) => Err(Some(why)),
+        None => Ok(()),
+    }
+}
+
+/// The bytes of the cache file `path`: `Ok(None)` if there is none, `Err(why)` if it may
+/// not be trusted. Opened without following a symbolic link and checked on the open file,
+/// so what is checked is what is read.
+fn read_trusted(path: &std::path::Path, euid: u32) -> std::result::Result<Option<Vec<u8>>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    // O_NONBLOCK: a FIFO planted here must not hang the open; it is refused below.
+    let open = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let mut file = match open {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err("it is a symbolic link".into());
+        }
+        Err(e) => return Err(format!("it cannot be read ({e})")),
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if let Some(why) = untrusted(Entry::File, meta.uid(), meta.mode(), euid) {
+        return Err(why);
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(|e| format!("it cannot be read ({e})"))?;
+    Ok(Some(bytes))
+}
+
+/// A cache file starts with this and the SHA-256 of the compiled code after it.
+const SEAL: &[u8] = b"imo compiled component sha256:";
+
+/// The cache file's bytes for `code`: a line naming its digest, then the code. One file,
+/// so the digest and the code are replaced together.
+fn seal(code: &[u8]) -> Vec<u8> {
+    let digest = imo_guest::digest::Digest::of(code);
+    let mut out = Vec::with_capacity(SEAL.len() + 65 + code.len());
+    out.extend_from_slice(SEAL);
+    out.extend_from_slice(digest.hex().as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(code);
+    out
+}
+
+/// The compiled code in a cache file, if it matches the digest it carries.
+fn unseal(file: &[u8]) -> Option<&[u8]> {
+    let rest = file.strip_prefix(SEAL)?;
+    let (hex, code) = (rest.get(..64)?, rest.get(64..)?.strip_prefix(b"\n")?);
+    (imo_guest::digest::Digest::of(code).hex().as_bytes() == hex).then_some(code)
+}
+
 fn load_component(engine: &Engine) -> Result<Component> {
     use std::hash::{Hash, Hasher};
-    // The key covers the component's bytes and everything about the engine that makes
-    // compiled code incompatible, so a stale entry is never loaded.
+    // The key covers the component's bytes, the cache file's format and everything about
+    // the engine that makes compiled code incompatible, so a stale entry is never loaded.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
+    SEAL.hash(&mut h);
     let key = format!(
         "{}-{:016x}",
         imo_guest::digest::Digest::of(COMPONENT).hex(),
@@ -142,20 +270,50 @@ fn load_component(engine: &Engine) -> Result<Component> {
     let Some(dir) = cache_dir() else {
         return Component::new(engine, COMPONENT);
     };
-    let path = dir.join(format!("imo-{}.cwasm", &key[..32]));
-    if path.exists() {
-        // SAFETY: the file was written by `serialize` below for this exact engine
-        // configuration and component (the name carries both), in a directory of the user's.
-        if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
-            return Ok(c);
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    match trusted_dir(&dir, euid) {
+        Ok(()) => {}
+        Err(None) => return Component::new(engine, COMPONENT),
+        Err(Some(why)) => {
+            cache_notice(format!(
+                "not using the compiled-code cache {}: {why}; compiling in memory (make it \
+                 the user's own and private, e.g. `chmod go-w`, or set IMO_CACHE_DIR)",
+                dir.display()
+            ));
+            return Component::new(engine, COMPONENT);
         }
     }
+    let path = dir.join(format!("imo-{}.cwasm", &key[..32]));
+    let refused = |why: &str| {
+        cache_notice(format!(
+            "not using the compiled-code cache file {}: {why}; compiling it again",
+            path.display()
+        ));
+    };
+    match read_trusted(&path, euid) {
+        Ok(None) => {}
+        Ok(Some(file)) => match unseal(&file) {
+            // SAFETY: the code was written by `serialize` below for this exact engine
+            // configuration and component (the name carries both), into a file and a
+            // directory that only this user can have written, and it matches its digest.
+            // The digest catches damage (a truncated write, a bad disk); it is no defence
+            // against someone who can write the directory, who could rewrite it too: the
+            // ownership and permission checks are the security boundary.
+            Some(code) => {
+                if let Ok(c) = unsafe { Component::deserialize(engine, code) } {
+                    return Ok(c);
+                }
+            }
+            None => refused("its contents do not match the digest it carries"),
+        },
+        Err(why) => refused(&why),
+    }
     let component = Component::new(engine, COMPONENT)?;
-    // A cache that cannot be written only costs start-up time.
-    if let Ok(bytes) = component.serialize()
-        && std::fs::create_dir_all(&dir).is_ok()
-    {
-        let _ = crate::atomic_file::write(&path, &bytes);
+    // A cache that cannot be written only costs start-up time. Written exclusively under a
+    // fresh name and renamed into place: a planted file or symlink is replaced, not reused.
+    if let Ok(code) = component.serialize() {
+        let _ = crate::atomic_file::write_private(&path, &seal(&code));
     }
     Ok(component)
 }
@@ -248,5 +406,63 @@ impl WasiHttpHooks for Hooks {
                     as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: u32 = 1000;
+
+    #[test]
+    fn only_the_users_own_private_directory_and_regular_file_are_trusted() {
+        assert_eq!(untrusted(Entry::Dir, ME, 0o040700, ME), None);
+        assert_eq!(untrusted(Entry::Dir, ME, 0o040755, ME), None);
+        assert_eq!(untrusted(Entry::File, ME, 0o100600, ME), None);
+        assert_eq!(untrusted(Entry::File, ME, 0o100644, ME), None);
+        // root's own cache is root's.
+        assert_eq!(untrusted(Entry::Dir, 0, 0o040755, 0), None);
+    }
+
+    #[test]
+    fn a_cache_others_could_have_written_is_refused() {
+        let why = |e, uid, mode| untrusted(e, uid, mode, ME).unwrap_or_default();
+        assert_eq!(
+            why(Entry::Dir, ME, 0o040777),
+            "it is writable by its group and by others"
+        );
+        assert_eq!(why(Entry::Dir, ME, 0o040775), "it is writable by its group");
+        assert_eq!(why(Entry::File, ME, 0o100602), "it is writable by others");
+        // Sticky /tmp-like directories are still writable by others.
+        assert_eq!(
+            why(Entry::Dir, ME, 0o041777),
+            "it is writable by its group and by others"
+        );
+        // `sudo` keeping HOME: the user's cache is not root's to run.
+        assert_eq!(
+            untrusted(Entry::Dir, ME, 0o040700, 0).unwrap_or_default(),
+            "it belongs to uid 1000, not to uid 0 that imo runs as"
+        );
+        assert!(why(Entry::File, 1001, 0o100600).contains("belongs to uid 1001"));
+        assert_eq!(why(Entry::File, ME, 0o120777), "it is a symbolic link");
+        assert_eq!(why(Entry::Dir, ME, 0o120777), "it is a symbolic link");
+        assert_eq!(why(Entry::File, ME, 0o010600), "it is not a regular file");
+        assert_eq!(why(Entry::File, ME, 0o040700), "it is not a regular file");
+        assert_eq!(why(Entry::Dir, ME, 0o100700), "it is not a directory");
+    }
+
+    #[test]
+    fn a_cache_file_is_used_only_if_it_matches_its_digest() {
+        let file = seal(b"\x7fELF compiled code");
+        assert_eq!(unseal(&file), Some(&b"\x7fELF compiled code"[..]));
+        let mut flipped = file.clone();
+        let last = flipped.len() - 3;
+        flipped[last] ^= 0x40;
+        assert_eq!(unseal(&flipped), None);
+        assert_eq!(unseal(&file[..file.len() - 1]), None, "truncated");
+        assert_eq!(unseal(b"\x7fELF compiled code"), None, "no seal");
+        assert_eq!(unseal(&file[..SEAL.len() + 10]), None);
+        assert_eq!(unseal(b""), None);
     }
 }
