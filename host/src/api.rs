@@ -165,6 +165,16 @@ pub(crate) fn runtime_error(e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("the imo component failed: {e}"))
 }
 
+/// The error for a component that trapped: over its memory limit, a plain message saying
+/// how to raise it (the wasm backtrace would only puzzle); otherwise everything, backtrace
+/// included, for a bug report.
+pub(crate) fn trap_error(trap: wasmtime::Error) -> Error {
+    match trap.downcast_ref::<crate::runtime::MemoryExceeded>() {
+        Some(exceeded) => Error::Runtime(exceeded.to_string()),
+        None => runtime_error(format!("{trap:?}")),
+    }
+}
+
 /// What [`Imo::pull_bundle_to_file`](crate::Imo::pull_bundle_to_file) carries and what it may leave out: several final
 /// images in one archive, taken against several bases and inventories.
 ///

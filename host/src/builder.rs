@@ -29,6 +29,7 @@ impl Default for Builder {
             learn_hosts: true,
             reporter: None,
             destination_map: Vec::new(),
+            memory_limit: Builder::DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -69,6 +70,7 @@ pub struct Builder {
     pub(crate) learn_hosts: bool,
     pub(crate) reporter: Option<ReporterFn>,
     pub(crate) destination_map: Vec<(String, String)>,
+    pub(crate) memory_limit: u64,
 }
 
 /// The progress callback, opaque to `Debug`.
@@ -89,6 +91,13 @@ fn creds(user: &str, password: &str) -> Option<Credentials> {
 }
 
 impl Builder {
+    /// The default of [`memory_limit`](Builder::memory_limit): 256 MiB. imo streams blobs
+    /// and archives; what it holds whole are manifests (4 MiB each, 1024 at most), tag pages
+    /// (16 MiB each, 100 000 tags at most) and inventories (64 MiB), and the pulls, pushes
+    /// and inventories of the tests stay far below it. A registry or archive that would
+    /// drive it further gets an error instead of the machine's memory.
+    pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+
     /// Credentials for the base image's registry (`WithBaseAuth`), used at pull. Without
     /// them the registry is reached anonymously.
     ///
@@ -403,6 +412,22 @@ impl Builder {
     /// ```
     pub fn learn_hosts(mut self, learn: bool) -> Self {
         self.learn_hosts = learn;
+        self
+    }
+
+    /// The most memory the component may use, in bytes, per operation (each of its linear
+    /// memories): 256 MiB by default ([`DEFAULT_MEMORY_LIMIT`](Builder::DEFAULT_MEMORY_LIMIT)).
+    /// imo streams blobs and archives, so this bounds only what a registry or archive can
+    /// make it hold at once (tag pages, manifests, token answers, inventories); past it, the
+    /// operation fails with [`Error::Runtime`] naming the limit, and the process's memory
+    /// stays safe. Raise it for a legitimately huge tag list or inventory.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().memory_limit(1 << 30).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
         self
     }
 
