@@ -201,15 +201,6 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool> {
-        if let Some(f) = std::env::var_os("IMO_TRACE_MEMORY") {
-            use std::io::Write as _;
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(f)
-                .unwrap();
-            let _ = writeln!(f, "{desired}");
-        }
         if desired > self.limit {
             let last_host = self.last_host.lock().expect("last host lock").clone();
             return Err(wasmtime::Error::new(MemoryExceeded {
@@ -258,7 +249,8 @@ impl std::fmt::Display for MemoryExceeded {
             f,
             ": something it was given (a tag list, manifest, token answer, inventory or \
              archive entry) is larger than imo holds in memory; if it is legitimate, raise \
-             the limit with --memory-limit SIZE (such as 1G)"
+             the limit with --memory-limit SIZE (such as 1G; `Builder::memory_limit` in the \
+             library)"
         )
     }
 }
