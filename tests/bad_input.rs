@@ -1621,3 +1621,44 @@ fn a_tag_page_flood_ends_in_a_clear_error_under_the_memory_limit() {
     says("default", &err, &["more than 100000 tags".into()]);
     assert!(!err.contains("memory"), "{err}");
 }
+
+/// A layer whose manifest declares a size of `u64::MAX`: refused when the manifest is read,
+/// naming the layer, before any offset or total is computed from it.
+#[test]
+fn a_layer_size_beyond_int64_is_refused_naming_the_layer() {
+    let image = Image::new("huge", &[1_000]);
+    let layer = sha256(&image.layers[0]);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["layers"][0]["size"] = u64::MAX.into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let fake = FakeRegistry::start(answering(
+        honest(&image),
+        "/v2/app/manifests/v2",
+        Reply::manifest(&manifest),
+    ));
+    let work = TempDir::new("huge-layer");
+    let archive = work.path().join("x.tar");
+    let err = fails(&[
+        "pull",
+        "-q",
+        "scratch",
+        &fake.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    says(
+        "u64::MAX",
+        &err,
+        &[layer.clone(), u64::MAX.to_string(), "2^63-1".into()],
+    );
+    assert!(
+        files_in(work.path()).is_empty(),
+        "{:?}",
+        files_in(work.path())
+    );
+    assert!(
+        !fake.requests().iter().any(|r| r.contains(&layer)),
+        "{:?}",
+        fake.requests()
+    );
+}
