@@ -92,7 +92,9 @@ pub enum Error {
     MissingBlobs(Vec<String>),
     /// Reading or writing the archive, a layout or an inventory failed.
     Io(String),
-    /// The component could not be compiled, loaded or run.
+    /// The component could not be compiled, loaded or run, or needed more memory than
+    /// [`Builder::memory_limit`](crate::Builder::memory_limit) allows (the message then
+    /// names the limit and how to raise it).
     Runtime(String),
 }
 
