@@ -1555,3 +1555,110 @@ fn a_blob_that_stalls_or_trickles_is_given_up_on_and_named() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Memory: what a registry can make the component hold
+// ---------------------------------------------------------------------------------------
+
+/// A tag page just under the 16 MiB a page may weigh, of 1.4 million short tags: held whole
+/// while it is parsed, it needs more than a small `--memory-limit`. Past the limit imo says
+/// so (the limit, the registry, how to raise it) and exits 1, with no trap or backtrace;
+/// under the default limit the same page is read and refused for its tag count.
+#[test]
+fn a_tag_page_flood_ends_in_a_clear_error_under_the_memory_limit() {
+    let mut page = String::from(r#"{"name":"flood","tags":["#);
+    let mut i = 0u32;
+    while page.len() < 15 << 20 {
+        if i > 0 {
+            page.push(',');
+        }
+        page.push_str(&format!("\"t{i}\""));
+        i += 1;
+    }
+    page.push_str("]}");
+    let fake = FakeRegistry::start(vec![(
+        "/v2/flood/tags/list".into(),
+        Reply::ok("application/json", page.as_bytes(), b""),
+    )]);
+    let work = TempDir::new("memory-flood");
+    let out = work.path().join("inventory.json");
+    let source = fake.image("flood");
+    let args = [
+        "inventory",
+        "-q",
+        "--memory-limit",
+        "32M",
+        &source,
+        "-o",
+        s(&out),
+    ];
+    let err = fails_within(&args, Duration::from_secs(120));
+    eprintln!("{}", err.trim_end());
+    says(
+        "32M",
+        &err,
+        &[
+            "memory limit of 32 MiB".into(),
+            "--memory-limit".into(),
+            fake.addr.clone(),
+        ],
+    );
+    for trace in [
+        "wasm backtrace",
+        "unreachable",
+        "panicked",
+        "capacity overflow",
+    ] {
+        assert!(!err.contains(trace), "{trace}: {err}");
+    }
+    assert!(!out.exists());
+
+    let err = fails_within(
+        &["inventory", "-q", &source, "-o", s(&out)],
+        Duration::from_secs(120),
+    );
+    eprintln!("{}", err.trim_end());
+    says("default", &err, &["more than 100000 tags".into()]);
+    assert!(!err.contains("memory"), "{err}");
+}
+
+/// A layer whose manifest declares a size of `u64::MAX`: refused when the manifest is read,
+/// naming the layer, before any offset or total is computed from it.
+#[test]
+fn a_layer_size_beyond_int64_is_refused_naming_the_layer() {
+    let image = Image::new("huge", &[1_000]);
+    let layer = sha256(&image.layers[0]);
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    manifest["layers"][0]["size"] = u64::MAX.into();
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let fake = FakeRegistry::start(answering(
+        honest(&image),
+        "/v2/app/manifests/v2",
+        Reply::manifest(&manifest),
+    ));
+    let work = TempDir::new("huge-layer");
+    let archive = work.path().join("x.tar");
+    let err = fails(&[
+        "pull",
+        "-q",
+        "scratch",
+        &fake.image("app:v2"),
+        "-o",
+        s(&archive),
+    ]);
+    says(
+        "u64::MAX",
+        &err,
+        &[layer.clone(), u64::MAX.to_string(), "2^63-1".into()],
+    );
+    assert!(
+        files_in(work.path()).is_empty(),
+        "{:?}",
+        files_in(work.path())
+    );
+    assert!(
+        !fake.requests().iter().any(|r| r.contains(&layer)),
+        "{:?}",
+        fake.requests()
+    );
+}

@@ -20,9 +20,14 @@ application/vnd.docker.distribution.manifest.list.v2+json";
 /// Manifests are small; anything larger is refused rather than buffered.
 pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
 
-/// A content descriptor as it appears in manifests and indexes.
+/// The largest size a descriptor may declare: OCI sizes are int64, and anything larger
+/// would only wrap the offsets and sums computed from it.
+pub const MAX_BLOB_SIZE: u64 = i64::MAX as u64;
+
+/// A content descriptor as it appears in manifests and indexes. One declaring a size above
+/// [`MAX_BLOB_SIZE`] is refused when parsed, with its digest named.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "RawDescriptor")]
 pub struct Descriptor {
     pub media_type: String,
     pub digest: Digest,
@@ -31,6 +36,40 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// A [`Descriptor`] as written, before its size is checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDescriptor {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(default)]
+    platform: Option<Platform>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+impl TryFrom<RawDescriptor> for Descriptor {
+    type Error = String;
+
+    fn try_from(raw: RawDescriptor) -> Result<Self, String> {
+        if raw.size > MAX_BLOB_SIZE {
+            return Err(format!(
+                "the descriptor of {} declares a size of {} bytes, more than the 2^63-1 a \
+                 blob may have",
+                raw.digest, raw.size
+            ));
+        }
+        Ok(Descriptor {
+            media_type: raw.media_type,
+            digest: raw.digest,
+            size: raw.size,
+            platform: raw.platform,
+            annotations: raw.annotations,
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -197,6 +236,25 @@ pub(crate) mod tests {
         );
         assert_eq!(m.blobs().count(), 0);
         assert_eq!(declared_media_type(&bytes).as_deref(), Some(DOCKER_LIST));
+    }
+
+    #[test]
+    fn sizes_beyond_int64_are_refused_with_the_digest_named() {
+        let c = Digest::of(b"config");
+        let l = Digest::of(b"layer");
+        for size in [u64::MAX, 1 << 63] {
+            let err = Manifest::parse(&image_json(None, &c, &[(&l, size)]), None).unwrap_err();
+            assert!(
+                err.contains(l.as_str()) && err.contains(&size.to_string()),
+                "{err}"
+            );
+        }
+        let m = Manifest::parse(&image_json(None, &c, &[(&l, MAX_BLOB_SIZE)]), None).unwrap();
+        assert_eq!(m.blobs().nth(1).unwrap().size, MAX_BLOB_SIZE);
+        // Wherever descriptors are read: an archive's imo.json, an index.json.
+        let json = format!(r#"{{"mediaType":"x","digest":"{l}","size":{}}}"#, u64::MAX);
+        let err = serde_json::from_str::<Descriptor>(&json).unwrap_err();
+        assert!(err.to_string().contains(l.as_str()), "{err}");
     }
 
     #[test]

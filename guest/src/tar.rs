@@ -42,18 +42,18 @@ pub fn padding(size: u64) -> usize {
 }
 
 /// For entries of `sizes` written one after another from byte `start`: where each one's data
-/// begins, and where the archive ends once the end marker follows.
-pub fn data_offsets(start: u64, sizes: &[u64]) -> (Vec<u64>, u64) {
+/// begins, and where the archive ends once the end marker follows; `None` if that end is
+/// past `u64::MAX` (sizes a registry declared, never wrapped into small offsets).
+pub fn data_offsets(start: u64, sizes: &[u64]) -> Option<(Vec<u64>, u64)> {
+    const B: u64 = BLOCK as u64;
     let mut at = start;
-    let offsets = sizes
-        .iter()
-        .map(|&size| {
-            let data = at + BLOCK as u64;
-            at = data + size + padding(size) as u64;
-            data
-        })
-        .collect();
-    (offsets, at + 2 * BLOCK as u64)
+    let mut offsets = Vec::with_capacity(sizes.len());
+    for &size in sizes {
+        let data = at.checked_add(B)?;
+        offsets.push(data);
+        at = data.checked_add(size)?.checked_add(padding(size) as u64)?;
+    }
+    Some((offsets, at.checked_add(2 * B)?))
 }
 
 /// Writes `value` as zero-padded octal, NUL-terminated, filling `field`.
@@ -401,8 +401,19 @@ mod tests {
             w.end_entry(size).unwrap();
         }
         w.finish().unwrap();
-        assert_eq!(data_offsets(start, &sizes), (seen, w.written));
-        assert_eq!(data_offsets(1024, &[]), (vec![], 2048));
+        assert_eq!(data_offsets(start, &sizes), Some((seen, w.written)));
+        assert_eq!(data_offsets(1024, &[]), Some((vec![], 2048)));
+    }
+
+    #[test]
+    fn data_offsets_past_u64_are_refused_not_wrapped() {
+        let big = i64::MAX as u64;
+        assert_eq!(data_offsets(1024, &[u64::MAX]), None);
+        assert_eq!(data_offsets(1024, &[big, big]), None);
+        assert_eq!(data_offsets(u64::MAX - 600, &[0]), None);
+        let (offsets, end) = data_offsets(0, &[big - 2048]).unwrap();
+        assert_eq!(offsets, [512]);
+        assert!(end > big - 2048);
     }
 
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {

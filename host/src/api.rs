@@ -92,7 +92,9 @@ pub enum Error {
     MissingBlobs(Vec<String>),
     /// Reading or writing the archive, a layout or an inventory failed.
     Io(String),
-    /// The component could not be compiled, loaded or run.
+    /// The component could not be compiled, loaded or run, or needed more memory than
+    /// [`Builder::memory_limit`](crate::Builder::memory_limit) allows (the message then
+    /// names the limit and how to raise it).
     Runtime(String),
 }
 
@@ -158,6 +160,16 @@ impl From<wit::Summary> for Summary {
 
 pub(crate) fn runtime_error(e: impl std::fmt::Display) -> Error {
     Error::Runtime(format!("the imo component failed: {e}"))
+}
+
+/// The error for a component that trapped: over its memory limit, a plain message saying
+/// how to raise it (the wasm backtrace would only puzzle); otherwise everything, backtrace
+/// included, for a bug report.
+pub(crate) fn trap_error(trap: wasmtime::Error) -> Error {
+    match trap.downcast_ref::<crate::runtime::MemoryExceeded>() {
+        Some(exceeded) => Error::Runtime(exceeded.to_string()),
+        None => runtime_error(format!("{trap:?}")),
+    }
 }
 
 /// What [`Imo::pull_bundle_to_file`](crate::Imo::pull_bundle_to_file) carries and what it may leave out: several final

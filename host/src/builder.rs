@@ -30,6 +30,7 @@ impl Default for Builder {
             reporter: None,
             destination_map: Vec::new(),
             mount_from_archive: false,
+            memory_limit: Builder::DEFAULT_MEMORY_LIMIT,
         }
     }
 }
@@ -71,6 +72,7 @@ pub struct Builder {
     pub(crate) reporter: Option<ReporterFn>,
     pub(crate) destination_map: Vec<(String, String)>,
     pub(crate) mount_from_archive: bool,
+    pub(crate) memory_limit: u64,
 }
 
 /// The progress callback, opaque to `Debug`.
@@ -91,6 +93,14 @@ fn creds(user: &str, password: &str) -> Option<Credentials> {
 }
 
 impl Builder {
+    /// The default of [`memory_limit`](Builder::memory_limit): 256 MiB. imo streams blobs
+    /// and archives: the pulls, pushes (a 10 MB layer among them) and inventories of the
+    /// tests peak at 11 MiB. What it holds whole is capped: manifests (4 MiB each),
+    /// tag pages (16 MiB each, 100 000 tags), inventories (64 MiB); the worst tag page,
+    /// 16 MiB of one-letter tags, peaks at 130 MiB while parsed. A registry or archive that
+    /// would drive it further gets an error instead of the machine's memory.
+    pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+
     /// Credentials for the base image's registry (`WithBaseAuth`), used at pull. Without
     /// them the registry is reached anonymously.
     ///
@@ -420,6 +430,22 @@ impl Builder {
     /// ```
     pub fn learn_hosts(mut self, learn: bool) -> Self {
         self.learn_hosts = learn;
+        self
+    }
+
+    /// The most memory the component may use, in bytes, per operation (each of its linear
+    /// memories): 256 MiB by default ([`DEFAULT_MEMORY_LIMIT`](Builder::DEFAULT_MEMORY_LIMIT)).
+    /// imo streams blobs and archives, so this bounds only what a registry or archive can
+    /// make it hold at once (tag pages, manifests, token answers, inventories); past it, the
+    /// operation fails with [`Error::Runtime`] naming the limit, and the process's memory
+    /// stays safe. Raise it for a legitimately huge tag list or inventory.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().memory_limit(1 << 30).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
         self
     }
 

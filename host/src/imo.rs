@@ -1,6 +1,6 @@
 //! [`Imo`] and its operations: pull, vet, push and inventory, each in a fresh sandbox.
 
-use crate::api::{Bundle, Error, Summary, runtime_error};
+use crate::api::{Bundle, Error, Summary, runtime_error, trap_error};
 use crate::atomic_file::AtomicFile;
 use crate::builder::Builder;
 use crate::runtime::Runtime;
@@ -74,12 +74,16 @@ impl Imo {
         argv.extend_from_slice(args);
         let mut store = self
             .runtime
-            .store(policy, connector, self.reporter(), &argv, &[])
+            .store(
+                policy,
+                connector,
+                self.reporter(),
+                &argv,
+                &[],
+                self.settings.memory_limit,
+            )
             .map_err(runtime_error)?;
-        self.runtime
-            .run_cli(&mut store)
-            .await
-            .map_err(runtime_error)
+        self.runtime.run_cli(&mut store).await.map_err(trap_error)
     }
 
     /// Starts pulling and returns the archive as a stream while it is produced, as the Go

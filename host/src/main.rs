@@ -140,6 +140,11 @@ struct Global {
     /// registries the command names and the token services they send imo to only
     #[arg(long, global = true, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     tls_verify: bool,
+    /// The most memory the component may use (K, M, G: binary multiples); a registry or
+    /// archive that would make it hold more fails the command with an error saying so
+    #[arg(long, global = true, value_name = "SIZE", default_value = "256M",
+          value_parser = imo_guest::cli::parse_size)]
+    memory_limit: u64,
     /// Print no progress and no summary
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -254,7 +259,8 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
     b = b
         .referrers(!g.no_referrers)
         .max_retries(g.retries)
-        .timeout(std::time::Duration::from_secs(g.timeout));
+        .timeout(std::time::Duration::from_secs(g.timeout))
+        .memory_limit(g.memory_limit);
     for h in &g.allow_host {
         b = b.allow_host(h);
     }

@@ -4,7 +4,7 @@
 use crate::http_client::Connector;
 use crate::policy::NetworkPolicy;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use wasmtime::Result;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -58,9 +58,10 @@ impl Runtime {
         })
     }
 
-    /// A store for one operation: network limited by `policy`, the component's stderr
-    /// lines handed to `report` (if any), and no files, environment or sockets. `args` only
-    /// matter to the component's own command line.
+    /// A store for one operation: network limited by `policy`, each linear memory of the
+    /// component to `memory_limit` bytes, the component's stderr lines handed to `report`
+    /// (if any), and no files, environment or sockets. `args` only matter to the
+    /// component's own command line.
     pub fn store(
         &self,
         policy: Arc<NetworkPolicy>,
@@ -68,6 +69,7 @@ impl Runtime {
         report: Option<Reporter>,
         args: &[&str],
         layouts: &[crate::LayoutGrant],
+        memory_limit: u64,
     ) -> Result<Store<State>> {
         let mut wasi = WasiCtx::builder();
         wasi.allow_tcp(false)
@@ -96,13 +98,24 @@ impl Runtime {
                 }
             });
         }
+        let last_host = Arc::new(Mutex::new(None));
         let state = State {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks { policy, connector },
+            hooks: Hooks {
+                policy,
+                connector,
+                last_host: last_host.clone(),
+            },
+            memory: MemoryLimiter {
+                limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
+                last_host,
+            },
         };
-        Ok(Store::new(&self.engine, state))
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.memory);
+        Ok(store)
     }
 
     /// Runs the component's own command line (`wasi:cli/run`) in a store; whether it exited
@@ -326,7 +339,81 @@ pub struct State {
     http: WasiHttpCtx,
     pub table: ResourceTable,
     hooks: Hooks,
+    memory: MemoryLimiter,
 }
+
+/// Refuses to grow a linear memory of the component beyond `limit` bytes, with a trap
+/// carrying [`MemoryExceeded`] rather than a failed `memory.grow`, which Rust's allocator
+/// answers with an abort that says nothing useful.
+struct MemoryLimiter {
+    limit: usize,
+    /// The host of the component's last request (shared with [`Hooks`]), to say whose
+    /// answer was too large.
+    last_host: Arc<Mutex<Option<String>>>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.limit {
+            let last_host = self.last_host.lock().expect("last host lock").clone();
+            return Err(wasmtime::Error::new(MemoryExceeded {
+                limit: self.limit as u64,
+                wanted: desired as u64,
+                last_host,
+            }));
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> Result<bool> {
+        // Tables hold function references: a few thousand at most, never registry data.
+        Ok(desired <= 1 << 20 && maximum.is_none_or(|m| desired <= m))
+    }
+}
+
+/// The component wanted more memory than its limit: the trap a [`MemoryLimiter`] raises,
+/// turned into an [`Error::Runtime`](crate::Error::Runtime) naming the limit.
+#[derive(Debug)]
+pub(crate) struct MemoryExceeded {
+    pub limit: u64,
+    pub wanted: u64,
+    pub last_host: Option<String>,
+}
+
+impl std::fmt::Display for MemoryExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        write!(
+            f,
+            "the imo component needed more than its memory limit of {} MiB (it asked for {} \
+             MiB)",
+            mib(self.limit),
+            mib(self.wanted)
+        )?;
+        if let Some(host) = &self.last_host {
+            write!(f, " after its last request to {host}")?;
+        }
+        write!(
+            f,
+            ": something it was given (a tag list, manifest, token answer, inventory or \
+             archive entry) is larger than imo holds in memory; if it is legitimate, raise \
+             the limit with --memory-limit SIZE (such as 1G; `Builder::memory_limit` in the \
+             library)"
+        )
+    }
+}
+
+impl std::error::Error for MemoryExceeded {}
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
@@ -351,6 +438,8 @@ impl WasiHttpView for State {
 struct Hooks {
     policy: Arc<NetworkPolicy>,
     connector: Arc<Connector>,
+    /// The host of the last request, for [`MemoryExceeded`].
+    last_host: Arc<Mutex<Option<String>>>,
 }
 
 type SendFuture = Box<
@@ -387,13 +476,15 @@ impl WasiHttpHooks for Hooks {
     ) -> SendFuture {
         let policy = self.policy.clone();
         let connector = self.connector.clone();
+        let uri = request.uri();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        *self.last_host.lock().expect("last host lock") = Some(authority.clone());
         Box::new(async move {
             let uri = request.uri();
             let scheme = uri.scheme_str().unwrap_or("https").to_owned();
-            let authority = uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .unwrap_or_default();
             if let Err(denied) = policy.check(&scheme, &authority) {
                 policy.record(denied);
                 return Err(wasmtime_wasi_http::Error::HttpRequestDenied);

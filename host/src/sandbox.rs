@@ -3,7 +3,7 @@
 //! from them; and the translation of the component's answer back to the host's.
 
 use crate::Imo;
-use crate::api::{Bundle, Credentials, Error, LayoutGrant, Summary, runtime_error};
+use crate::api::{Bundle, Credentials, Error, LayoutGrant, Summary, runtime_error, trap_error};
 use crate::http_client::{Connector, Timeouts, TlsSettings};
 use crate::policy::NetworkPolicy;
 use crate::runtime::{self, bindings::exports::imo::overlay::overlay as wit};
@@ -150,13 +150,14 @@ impl Imo {
                 self.reporter(),
                 &[],
                 grants,
+                self.settings.memory_limit,
             )
             .map_err(runtime_error)?;
         let imo = self
             .runtime
             .instantiate(&mut store)
             .await
-            .map_err(runtime_error)?;
+            .map_err(trap_error)?;
         Ok((Witness { policy, connector }, store, imo))
     }
 }
@@ -241,6 +242,6 @@ pub(crate) fn finish_with<T>(
             }
             Err(e)
         }
-        Err(trap) => Err(runtime_error(format!("{trap:?}"))),
+        Err(trap) => Err(trap_error(trap)),
     }
 }

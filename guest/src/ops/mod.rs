@@ -170,9 +170,9 @@ fn summary_of_meta(m: &Metadata) -> Summary {
         images: m.images.iter().map(|i| i.reference.clone()).collect(),
         base_reference: m.base_description(),
         blobs_in_archive: m.blobs.len() as u32,
-        bytes_in_archive: m.blobs.iter().map(|d| d.size).sum(),
+        bytes_in_archive: m.blobs.iter().fold(0, |sum, d| sum.saturating_add(d.size)),
         blobs_omitted: m.omitted.len() as u32,
-        bytes_omitted: m.omitted.iter().map(|d| d.size).sum(),
+        bytes_omitted: (m.omitted.iter()).fold(0, |sum, d| sum.saturating_add(d.size)),
         ..Summary::default()
     }
 }

@@ -117,10 +117,15 @@ pub fn pull_bundle_to_file(
     archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
     let head_len = w.written;
     w.into_parts().0.flush().map_err(io)?;
-    let (offsets, end) = tar::data_offsets(head_len, &sizes);
+    let (offsets, end) = tar::data_offsets(head_len, &sizes).ok_or_else(|| {
+        Error::InvalidManifest(
+            "the blobs' declared sizes add up to more than an archive can hold (2^64 bytes)".into(),
+        )
+    })?;
     for i in 0..=blobs.len() {
         let (at, before) = match i {
             0 => (head_len, None),
+            // At most `end`, which did not overflow.
             i => (offsets[i - 1] + sizes[i - 1], Some(sizes[i - 1])),
         };
         let mut w = tar::Writer::new(file.at(at)?);

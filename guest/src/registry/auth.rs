@@ -83,6 +83,15 @@ pub(super) enum AuthState {
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 /// Tokens are renewed this long before they expire.
 const TOKEN_MARGIN: u64 = 10;
+/// When a token that lives `expires_in` seconds (the token service's word, the default when
+/// it says nothing) fetched at `now` is renewed; `None` for a token too short-lived to
+/// renew ahead, used until refused. Saturating: a lifetime of `u64::MAX` means never, not a
+/// time in the past that would fetch a new token before every request.
+fn renewal_time(now: u64, expires_in: Option<u64>) -> Option<u64> {
+    let lifetime = expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    (lifetime > 2 * TOKEN_MARGIN).then(|| now.saturating_add(lifetime - TOKEN_MARGIN))
+}
+
 /// The user name docker and podman store with an identity (refresh) token.
 const IDENTITY_TOKEN_USER: &str = "<token>";
 
@@ -217,9 +226,7 @@ impl Client<'_> {
                 printable(&e)
             ))
         })?;
-        let lifetime = token.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        let renew_at =
-            (lifetime > 2 * TOKEN_MARGIN).then(|| self.transport.now() + lifetime - TOKEN_MARGIN);
+        let renew_at = renewal_time(self.transport.now(), token.expires_in);
         Ok((token.token, renew_at))
     }
 
@@ -298,5 +305,91 @@ impl Client<'_> {
         drop(resp);
         self.renew(challenge)?;
         self.start_authorized(request, body, who)?()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::reference::Reference;
+    use crate::registry::http::{Response, Transport};
+    use crate::registry::{Net, Retry};
+    use std::cell::RefCell;
+
+    /// A registry behind a token service whose tokens claim to live `expires_in` seconds;
+    /// logs every request's path.
+    struct TokenRegistry {
+        expires_in: &'static str,
+        now: u64,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl Transport for TokenRegistry {
+        fn send(&self, req: &Request, _: Option<BodyWriter<'_>>) -> Result<Response> {
+            self.log.borrow_mut().push(req.url.path.clone());
+            let authorized = req.headers.iter().any(|(k, _)| k == "authorization");
+            let (status, headers, body) = if req.url.path.starts_with("/token") {
+                let body = format!(r#"{{"token":"t","expires_in":{}}}"#, self.expires_in);
+                (200, vec![], body)
+            } else if !authorized {
+                let challenge = r#"Bearer realm="http://127.0.0.1:5000/token",service="s""#;
+                (
+                    401,
+                    vec![("www-authenticate".into(), challenge.into())],
+                    String::new(),
+                )
+            } else {
+                (200, vec![], String::new())
+            };
+            Ok(Response {
+                status,
+                headers,
+                body: Box::new(std::io::Cursor::new(body.into_bytes())),
+            })
+        }
+        fn now(&self) -> u64 {
+            self.now
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    /// How many tokens a connection and three requests fetch.
+    fn tokens_fetched(expires_in: &'static str, now: u64) -> usize {
+        let registry = TokenRegistry {
+            expires_in,
+            now,
+            log: RefCell::new(vec![]),
+        };
+        let report = |_: &str| {};
+        let net = Net {
+            retry: Retry::default(),
+            report: &report,
+            chunk_size: 0,
+        };
+        let reference = Reference::parse("127.0.0.1:5000/app").unwrap();
+        let client =
+            Client::connect(&registry, &reference, None, Access::pull(), &[], net).unwrap();
+        for _ in 0..3 {
+            assert!(client.has_blob(&Digest::of(b"x")).unwrap());
+        }
+        let log = registry.log.into_inner();
+        log.iter().filter(|p| p.starts_with("/token")).count()
+    }
+
+    #[test]
+    fn a_token_that_claims_to_live_forever_is_fetched_once() {
+        let now = 1_700_000_000;
+        assert_eq!(tokens_fetched("18446744073709551615", now), 1);
+        assert_eq!(tokens_fetched("300", now), 1);
+        assert_eq!(renewal_time(now, Some(u64::MAX)), Some(u64::MAX));
+        assert_eq!(renewal_time(now, Some(300)), Some(now + 290));
+        assert_eq!(renewal_time(now, None), Some(now + 50));
+        // Too short to renew ahead: used until the registry refuses it.
+        assert_eq!(renewal_time(now, Some(20)), None);
+        assert_eq!(renewal_time(u64::MAX, Some(300)), Some(u64::MAX));
     }
 }

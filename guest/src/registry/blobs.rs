@@ -157,7 +157,11 @@ impl<'t> Client<'t> {
 /// `at` for a 206, from the start for a 200 (whose first `at` bytes are skipped).
 fn body_end(resp: &Response, at: u64) -> Option<u64> {
     let len = resp.header("content-length")?.trim().parse::<u64>().ok()?;
-    Some(if resp.status == 206 { at + len } else { len })
+    if resp.status == 206 {
+        at.checked_add(len)
+    } else {
+        Some(len)
+    }
 }
 
 /// A blob's download, read as it streams: a cut download resumes where it stopped (the

@@ -84,7 +84,7 @@ impl Client<'_> {
         exchange: &mut dyn FnMut(u32) -> Result<Response>,
     ) -> Result<Response> {
         let started = self.transport.now();
-        let mut waited = 0;
+        let mut waited: u64 = 0;
         let mut attempt = 0;
         loop {
             let mut result = exchange(attempt);
@@ -108,7 +108,10 @@ impl Client<'_> {
             attempt += 1;
             let retry = self.net.retry;
             let delay = after.unwrap_or_else(|| retry.delay_ms(attempt, self.transport.random()));
-            if !replayable || attempt > retry.attempts || waited + delay > retry.max_wait_ms {
+            if !replayable
+                || attempt > retry.attempts
+                || waited.saturating_add(delay) > retry.max_wait_ms
+            {
                 return result.map_err(|e| self.gave_up(e, started, attempt));
             }
             self.net.report.line(&format!(
@@ -215,6 +218,55 @@ mod tests {
             "{e}"
         );
         assert!(timed_out("Connection timed out") && !timed_out("connection refused"));
+    }
+
+    /// Answers every request with a 503 and the next `Retry-After`, logging each sleep.
+    struct Later {
+        after: std::cell::RefCell<Vec<&'static str>>,
+        slept: std::cell::RefCell<Vec<u64>>,
+    }
+
+    impl crate::registry::Transport for Later {
+        fn send(
+            &self,
+            _: &Request,
+            _: Option<crate::registry::BodyWriter<'_>>,
+        ) -> Result<Response> {
+            let after = self.after.borrow_mut().remove(0);
+            Ok(Response {
+                status: 503,
+                headers: vec![("retry-after".into(), after.into())],
+                body: Box::new(std::io::empty()),
+            })
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, ms: u64) {
+            self.slept.borrow_mut().push(ms);
+        }
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn a_retry_after_of_u64_max_gives_up_rather_than_wrapping_into_a_wait() {
+        let later = Later {
+            after: std::cell::RefCell::new(vec!["1", "18446744073709551615", "1"]),
+            slept: Default::default(),
+        };
+        let report = |_: &str| {};
+        let net = crate::registry::Net {
+            retry: Retry::default(),
+            report: &report,
+            chunk_size: 0,
+        };
+        let reference = crate::reference::Reference::parse("r.io/app").unwrap();
+        let access = crate::registry::Access::pull();
+        let e = Client::connect(&later, &reference, None, access, &[], net).err();
+        assert!(e.is_some());
+        assert_eq!(later.slept.into_inner(), [1000]);
     }
 
     /// Answers every request with a 500 and this text, counting them.

@@ -162,7 +162,11 @@ pub fn upload_offset(range: &str) -> Option<u64> {
         return None;
     }
     let last: u64 = last.trim().parse().ok()?;
-    Some(if last == 0 { 0 } else { last + 1 })
+    if last == 0 {
+        Some(0)
+    } else {
+        last.checked_add(1)
+    }
 }
 
 /// One blob's upload: where it stands, and the bytes kept for a resume.
@@ -846,7 +850,15 @@ mod tests {
         assert_eq!(upload_offset("0-1499999"), Some(1_500_000));
         assert_eq!(upload_offset(" bytes=0-9 "), Some(10));
         assert_eq!(upload_offset("0-0"), Some(0));
-        for bad in ["", "0-", "5-9", "0--1", "x-3", "0-y"] {
+        for bad in [
+            "",
+            "0-",
+            "5-9",
+            "0--1",
+            "x-3",
+            "0-y",
+            "0-18446744073709551615",
+        ] {
             assert_eq!(upload_offset(bad), None, "{bad:?}");
         }
     }
