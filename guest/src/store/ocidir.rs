@@ -22,7 +22,7 @@ pub struct OciDir {
 
 const INDEX: &str = "index.json";
 /// The lock file beside `index.json`, held while a push changes it.
-const LOCK: &str = ".index.json.imo.lock";
+const LOCK: &str = tempfile::INDEX_LOCK;
 /// How long a push waits for another's lock on `index.json`.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How old a lock must be to be taken for a killed run's.

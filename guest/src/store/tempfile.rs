@@ -15,6 +15,9 @@ use std::time::{Duration, SystemTime};
 /// How old an unfinished temporary file must be to count as a killed run's.
 pub const STALE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The lock file an `oci:` layout's `index.json` is changed under.
+pub const INDEX_LOCK: &str = ".index.json.imo.lock";
+
 /// The temporary name for `name` made from `random`.
 pub fn temp_name(name: &str, random: u64) -> String {
     format!(".{name}.imo-{random:016x}.partial")
