@@ -648,3 +648,125 @@ fn a_whole_repository_is_inventoried_where_page_sizes_or_tag_lists_are_refused()
         "no inventory is written"
     );
 }
+
+/// A symlink planted at the name a temporary file once had (`FILE.partial`) is not followed,
+/// by imo nor by the bare component under the wasmtime CLI: each makes its own file.
+#[test]
+fn a_planted_symlink_at_a_temporary_name_is_not_followed() {
+    let v1 = oci_layout("v1", &[("a", 1_000)]);
+    let work = TempDir::new("symlink");
+    let victim = work.join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    let wasm = work.join("imo.wasm");
+    imo_ok(&["component", "-o", path_str(&wasm)]);
+    for name in ["host.json", "wasi.json"] {
+        std::os::unix::fs::symlink("victim", work.join(&format!("{name}.partial"))).unwrap();
+    }
+    let source = format!("oci:{}:v1", v1.dir.path().display());
+    imo_ok(&[
+        "inventory",
+        "-q",
+        &source,
+        "-o",
+        path_str(&work.join("host.json")),
+    ]);
+    let out = std::process::Command::new("wasmtime")
+        .args(["run", "-S", "http", "--dir"])
+        .arg(format!("{}::/work", work.path().display()))
+        .arg("--dir")
+        .arg(format!("{}::/src", v1.dir.path().display()))
+        .arg(&wasm)
+        .args(["inventory", "-q", "oci:/src:v1", "-o", "/work/wasi.json"])
+        .output()
+        .expect("running the wasmtime CLI (cargo install wasmtime-cli@48.0.8 --locked)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&victim).unwrap()),
+        "precious",
+        "the target is untouched"
+    );
+    for name in ["host.json", "wasi.json"] {
+        let written = work.join(name);
+        assert!(
+            std::fs::symlink_metadata(&written).unwrap().is_file(),
+            "{name} is a file of its own"
+        );
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&written).unwrap()).unwrap();
+        assert_eq!(v["imoInventoryVersion"], 1, "{name}: {v}");
+    }
+}
+
+/// Sends `signal` to `child` with `kill`.
+fn kill(signal: &str, child: &std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits up to 30 s for `dir` to hold a file whose name satisfies `found`.
+fn wait_for_file(dir: &Path, found: impl Fn(&str) -> bool) {
+    let started = std::time::Instant::now();
+    while !std::fs::read_dir(dir)
+        .map(|d| d.flatten().any(|e| found(&e.file_name().to_string_lossy())))
+        .unwrap_or(false)
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no such file in {} after 30 s",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A pull stopped by SIGTERM while its blobs trickle in removes its temporary file and says
+/// it was stopped (143, as a shell reports the signal).
+#[test]
+fn a_pull_stopped_by_sigterm_leaves_no_temporary_file() {
+    use support::proxy::{Fault, Proxy, Rule};
+    let src = two_versions(None);
+    let slow = Proxy::start(
+        &src.addr,
+        vec![Rule::new(
+            "GET",
+            "/blobs/",
+            10,
+            Fault::Delay(std::time::Duration::from_secs(60)),
+        )],
+    );
+    let work = TempDir::new("sigterm-pull");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(["pull", "-q", &slow.image("app:v1"), &slow.image("app:v2")])
+        .arg("-o")
+        .arg(work.join("diff.tar"))
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(work.path(), |n| n.ends_with(".partial"));
+    // Until a blob is asked for: the pull is well under way.
+    let started = std::time::Instant::now();
+    while slow.count("GET", "/blobs/") == 0 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    kill("-TERM", &child);
+    let out = output_within(child, std::time::Duration::from_secs(20));
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "a stopped pull left {left:?}");
+}

@@ -111,3 +111,117 @@ fn a_layout_with_one_image_needs_no_tag_and_a_missing_one_is_named() {
     ]);
     assert!(err.contains("/nonexistent/imo-layout"), "{err}");
 }
+
+/// Starts `imo ARGS` with stdin from `stdin` and stderr captured.
+fn spawn_imo(args: &[&str], stdin: std::process::Stdio) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(args)
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(stdin)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The names starting with a dot in `dir`: temporary files and locks.
+fn hidden(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+/// Two pushes of images sharing blobs into one layout at once, with different tags: both
+/// succeed and both tags are in `index.json`, round after round.
+#[test]
+fn concurrent_pushes_into_one_layout_keep_both_tags() {
+    let v = oci_layout("v1", &[("shared-a", 400_000), ("shared-b", 300_000)]);
+    let work = TempDir::new("concurrent");
+    let archive = work.join("full.tar");
+    let source = format!("oci:{}:v1", v.dir.path().display());
+    imo_ok(&["pull", "-q", "scratch", &source, "-o", s(&archive)]);
+    for round in 0..4 {
+        let site = work.join(&format!("site-{round}"));
+        let pushes: Vec<_> = ["one", "two"]
+            .iter()
+            .map(|tag| {
+                let destination = format!("oci:{}:{tag}", site.display());
+                spawn_imo(
+                    &["push", "-q", s(&archive), &destination],
+                    std::process::Stdio::null(),
+                )
+            })
+            .collect();
+        for push in pushes {
+            let out = output_within(push, std::time::Duration::from_secs(60));
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(
+            layout_digest(&site, "one"),
+            v.manifest_digest,
+            "round {round}"
+        );
+        assert_eq!(
+            layout_digest(&site, "two"),
+            v.manifest_digest,
+            "round {round}"
+        );
+        assert!(hidden(&site).is_empty(), "{:?}", hidden(&site));
+        assert!(hidden(&site.join("blobs/sha256")).is_empty());
+    }
+}
+
+/// A push into a layout stopped by SIGTERM while a blob streams in from stdin removes the
+/// blob's temporary file and exits 143.
+#[test]
+fn a_push_into_a_layout_stopped_by_sigterm_leaves_no_temporary_file() {
+    use std::io::Write as _;
+    let v = oci_layout("v1", &[("big", 4_000_000)]);
+    let work = TempDir::new("sigterm-push");
+    let archive = work.join("full.tar");
+    let source = format!("oci:{}:v1", v.dir.path().display());
+    imo_ok(&["pull", "-q", "scratch", &source, "-o", s(&archive)]);
+    let site = work.join("site");
+    let mut push = spawn_imo(
+        &["push", "-q", "-", &format!("oci:{}:v1", site.display())],
+        std::process::Stdio::piped(),
+    );
+    // Half the archive, and stdin held open: the big layer is half written.
+    let bytes = std::fs::read(&archive).unwrap();
+    let mut stdin = push.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    let blobs = site.join("blobs/sha256");
+    let started = std::time::Instant::now();
+    while !blobs.is_dir() || !hidden(&blobs).iter().any(|n| n.ends_with(".partial")) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no temporary blob file after 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &push.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = output_within(push, std::time::Duration::from_secs(20));
+    drop(stdin);
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        hidden(&blobs).is_empty(),
+        "a stopped push left {:?}",
+        hidden(&blobs)
+    );
+}

@@ -1,11 +1,23 @@
 //! Files that appear whole or not at all: written under a fresh temporary name beside the
 //! final path (created exclusively, so nothing else's file is reused or clobbered) and
-//! renamed onto it only when complete.
+//! renamed onto it only when complete. Every one is recorded until it is committed or
+//! dropped, so that [`remove_temporaries`] can clear them when imo is told to stop.
 
+use imo_guest::store::tempfile;
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::hash::{BuildHasher as _, Hasher as _};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The temporary files of this process not yet committed or dropped.
+static PENDING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn pending() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    PENDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A file being written for `path`; removed unless [`commit`](AtomicFile::commit)ted.
 ///
@@ -30,7 +42,9 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates the temporary file `.NAME.RANDOM.partial` in `path`'s directory.
+    /// Creates the temporary file `.NAME.imo-RANDOM.partial` in `path`'s directory, first
+    /// removing those for the same name a killed run left more than a day ago
+    /// ([`tempfile::STALE_AFTER`]: a live writer's file is touched by every write).
     pub fn create(path: &Path) -> io::Result<Self> {
         Self::create_mode(path, 0o666)
     }
@@ -44,33 +58,26 @@ impl AtomicFile {
     /// `mode` is masked by the umask, as for any new file.
     fn create_mode(path: &Path, mode: u32) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let name = path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-        loop {
-            // std's hasher keys are random per instance: a name no one can guess ahead.
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u32(std::process::id());
-            let temp = path.with_file_name(format!(".{name}.{:016x}.partial", h.finish()));
-            // create_new is O_CREAT|O_EXCL: it fails on any existing name, a symlink included.
-            match File::options()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&temp)
-            {
-                Ok(file) => {
-                    return Ok(Self {
-                        file,
-                        temp,
-                        path: path.to_owned(),
-                        committed: false,
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            tempfile::remove_stale(dir, name.to_str());
         }
+        // Registered while the lock is held, so a stop never misses a file just made.
+        let mut pending = pending();
+        let mut options = File::options();
+        options.mode(mode);
+        let (file, temp) = tempfile::create_with(path, options)?;
+        pending.insert(temp.clone());
+        Ok(Self {
+            file,
+            temp,
+            path: path.to_owned(),
+            committed: false,
+        })
     }
 
     /// The file to write.
@@ -83,6 +90,7 @@ impl AtomicFile {
         self.file.sync_all()?;
         std::fs::rename(&self.temp, &self.path)?;
         self.committed = true;
+        pending().remove(&self.temp);
         Ok(())
     }
 }
@@ -91,6 +99,7 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_file(&self.temp);
+            pending().remove(&self.temp);
         }
     }
 }
@@ -107,6 +116,37 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let out = AtomicFile::create_private(path)?;
     out.file().write_all(bytes)?;
     out.commit()
+}
+
+/// Removes this process's unfinished temporary files, for a stop on a signal: those made
+/// here, and (on Linux, from `/proc/self/fd`) those the component holds open in the layouts
+/// it was granted, whose names imo's own pattern tells apart. Leaves the pending list locked,
+/// so no new one is made before the process exits.
+pub fn remove_temporaries() {
+    let pending = pending();
+    for temp in pending.iter() {
+        let _ = std::fs::remove_file(temp);
+    }
+    for temp in open_temporaries() {
+        let _ = std::fs::remove_file(temp);
+    }
+    std::mem::forget(pending);
+}
+
+/// imo's temporary and lock files this process holds open.
+fn open_temporaries() -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return vec![];
+    };
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| {
+            target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| tempfile::is_temp_name(n, None) || n == tempfile::INDEX_LOCK)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,6 +169,10 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "temporary files are gone");
+        assert!(
+            pending().iter().all(|p| !p.starts_with(&dir)),
+            "nor recorded"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -390,7 +390,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let archive_on_stdout = matches!(&cli.command, Command::Pull { output, .. } if output == "-");
     let (headline, summary) = match cli.command {
         Command::Component { output } => {
-            return std::fs::write(&output, imo::COMPONENT)
+            return imo::atomic_file::write(&output, imo::COMPONENT)
                 .map_err(|e| Error::Io(format!("{}: {e}", output.display())));
         }
         Command::Pull {
@@ -493,9 +493,33 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// On SIGINT or SIGTERM, removes the run's unfinished temporary files (an archive being
+/// pulled, blobs and locks in an `oci:` layout being pushed to), then exits as a shell reports
+/// the signal: 130 or 143.
+#[cfg(unix)]
+fn remove_temporaries_on_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    tokio::spawn(async move {
+        let code = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
+        imo::atomic_file::remove_temporaries();
+        std::process::exit(code);
+    });
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(unix)]
+    remove_temporaries_on_signal();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,6 +2,7 @@
 //! directory (`oci:DIR[:TAG]`, as skopeo writes it). Operations see only these two traits.
 
 mod ocidir;
+pub mod tempfile;
 
 pub use ocidir::OciDir;
 

@@ -2,6 +2,7 @@
 //! images are found by their `org.opencontainers.image.ref.name`, and every file is written
 //! through a temporary one, so a blob or `index.json` is always whole.
 
+use super::tempfile;
 use super::{Destination, Source};
 use crate::digest::{Digest, Verifier, copy_verified};
 use crate::error::{Error, Result};
@@ -9,18 +10,30 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::registry::{BlobSource, Committing, Mount, Url};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 /// An OCI image layout directory.
 pub struct OciDir {
     dir: PathBuf,
+    /// Whether stale temporary files were looked for.
+    swept: AtomicBool,
 }
 
 const INDEX: &str = "index.json";
+/// The lock file beside `index.json`, held while a push changes it.
+const LOCK: &str = tempfile::INDEX_LOCK;
+/// How long a push waits for another's lock on `index.json`.
+const LOCK_WAIT: Duration = Duration::from_secs(15);
+/// How old a lock must be to be taken for a killed run's: a holder reads and writes one small
+/// file, though a slow disk may take seconds to sync it.
+const LOCK_STALE: Duration = Duration::from_secs(10);
 
 impl OciDir {
     pub fn new(dir: &str) -> Self {
         Self {
             dir: PathBuf::from(dir),
+            swept: AtomicBool::new(false),
         }
     }
 
@@ -96,20 +109,31 @@ impl OciDir {
         Ok(bytes)
     }
 
-    /// Writes `bytes` as a blob through a temporary file, so a blob file is always whole.
+    /// Removes what an interrupted write to this layout left: imo's temporary files older
+    /// than a day (see [`tempfile::STALE_AFTER`]). Once per layout and run.
+    fn sweep(&self) {
+        if !self.swept.swap(true, Ordering::Relaxed) {
+            tempfile::remove_stale(&self.dir.join("blobs/sha256"), None);
+            tempfile::remove_stale(&self.dir, None);
+        }
+    }
+
+    /// Writes a blob through a fresh temporary file, so a blob file is always whole. A blob
+    /// another writer put there meanwhile has the same bytes: renaming over it is harmless.
     fn write_blob(
         &self,
         d: &Digest,
         fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> Result<()> {
+        self.sweep();
         let dir = self.dir.join("blobs/sha256");
         std::fs::create_dir_all(&dir).map_err(|e| self.io(&dir, e))?;
-        let tmp = dir.join(format!(".{}.partial", d.hex()));
-        let mut file = std::fs::File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
+        let path = self.blob_path(d);
+        let (mut file, tmp) = tempfile::create(&path).map_err(|e| self.io(&path, e))?;
         let result = fill(&mut file).and_then(|()| file.sync_all().map_err(|e| self.io(&tmp, e)));
         drop(file);
         match result {
-            Ok(()) => std::fs::rename(&tmp, self.blob_path(d)).map_err(|e| self.io(&tmp, e)),
+            Ok(()) => std::fs::rename(&tmp, &path).map_err(|e| self.io(&tmp, e)),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
@@ -119,9 +143,68 @@ impl OciDir {
 
     fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let path = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.partial"));
-        std::fs::write(&tmp, bytes).map_err(|e| self.io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))
+        let (mut file, tmp) = tempfile::create(&path).map_err(|e| self.io(&path, e))?;
+        let result = file
+            .write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(self.io(&path, e));
+        }
+        Ok(())
+    }
+
+    /// Holds `index.json` for one read-change-write: WASI has no file locks, so the lock is a
+    /// file beside it, created exclusively and removed when the guard drops. A lock older than
+    /// [`LOCK_STALE`] was left by a killed run (a holder keeps it for milliseconds) and is
+    /// broken; one held longer than [`LOCK_WAIT`] fails the push.
+    fn lock_index(&self) -> Result<IndexLock> {
+        let path = self.dir.join(LOCK);
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => return Ok(IndexLock(path, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(self.io(&path, e)),
+            }
+            let stale = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| {
+                    SystemTime::now()
+                        .duration_since(t)
+                        .is_ok_and(|a| a > LOCK_STALE)
+                });
+            if stale && std::fs::remove_file(&path).is_ok() {
+                continue;
+            }
+            if started.elapsed() > LOCK_WAIT {
+                return Err(Error::Io(format!(
+                    "{}: another push has held this lock on {INDEX} for over {} s; if no \
+                     imo is writing to oci:{}, remove the lock file and push again",
+                    path.display(),
+                    LOCK_WAIT.as_secs(),
+                    self.dir.display()
+                )));
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_millis(200));
+        }
+    }
+}
+
+/// The lock on `index.json`, removed when dropped; kept open so that the host, told to stop,
+/// finds it among the files its process holds.
+struct IndexLock(PathBuf, #[allow(dead_code)] std::fs::File);
+
+impl Drop for IndexLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -258,7 +341,9 @@ impl Destination for OciDir {
         if key.starts_with("sha256:") {
             return Ok(());
         }
-        // Tag it: replace any entry of the same name in index.json, keep the rest.
+        // Tag it: replace any entry of the same name in index.json, keep the rest; under the
+        // lock, so a concurrent push's tag is not lost.
+        let _lock = self.lock_index()?;
         let mut index = self
             .read_index()?
             .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": []}));
@@ -353,6 +438,52 @@ mod tests {
             Source::manifest_if_exists(&dir_store, "v2")
                 .unwrap()
                 .is_none()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_tags_are_all_kept_and_a_stale_lock_is_broken() {
+        let dir = std::env::temp_dir().join(format!("imo-ocidir-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = b"{}".to_vec();
+        let md = Descriptor {
+            media_type: manifest::OCI_MANIFEST.into(),
+            digest: Digest::of(&m),
+            size: m.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        // A lock a killed run left a minute ago does not stop the next push.
+        let lock = std::fs::File::create(dir.join(LOCK)).unwrap();
+        lock.set_modified(SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        let first = OciDir::new(dir.to_str().unwrap());
+        first.put_manifest("first", &md, &m).unwrap();
+        std::thread::scope(|s| {
+            for writer in 0..4 {
+                let (dir, m, md) = (&dir, &m, &md);
+                s.spawn(move || {
+                    let store = OciDir::new(dir.to_str().unwrap());
+                    for n in 0..10 {
+                        store
+                            .put_manifest(&format!("w{writer}-{n}"), md, m)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let store = OciDir::new(dir.to_str().unwrap());
+        assert_eq!(store.tags().unwrap().len(), 41, "no tag is lost");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "no lock or temporary file is left: {left:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

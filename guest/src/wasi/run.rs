@@ -130,21 +130,35 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes to stdout (`-`), or to a file under a temporary name renamed only once complete,
-/// so a failed run never leaves a file that looks whole.
+/// Writes to stdout (`-`), or to a file under a fresh temporary name (created exclusively,
+/// never a planted file or symlink) renamed only once complete, so a failed run never leaves a
+/// file that looks whole. A day-old temporary file a killed run left for it is removed first.
 fn write_output<T>(
     output: &str,
     write: &mut dyn FnMut(&mut dyn Write) -> Result<T, Error>,
 ) -> Result<T, Error> {
+    use crate::store::tempfile;
     let io = |what: &str, e: io::Error| Error::Io(format!("{what}: {e}"));
     if output == "-" {
         let stdout = wasip2::cli::stdout::get_stdout();
         return write(&mut StreamWriter(&stdout));
     }
-    let partial = format!("{output}.partial");
-    let mut file = std::fs::File::create(&partial).map_err(|e| io(&partial, e))?;
-    let result =
-        write(&mut file).and_then(|s| file.sync_all().map(|()| s).map_err(|e| io(&partial, e)));
+    let path = std::path::Path::new(output);
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        tempfile::remove_stale(dir, name.to_str());
+    }
+    let (mut file, partial) = tempfile::create(path).map_err(|e| io(output, e))?;
+    let partial_name = partial.display().to_string();
+    let result = write(&mut file).and_then(|s| {
+        file.sync_all()
+            .map(|()| s)
+            .map_err(|e| io(&partial_name, e))
+    });
     drop(file);
     match result {
         Ok(s) => {
