@@ -571,8 +571,8 @@ impl Client<'_> {
 
     /// Sends the blob from byte `up.from` on in `up.session`: in chunks when this client
     /// uploads so ([`Client::upload_chunks`]); otherwise, from the start, one `PUT` carrying
-    /// it all, and past it, a `PATCH` of the rest (none if the registry holds every byte) and
-    /// an empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into the
+    /// it all, and past it (a resume), the rest as one chunk (none if the registry holds
+    /// every byte) and an empty `PUT`. Kept bytes are replayed, the rest pulled from `source` into the
     /// window. The `PUT`'s answer is left pending; `Err` when a request failed in a way worth
     /// resuming from.
     fn upload_from(
@@ -581,12 +581,18 @@ impl Client<'_> {
         source: BlobSource<'_>,
     ) -> Result<std::result::Result<Sent, Cut>> {
         let chunk = self.chunk_size.get();
-        if chunk > 0 && up.from < up.d.size {
-            return self.upload_chunks(up, source, chunk.max(up.min_chunk));
+        if chunk > 0 || up.from > 0 {
+            // Past the start (a resume), the rest goes as one chunk.
+            let chunk = if chunk > 0 {
+                chunk.max(up.min_chunk)
+            } else {
+                u64::MAX
+            };
+            return self.upload_chunks(up, source, chunk);
         }
         let (d, from) = (&up.d, up.from);
         let put_url = up.session.with_query("digest", d.digest.as_str());
-        if from == d.size {
+        if d.size == 0 {
             return self.put_started(put_url, content(0), None);
         }
         let mut pulled = Ok(());
@@ -599,31 +605,12 @@ impl Client<'_> {
             Ok(())
         };
         // The body cannot be written again by the transport: a failure comes back here.
-        if from == 0 {
-            let started = self.put_started(put_url, content(d.size), Some(&mut body));
-            pulled?;
-            return Ok(started?.map(|sent| Sent {
-                whole: Some(!complete),
-                ..sent
-            }));
-        }
-        let mut headers = content(d.size - from);
-        headers.push(("content-range".to_owned(), format!("{from}-{}", d.size - 1)));
-        let patch = self.send(
-            Method::Patch,
-            up.session.clone(),
-            headers,
-            Some(&mut body),
-            false,
-        );
+        let started = self.put_started(put_url, content(d.size), Some(&mut body));
         pulled?;
-        let resp = match self.resumable(patch, 202, &up.what, None)? {
-            Ok(resp) => resp,
-            Err(cut) => return Ok(Err(cut)),
-        };
-        self.follow_session(up, &resp)?;
-        let put_url = up.session.with_query("digest", up.d.digest.as_str());
-        self.put_started(put_url, content(0), None)
+        Ok(started?.map(|sent| Sent {
+            whole: Some(!complete),
+            ..sent
+        }))
     }
 
     /// Sends the blob from byte `up.from` on in `PATCH` chunks of `chunk` bytes (the last
