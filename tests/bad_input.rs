@@ -388,8 +388,10 @@ fn archives() -> Archives {
     // below comes from the damage alone.
     let rewritten = fx.work.join("rewritten.tar");
     std::fs::write(&rewritten, write_tar(&fx.entries())).unwrap();
-    succeeds(&["vet", "-q", s(&rewritten), &fx.dst.image("control/app:v2")]);
-    succeeds(&["push", "-q", s(&rewritten), &fx.dst.image("control/app:v2")]);
+    // The base layer the archive leaves out is in `app`, which the user names.
+    let control = fx.dst.image("control/app:v2");
+    succeeds(&["vet", "-q", "--mount-from", "app", s(&rewritten), &control]);
+    succeeds(&["push", "-q", "--mount-from", "app", s(&rewritten), &control]);
     let (status, _) = http(
         &fx.dst.addr,
         "GET",
@@ -466,7 +468,7 @@ fn refuse_each(fx: &Archives, cases: Vec<Case>) {
             &["push"]
         };
         for command in commands {
-            let err = fails(&[command, "-q", s(&file), &dest]);
+            let err = fails(&[command, "-q", "--mount-from", "app", s(&file), &dest]);
             eprintln!("{} ({command}): {}", case.name, err.trim_end());
             says(&format!("{} ({command})", case.name), &err, &case.says);
         }
