@@ -96,9 +96,10 @@ impl Builder {
     /// The default of [`memory_limit`](Builder::memory_limit): 256 MiB. imo streams blobs
     /// and archives: the pulls, pushes (a 10 MB layer among them) and inventories of the
     /// tests peak at 11 MiB. What it holds whole is capped: manifests (4 MiB each),
-    /// tag pages (16 MiB each, 100 000 tags), inventories (64 MiB); the worst tag page,
-    /// 16 MiB of one-letter tags, peaks at 130 MiB while parsed. A registry or archive that
-    /// would drive it further gets an error instead of the machine's memory.
+    /// tag pages (16 MiB each, parsed no further than 100 000 tags: the worst, 2 million
+    /// short tags, is refused within 48 MiB), inventories (64 MiB, held whole while parsed:
+    /// what the default leaves room for). A registry or archive that would drive it further
+    /// gets an error instead of the machine's memory.
     pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 
     /// Credentials for the base image's registry (`WithBaseAuth`), used at pull. Without

@@ -74,6 +74,40 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// The error a page's parse stops with past [`MAX_TAGS`] names.
+const TOO_MANY: &str = "more tags than imo lists";
+
+/// A page's tags, read no further than [`MAX_TAGS`]: a page naming more is refused while it
+/// is parsed, before they are all held (a 16 MiB page of one-letter tags would take over
+/// 100 MiB as strings).
+struct Bounded(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Bounded {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = Bounded;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of tags")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Bounded, A::Error> {
+                let mut tags = Vec::new();
+                while let Some(tag) = seq.next_element::<String>()? {
+                    if tags.len() == MAX_TAGS {
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    tags.push(tag);
+                }
+                Ok(Bounded(tags))
+            }
+        }
+        d.deserialize_seq(Names)
+    }
+}
+
 /// A tag list as its pages arrive: each tag once, in the order first seen.
 #[derive(Default)]
 pub struct TagList {
@@ -100,7 +134,7 @@ impl TagList {
         #[derive(serde::Deserialize)]
         struct Page {
             // Absent or null: a repository without tags.
-            tags: Option<Vec<String>>,
+            tags: Option<Bounded>,
         }
         if self.pages == MAX_TAG_PAGES {
             return Err(Refusal::TooManyPages);
@@ -108,6 +142,9 @@ impl TagList {
         self.pages += 1;
         self.read.insert(url.to_string());
         let page: Page = serde_json::from_slice(body).map_err(|e| {
+            if e.to_string().starts_with(TOO_MANY) {
+                return Refusal::TooManyTags;
+            }
             let said = super::error::Said::of(content_type, body);
             Refusal::NotAList(if said.page {
                 said.text
@@ -115,7 +152,7 @@ impl TagList {
                 printable(&e.to_string()).into_owned()
             })
         })?;
-        for tag in page.tags.unwrap_or_default() {
+        for tag in page.tags.map(|t| t.0).unwrap_or_default() {
             // A name that is no tag would be put into a manifest URL's path: left out.
             if crate::reference::check_tag(&tag).is_err() {
                 self.skipped.0 += 1;
@@ -490,6 +527,12 @@ mod tests {
             &[],
         );
         assert_eq!(got, Err(Refusal::TooManyTags));
+        // One page naming more than the limit is refused while parsed, repeats or not.
+        let body = format!(r#"{{"tags":[{},"t0"]}}"#, names.join(","));
+        let mut list = TagList::default();
+        let got = list.page(&origin(), &at("/p1"), None, body.as_bytes(), &[]);
+        assert_eq!(got, Err(Refusal::TooManyTags));
+        assert!(list.tags().is_empty());
         assert!(
             Refusal::TooManyTags
                 .to_string()
