@@ -106,21 +106,7 @@ impl Registry {
     }
 
     fn wait_ready(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return false;
-            }
-            if let Ok(mut s) = TcpStream::connect(&self.addr) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut buf = [0u8; 12];
-                if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        wait_ready(&mut self.child, &self.addr, false, Duration::from_secs(15))
     }
 
     /// Where the registry keeps a blob's bytes on disk, for corrupting it on purpose.
@@ -155,6 +141,30 @@ fn registry_binary() -> &'static str {
     } else {
         "registry"
     }
+}
+
+/// Waits, within `limit`, until a server started as `child` answers HTTP at `addr` (or,
+/// serving TLS, accepts connections); false if it exits or never does.
+pub fn wait_ready(child: &mut Child, addr: &str, tls: bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            if tls {
+                return true;
+            }
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+            let mut buf = [0u8; 12];
+            if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so the same seed gives the same layer.

@@ -7,11 +7,10 @@
 //! `scripts/setup --interop-servers` installs both servers.
 
 use super::{Registry, TempDir, skopeo};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Where `scripts/setup` puts zuul-registry's virtualenv.
 pub const ZUUL_VENV: &str = "/var/tmp/zuul-venv";
@@ -317,7 +316,7 @@ fn spawn_on_free_port(
             .unwrap_or_else(|e| {
                 panic!("starting {name}: {e}; run `scripts/setup --interop-servers`")
             });
-        if wait_ready(&mut child, &addr, tls) {
+        if super::wait_ready(&mut child, &addr, tls, Duration::from_secs(30)) {
             return (addr, Process::Child { child, dir });
         }
         let _ = child.kill();
@@ -325,29 +324,6 @@ fn spawn_on_free_port(
         last_log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
     }
     panic!("{name} did not start on a loopback port after 5 tries; its log:\n{last_log}");
-}
-
-/// Waits until the server answers HTTP (or, serving TLS, accepts connections).
-fn wait_ready(child: &mut Child, addr: &str, tls: bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return false;
-        }
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            if tls {
-                return true;
-            }
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-            let mut buf = [0u8; 12];
-            if s.read_exact(&mut buf).is_ok() && buf.starts_with(b"HTTP/1.") {
-                return true;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 /// Runs `imo` with a server's flags added.
