@@ -188,6 +188,15 @@ fn count<'a>(ds: impl Iterator<Item = &'a crate::manifest::Descriptor>) -> Count
     })
 }
 
+/// The tag of a registry reference or an `oci:DIR:TAG` layout reference.
+fn tag_of(reference: &str) -> Option<String> {
+    use crate::reference::Location;
+    match Location::parse(reference).ok()? {
+        Location::Registry(r) => r.tag,
+        Location::OciDir { tag, .. } => tag,
+    }
+}
+
 /// The report of an opened archive's head.
 pub fn describe(meta: &Metadata, manifests: &[Fetched]) -> Inspection {
     let images = meta
@@ -211,9 +220,7 @@ pub fn describe(meta: &Metadata, manifests: &[Fetched]) -> Inspection {
                 .unwrap_or_default();
             ImageInfo {
                 reference: image.reference.clone(),
-                tag: crate::reference::Reference::parse(&image.reference)
-                    .ok()
-                    .and_then(|r| r.tag),
+                tag: tag_of(&image.reference),
                 manifest: image.manifest.clone(),
                 platforms,
                 attached: image.attached.clone(),
@@ -348,6 +355,11 @@ mod tests {
         assert_eq!(i.images.len(), 1);
         assert_eq!(i.images[0].reference, "r.io/app:v2");
         assert_eq!(i.images[0].tag.as_deref(), Some("v2"));
+        assert_eq!(tag_of("oci:/srv/build:v3").as_deref(), Some("v3"));
+        assert_eq!(
+            tag_of(&("r.io/app@sha256:".to_owned() + &"a".repeat(64))),
+            None
+        );
         assert!(i.images[0].platforms.is_empty());
         assert_eq!(i.bases, ["r.io/app:v1"]);
         assert_eq!(i.manifests, 1);
