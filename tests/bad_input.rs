@@ -1664,3 +1664,142 @@ fn a_layer_size_beyond_int64_is_refused_naming_the_layer() {
         fake.requests()
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// verify and ls: the archive looked at offline
+// ---------------------------------------------------------------------------------------
+
+/// Runs `imo verify` on `bytes`, returning its exit code and stdout.
+fn verify(fx: &Archives, name: &str, bytes: &[u8], json: bool) -> (Option<i32>, String) {
+    let file = fx.work.join(name);
+    std::fs::write(&file, bytes).unwrap();
+    let mut args = vec!["verify", "-q", s(&file)];
+    if json {
+        args.push("--json");
+    }
+    let out = run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    if !out.status.success() {
+        assert!(stderr.contains("problem(s) found"), "{stderr}");
+    }
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn verify_passes_a_good_archive_and_names_a_flipped_byte_a_missing_blob_and_a_cut_end() {
+    let fx = archives();
+    // No registry is named, and none is needed: the registries could be gone.
+    let (code, out) = verify(&fx, "verify-good.tar", &fx.good, false);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 of 2 carried blob(s) checked"), "{out}");
+    assert!(
+        out.contains("the destination must already hold 1 blob(s)"),
+        "{out}"
+    );
+    let held = out
+        .lines()
+        .find(|l| l.contains(&fx.base_layer))
+        .unwrap_or_else(|| panic!("the omitted base layer is not listed: {out}"));
+    assert!(held.contains("base: "), "{held}");
+    assert!(!out.contains(&format!("  {} ", fx.new_layer)), "{out}");
+
+    let (code, out) = verify(&fx, "verify-good.json", &fx.good, true);
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["checked"]["blobs"], 2);
+    assert_eq!(v["archive_bytes"], fx.good.len() as u64);
+    assert_eq!(
+        v["inspection"]["must_hold"][0]["digest"],
+        fx.base_layer.as_str()
+    );
+
+    let layer = blob_path(&fx.new_layer);
+    let flipped = fx.edited(|e| {
+        let i = Archives::position(e, &layer);
+        e[i].data[90_000] ^= 0xff;
+    });
+    let (code, out) = verify(&fx, "verify-flipped.tar", &flipped, false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "problem: blob {}: content hashes to",
+            fx.new_layer
+        )),
+        "{out}"
+    );
+    assert_eq!(out.matches("problem:").count(), 1, "{out}");
+
+    let missing = fx.edited(|e| {
+        let i = Archives::position(e, &blob_path(&fx.config));
+        e.remove(i);
+    });
+    let (code, out) = verify(&fx, "verify-missing.tar", &missing, false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("problem: blob {} (", fx.config)) && out.contains("is missing"),
+        "{out}"
+    );
+
+    // Cut inside the last layer: the walk says where the archive ends.
+    let cut = &fx.good[..fx.good.len() - 1024 - 50_000];
+    let (code, out) = verify(&fx, "verify-cut.tar", cut, false);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("problem: the archive ends at byte") && out.contains("truncated"),
+        "{out}"
+    );
+}
+
+#[test]
+fn ls_lists_the_image_its_tag_and_what_is_carried_and_left_from_the_head_alone() {
+    let fx = archives();
+    let file = fx.work.join("ls.tar");
+    // Cut inside the last layer: ls reads only the head, so it still answers.
+    std::fs::write(&file, &fx.good[..fx.good.len() - 1024 - 50_000]).unwrap();
+    let out = run(&["ls", "--json", s(&file)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = &v["images"][0];
+    assert_eq!(v["images"].as_array().unwrap().len(), 1);
+    assert!(
+        image["reference"].as_str().unwrap().ends_with("/app:v2"),
+        "{image}"
+    );
+    assert_eq!(image["tag"], "v2");
+    assert_eq!(image["manifest"], fx.manifest.as_str());
+    assert_eq!(v["manifests"], 1);
+    // The config and the new layer are carried; the base layer is left to the destination.
+    assert_eq!(v["carried"]["blobs"], 2);
+    assert_eq!(v["omitted"]["blobs"], 1);
+    let meta: serde_json::Value = serde_json::from_slice(&fx.entries()[1].data).expect("imo.json");
+    let total = |k: &str| {
+        meta[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["size"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(v["carried"]["bytes"], total("blobs"));
+    assert_eq!(v["omitted"]["bytes"], total("omitted"));
+    assert_eq!(v["must_hold"][0]["digest"], fx.base_layer.as_str());
+
+    let out = run(&["ls", s(&file)]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("IMAGE"), "{table}");
+    assert!(table.contains("app:v2"), "{table}");
+    assert!(
+        table.contains("left to the destination: 1 blob(s)"),
+        "{table}"
+    );
+}

@@ -17,6 +17,10 @@ commands:
   inventory SOURCE... [--archive FILE]... -o FILE|-
                               write what SOURCE repositories (all tags, or the tag
                               named) and shipped archives hold, for pull --have
+  verify ARCHIVE|-            check every blob's size and digest and every reference,
+                              with no registry; list what the destination must hold
+  ls ARCHIVE|- [--json]       list the images, tags, platforms, what is carried and
+                              what is left to the destination
   vet ARCHIVE|- DESTINATION   check that DESTINATION holds every blob ARCHIVE leaves out
   push ARCHIVE|- DESTINATION  upload what DESTINATION lacks, then tag the image there;
                               for an archive of several images DESTINATION is a
@@ -69,6 +73,15 @@ pub enum Operation {
     Push {
         archive: String,
         destination: String,
+    },
+    /// Check every blob of an archive, offline.
+    Verify {
+        archive: String,
+    },
+    /// Describe an archive's head, as a table or as JSON.
+    Ls {
+        archive: String,
+        json: bool,
     },
     Help,
 }
@@ -143,6 +156,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     let (mut bases, mut haves, mut archives) = (Vec::new(), Vec::new(), Vec::new());
     let mut all_creds = None;
     let mut timeouts = Timeouts::default();
+    let mut json = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -164,6 +178,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 });
             }
             "-q" | "--quiet" => options.progress = false,
+            "--json" => json = true,
             "-o" | "--output" => output = Some(value(flag)?),
             "--insecure" => options.insecure_registries.push(value(flag)?),
             "--mount-from" => options.mount_from.push(value(flag)?),
@@ -260,6 +275,16 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             archive: archive.clone(),
             destination: dest.clone(),
         },
+        [cmd, archive] if cmd == "verify" => Operation::Verify {
+            archive: archive.clone(),
+        },
+        [cmd, archive] if cmd == "ls" || cmd == "inspect" => Operation::Ls {
+            archive: archive.clone(),
+            json,
+        },
+        [cmd, ..] if matches!(cmd.as_str(), "verify" | "ls" | "inspect") => {
+            return Err(format!("{cmd} takes one argument, the archive\n\n{USAGE}"));
+        }
         [cmd, ..] if matches!(cmd.as_str(), "pull" | "vet" | "push") => {
             return Err(format!("{cmd} takes two arguments\n\n{USAGE}"));
         }
@@ -272,6 +297,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         )
     {
         return Err("-o applies only to pull and inventory".into());
+    }
+    if json && !matches!(operation, Operation::Ls { .. }) {
+        return Err("--json applies only to ls".into());
     }
     if !archives.is_empty() {
         return Err("--archive applies only to inventory".into());
@@ -461,5 +489,29 @@ mod tests {
                 .unwrap_err()
                 .contains("needs a value")
         );
+    }
+
+    #[test]
+    fn verify_and_ls_take_the_archive_and_only_ls_takes_json() {
+        let op = |line: &str| parse(&args(line)).map(|c| c.operation);
+        assert_eq!(
+            op("verify a.tar").unwrap(),
+            Operation::Verify {
+                archive: "a.tar".into()
+            }
+        );
+        assert_eq!(
+            op("ls - --json").unwrap(),
+            Operation::Ls {
+                archive: "-".into(),
+                json: true
+            }
+        );
+        assert!(
+            op("verify a.tar --json")
+                .unwrap_err()
+                .contains("only to ls")
+        );
+        assert!(op("ls").unwrap_err().contains("takes one argument"));
     }
 }

@@ -175,6 +175,11 @@ impl<R: Read> Reader<R> {
         }
     }
 
+    /// Whether the end-of-archive marker has been read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// Reads the current entry's data; 0 at its end.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, String> {
         if self.left == 0 {

@@ -44,6 +44,17 @@ pub use imo_guest::registry::Credentials;
 /// ```
 pub use imo_guest::ops::Summary;
 
+/// What [`Imo::inspect`](crate::Imo::inspect) finds at the head of an archive: the
+/// component's own type, so the two sides cannot drift.
+pub use imo_guest::archive::Inspection;
+
+/// What [`Imo::verify`](crate::Imo::verify) finds reading a whole archive: the component's
+/// own type. Good when `problems` is empty.
+pub use imo_guest::archive::Verification;
+
+/// Parts of an [`Inspection`]: its images, blob counts and what the destination must hold.
+pub use imo_guest::archive::{Count, Held, ImageInfo};
+
 /// Why an operation failed. The first cases match the WIT `error` variant one for one;
 /// `Runtime` is the host's own (the component could not be run).
 ///

@@ -1,6 +1,6 @@
 //! [`Imo`] and its operations: pull, vet, push and inventory, each in a fresh sandbox.
 
-use crate::api::{Bundle, Error, Summary, runtime_error, trap_error};
+use crate::api::{Bundle, Error, Inspection, Summary, Verification, runtime_error, trap_error};
 use crate::atomic_file::AtomicFile;
 use crate::builder::Builder;
 use crate::runtime::Runtime;
@@ -430,6 +430,68 @@ impl Imo {
             json = finish_with(result, &witness)?;
         }
         Ok(json)
+    }
+
+    /// Reads the whole archive with no registry (the sandbox is granted nothing but the
+    /// stream) and checks every blob's size and digest as it streams, and that every
+    /// reference of the manifests is carried or declared omitted. The archive is good when
+    /// [`Verification::problems`] is empty; otherwise each problem names the blob or entry.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("verify");
+    /// # let v1 = layout(&work.join("build"), "v1", &["os"]);
+    /// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+    /// # let archive = work.join("app-v2.tar");
+    /// let imo = imo::Imo::builder().build()?;
+    /// imo.pull_to_file(&v1, &v2, &archive).await?;
+    /// let report = imo.verify(tokio::fs::File::open(&archive).await?).await?;
+    /// assert!(report.problems.is_empty());
+    /// let omitted = report.inspection.unwrap().must_hold;
+    /// assert_eq!(omitted.len(), 1, "the `os` layer, which the destination must hold");
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn verify<R>(&self, archive: R) -> Result<Verification, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let json = self.offline(archive, true).await?;
+        serde_json::from_str(&json)
+            .map_err(|e| Error::Runtime(format!("the component's verify report: {e}")))
+    }
+
+    /// Reads only the head of the archive (`imo.json`, `index.json`, the manifests), with no
+    /// registry, and describes it: images, tags, platforms, attached artifacts, what is
+    /// carried and what is left to the destination.
+    pub async fn inspect<R>(&self, archive: R) -> Result<Inspection, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let json = self.offline(archive, false).await?;
+        serde_json::from_str(&json)
+            .map_err(|e| Error::Runtime(format!("the component's inspect report: {e}")))
+    }
+
+    /// Runs `verify` (or `inspect`) in a sandbox that may reach no registry and no file.
+    async fn offline<R>(&self, archive: R, verify: bool) -> Result<String, Error>
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+    {
+        let (witness, mut store, imo) = self.sandbox(&[], &[]).await?;
+        let stream: DynInputStream = Box::new(streams::ReadAhead::new(archive));
+        let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+        let borrowed = Resource::new_borrow(own.rep());
+        let api = imo.imo_overlay_overlay();
+        let result = if verify {
+            api.call_verify(&mut store, borrowed).await
+        } else {
+            api.call_inspect(&mut store, borrowed).await
+        };
+        let _ = store.data_mut().table.delete(own);
+        finish_with(result, &witness)
     }
 
     /// Vets (or, with `push`, pushes) `archive` to `destination`.

@@ -56,7 +56,10 @@ mod trust;
 #[doc(hidden)]
 pub use http_client as tls;
 
-pub use api::{Bundle, Credentials, Error, LayoutGrant, Summary};
+pub use api::{
+    Bundle, Count, Credentials, Error, Held, ImageInfo, Inspection, LayoutGrant, Summary,
+    Verification,
+};
 pub use builder::Builder;
 pub use imo::{Imo, PullStream};
 pub use runtime::COMPONENT;

@@ -79,6 +79,20 @@ enum Command {
         #[arg(long, value_name = "SIZE", value_parser = imo_guest::cli::parse_size)]
         chunk_size: Option<u64>,
     },
+    /// Check every blob of ARCHIVE (size and digest) and every reference of its manifests,
+    /// with no registry; print what the destination must already hold; exit 1 naming each
+    /// problem
+    Verify {
+        /// The archive; `-` for stdin
+        archive: String,
+    },
+    /// List what ARCHIVE holds, from its head alone: images, tags, platforms, attached
+    /// signatures, what is carried and what is left to the destination (--json for JSON)
+    #[command(alias = "inspect")]
+    Ls {
+        /// The archive; `-` for stdin
+        archive: String,
+    },
     /// Write the embedded WebAssembly component, to run under any WASI 0.2 host
     Component {
         #[arg(short, long, value_name = "FILE")]
@@ -361,6 +375,13 @@ async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send 
     Ok(Box::new(f))
 }
 
+/// Prints a report line by line, each made safe: an archive's names are untrusted.
+fn print_lines(text: &str) {
+    for line in text.lines() {
+        println!("{}", imo_guest::text::printable(line));
+    }
+}
+
 /// `imo vet` (or, with `push`, `imo push`): the headline and the summary.
 async fn vet_or_push(
     g: &Global,
@@ -462,6 +483,38 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     count("sources")
                 );
                 eprintln!("{line} source(s)");
+            }
+            return Ok(());
+        }
+        Command::Verify { archive } => {
+            let imo = builder(&cli.global, Roles::default())?.build()?;
+            let report = imo.verify(open_archive(&archive).await?).await?;
+            if cli.global.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report serialises")
+                );
+            } else {
+                print_lines(&report.text());
+            }
+            if report.problems.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::InvalidArchive(format!(
+                "{} problem(s) found in {archive}",
+                report.problems.len()
+            )));
+        }
+        Command::Ls { archive } => {
+            let imo = builder(&cli.global, Roles::default())?.build()?;
+            let report = imo.inspect(open_archive(&archive).await?).await?;
+            if cli.global.json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report serialises")
+                );
+            } else {
+                print_lines(&report.table());
             }
             return Ok(());
         }

@@ -10,10 +10,12 @@
 //! ```
 
 mod format;
+mod inspect;
 mod read;
 mod write;
 
 pub use format::*;
+pub use inspect::*;
 pub use read::*;
 pub use write::*;
 

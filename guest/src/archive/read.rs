@@ -213,6 +213,16 @@ impl<R: Read> Opened<R> {
     pub fn offset(&self) -> u64 {
         self.tar.offset
     }
+
+    /// Whether the tar's end-of-archive marker has been read.
+    pub fn at_end(&self) -> bool {
+        self.tar.ended()
+    }
+
+    /// Carried blobs `imo.json` lists that have not been reached.
+    pub fn pending(&self) -> impl Iterator<Item = &Descriptor> {
+        self.pending.values()
+    }
 }
 
 #[cfg(test)]

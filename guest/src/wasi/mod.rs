@@ -140,6 +140,17 @@ impl wit::Guest for Component {
     ) -> Result<wit::Summary, wit::Error> {
         from_archive(ops::push, archive, &destination, options)
     }
+
+    fn verify(archive: &InputStream) -> Result<String, wit::Error> {
+        let report = crate::archive::verify(&mut StreamReader(archive));
+        Ok(serde_json::to_string(&report).expect("a report serialises"))
+    }
+
+    fn inspect(archive: &InputStream) -> Result<String, wit::Error> {
+        let report = crate::archive::inspect(&mut StreamReader(archive))
+            .map_err(|e| wit::Error::from(Error::InvalidArchive(e)))?;
+        Ok(serde_json::to_string(&report).expect("a report serialises"))
+    }
 }
 
 /// The signature `ops::push_vet` and `ops::push` share.

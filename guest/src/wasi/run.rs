@@ -108,6 +108,31 @@ fn run_command(command: cli::Command) -> Result<(), Error> {
             archive,
             destination,
         } => vet_or_push(ops::push, &archive, &destination)?,
+        Operation::Verify { archive } => {
+            let report = with_input(&archive, |r| Ok(crate::archive::verify(r)))?;
+            print_lines(&report.text());
+            if report.is_good() {
+                return Ok(());
+            }
+            return Err(Error::InvalidArchive(format!(
+                "{} problem(s) found",
+                report.problems.len()
+            )));
+        }
+        Operation::Ls { archive, json } => {
+            let report = with_input(&archive, |r| {
+                crate::archive::inspect(r).map_err(Error::InvalidArchive)
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("a report serialises")
+                );
+            } else {
+                print_lines(&report.table());
+            }
+            return Ok(());
+        }
     };
     if options.progress {
         eprintln!(
@@ -182,4 +207,11 @@ fn with_input<T>(
     }
     let mut file = std::fs::File::open(path).map_err(|e| Error::Io(format!("{path}: {e}")))?;
     f(&mut file)
+}
+
+/// Prints a report line by line, each made safe: an archive's names are untrusted.
+fn print_lines(text: &str) {
+    for line in text.lines() {
+        println!("{}", crate::text::printable(line));
+    }
 }
