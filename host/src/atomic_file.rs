@@ -133,6 +133,102 @@ pub fn remove_temporaries() {
     std::mem::forget(pending);
 }
 
+/// The resumable partials of this process's pulls, which a stop leaves in place.
+static RESUMABLE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn resumable() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    RESUMABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The partials of resumable pulls still being written, for the message on a stop.
+pub fn resumable_partials() -> Vec<PathBuf> {
+    resumable().iter().cloned().collect()
+}
+
+/// The partial file of a resumable pull into `path`: `.NAME.imo-resume.partial` beside it, a
+/// name that a later run finds again (unlike [`AtomicFile`]'s random one) and that no signal
+/// nor sweep removes. Renamed onto `path` when complete.
+#[derive(Debug)]
+pub struct ResumableFile {
+    file: File,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+impl ResumableFile {
+    /// Opens the partial for `path` to read and write: created exclusively when there is
+    /// none; else opened without following a symlink, and only if it is a regular file of
+    /// this user, so nothing planted there is read or written through.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        let partial = path.with_file_name(format!(".{name}.imo-resume.partial"));
+        let mut register = resumable();
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&partial)
+        {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&partial)?;
+                let meta = file.metadata()?;
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let euid = unsafe { libc::geteuid() };
+                if !meta.is_file() || meta.uid() != euid {
+                    return Err(io::Error::other(format!(
+                        "{} is not a regular file of yours, so it is not resumed: remove it \
+                         and pull again",
+                        partial.display()
+                    )));
+                }
+                file
+            }
+            other => other?,
+        };
+        register.insert(partial.clone());
+        Ok(Self {
+            file,
+            partial,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file to write; empty when new, else the partial of an earlier run.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where the partial lies.
+    pub fn partial(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Flushes the partial to disk and renames it onto the final path.
+    pub fn commit(self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.partial, &self.path)?;
+        resumable().remove(&self.partial);
+        Ok(())
+    }
+}
+
+impl Drop for ResumableFile {
+    fn drop(&mut self) {
+        // The partial stays for the next run; only the record of it goes.
+        resumable().remove(&self.partial);
+    }
+}
+
 /// imo's temporary and lock files this process holds open.
 fn open_temporaries() -> Vec<PathBuf> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
