@@ -73,7 +73,7 @@ pub trait ArchiveFile {
     fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>>;
     /// How many bytes the file holds: 0 for a new pull, more for the partial of a pull to
     /// resume.
-    fn len(&self) -> Result<u64>;
+    fn size(&self) -> Result<u64>;
     /// A reader of the bytes from `offset` on, to the end of the file.
     fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>>;
     /// Cuts the file to `len` bytes.
@@ -91,7 +91,7 @@ pub fn kept_blobs(
     offsets: &[u64],
 ) -> Result<Option<Vec<bool>>> {
     let io = |e: std::io::Error| Error::Io(format!("reading the partial archive: {e}"));
-    let len = file.len()?;
+    let len = file.size()?;
     if len < head.len() as u64 {
         return Ok(None);
     }
@@ -179,7 +179,7 @@ pub fn pull_bundle_to_file(
         )
     })?;
     let mut kept = vec![false; blobs.len()];
-    let resuming = file.len()? > 0;
+    let resuming = file.size()? > 0;
     if resuming {
         match kept_blobs(file, &head, blobs, &offsets)? {
             Some(k) => kept = k,
@@ -491,7 +491,7 @@ mod tests {
         fn at(&self, _: u64) -> Result<Box<dyn Write + '_>> {
             unimplemented!("kept_blobs only reads")
         }
-        fn len(&self) -> Result<u64> {
+        fn size(&self) -> Result<u64> {
             Ok(self.0.borrow().len() as u64)
         }
         fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>> {

@@ -46,7 +46,7 @@ impl ops::ArchiveFile for FileArchive<'_> {
         )))
     }
 
-    fn len(&self) -> Result<u64, Error> {
+    fn size(&self) -> Result<u64, Error> {
         let stat = self
             .0
             .stat()
