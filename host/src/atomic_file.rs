@@ -291,4 +291,35 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_resumable_partial_is_found_again_and_a_planted_symlink_is_refused() {
+        let dir = std::env::temp_dir().join(format!("imo-atomic-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.tar");
+        let first = ResumableFile::open(&path).unwrap();
+        first.file().write_all(b"half").unwrap();
+        assert_eq!(resumable_partials(), [first.partial().to_owned()]);
+        let partial = first.partial().to_owned();
+        drop(first);
+        assert!(partial.exists(), "a failed pull leaves its partial");
+        assert!(resumable_partials().is_empty());
+        let again = ResumableFile::open(&path).unwrap();
+        assert_eq!(std::fs::read(again.partial()).unwrap(), b"half");
+        drop(again);
+        // A symlink in its place is never followed.
+        let target = dir.join("target");
+        std::fs::write(&target, b"untouched").unwrap();
+        std::fs::remove_file(&partial).unwrap();
+        std::os::unix::fs::symlink(&target, &partial).unwrap();
+        assert!(ResumableFile::open(&path).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        std::fs::remove_file(&partial).unwrap();
+        let done = ResumableFile::open(&path).unwrap();
+        done.file().write_all(b"whole").unwrap();
+        done.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        assert!(!partial.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
