@@ -163,10 +163,7 @@ impl ResumableFile {
     /// this user, so nothing planted there is read or written through.
     pub fn open(path: &Path) -> io::Result<Self> {
         use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-        let name = path
-            .file_name()
-            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-        let partial = path.with_file_name(format!(".{name}.imo-resume.partial"));
+        let partial = Self::partial_for(path);
         let mut register = resumable();
         let file = match File::options()
             .read(true)
@@ -208,6 +205,14 @@ impl ResumableFile {
         &self.file
     }
 
+    /// Where the partial for `path` lies, whether or not there is one.
+    pub fn partial_for(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        path.with_file_name(format!(".{name}.imo-resume.partial"))
+    }
+
     /// Where the partial lies.
     pub fn partial(&self) -> &Path {
         &self.partial
@@ -224,7 +229,11 @@ impl ResumableFile {
 
 impl Drop for ResumableFile {
     fn drop(&mut self) {
-        // The partial stays for the next run; only the record of it goes.
+        // The partial stays for the next run, unless nothing was written (a pull that failed
+        // before its plan); only the record of it goes.
+        if self.file.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&self.partial);
+        }
         resumable().remove(&self.partial);
     }
 }
@@ -307,10 +316,12 @@ mod tests {
         let again = ResumableFile::open(&path).unwrap();
         assert_eq!(std::fs::read(again.partial()).unwrap(), b"half");
         drop(again);
+        std::fs::remove_file(&partial).unwrap();
+        drop(ResumableFile::open(&path).unwrap());
+        assert!(!partial.exists(), "an empty partial is not left behind");
         // A symlink in its place is never followed.
         let target = dir.join("target");
         std::fs::write(&target, b"untouched").unwrap();
-        std::fs::remove_file(&partial).unwrap();
         std::os::unix::fs::symlink(&target, &partial).unwrap();
         assert!(ResumableFile::open(&path).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"untouched");

@@ -443,10 +443,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 let pulled = imo
                     .pull_bundle_to_file_resumable(&bundle, output.as_ref())
                     .await;
-                if pulled.is_err() && !quiet {
+                let partial = imo::atomic_file::ResumableFile::partial_for(output.as_ref());
+                if pulled.is_err() && !quiet && partial.exists() {
                     eprintln!(
-                        "imo: the partial archive stays: run the same pull again with --resume \
-                         to go on"
+                        "imo: {} stays: run the same pull again with --resume to go on",
+                        partial.display()
                     );
                 }
                 pulled?
