@@ -820,3 +820,130 @@ fn a_push_to_a_registry_that_stops_reading_the_upload_fails_and_tags_nothing() {
         "{requests:?}"
     );
 }
+
+/// The GET path of each blob (and manifest) an archive carries, by size, smallest first.
+fn blob_gets(archive: &std::path::Path) -> Vec<&'static str> {
+    let mut blobs: Vec<(String, usize)> = archive_entries(archive)
+        .into_iter()
+        .filter_map(|(p, data)| {
+            let hex = p.strip_prefix("blobs/sha256/")?.to_owned();
+            Some((hex, data.len()))
+        })
+        .collect();
+    blobs.sort_by_key(|b| b.1);
+    blobs
+        .into_iter()
+        .map(|(hex, _)| &*Box::leak(format!("/blobs/sha256:{hex}").into_boxed_str()))
+        .collect()
+}
+
+#[test]
+fn a_resumed_pull_fetches_only_what_was_cut_and_starts_over_when_the_source_changed() {
+    let src = source();
+    let work = TempDir::new("resume");
+    // Learn the blobs' paths from a pull that goes around the proxy.
+    let gets = blob_gets(&full_archive(&src, &work));
+    let large = *gets.last().unwrap();
+    // The large layer's answer never comes before the stop; the others land whole.
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new(
+            "GET",
+            large,
+            1,
+            Fault::Delay(Duration::from_secs(60)),
+        )],
+    );
+    let out = work.join("resumed.tar");
+    let partial = work.join(".resumed.tar.imo-resume.partial");
+    let pull = ["pull", "scratch", &proxy.image("app:v2"), "-o", s(&out)];
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+        .args(pull)
+        .arg("--resume")
+        .env("IMO_CACHE_DIR", cache_dir())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while proxy.count("GET", large) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Time for the smaller blobs, fetched alongside, to be written.
+    std::thread::sleep(Duration::from_secs(2));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = output_within(child, Duration::from_secs(20));
+    let said = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(143), "{said}");
+    assert!(
+        said.contains("run the same pull again with --resume"),
+        "{said}"
+    );
+    assert!(partial.exists() && !out.exists(), "{said}");
+
+    let before: Vec<usize> = gets.iter().map(|g| proxy.count("GET", g)).collect();
+    let mut args = pull.to_vec();
+    args.push("--resume");
+    let resumed = imo_ok(&args);
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    let fetched: Vec<usize> = gets
+        .iter()
+        .zip(&before)
+        .map(|(g, b)| proxy.count("GET", g) - b)
+        .collect();
+    let mut only_the_cut_one = vec![0; gets.len() - 1];
+    only_the_cut_one.push(1);
+    assert_eq!(
+        fetched, only_the_cut_one,
+        "only the cut blob is fetched again ({gets:?}): {said}"
+    );
+    // The config and the small layer kept (the manifest is no blob).
+    assert!(
+        said.contains("resuming: 2 blob(s)") && said.contains("; 1 blob(s),"),
+        "{said}"
+    );
+    assert!(!partial.exists());
+    let whole = work.join("whole.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &proxy.image("app:v2"),
+        "-o",
+        s(&whole),
+    ]);
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&whole).unwrap(),
+        "the resumed archive differs from an uninterrupted pull"
+    );
+
+    // A partial of the old v2 (here whole), after v2 changed: nothing of it is trusted.
+    std::fs::rename(&out, &partial).unwrap();
+    seed(
+        &oci_layout("v2", &[("f-a", 300_000), ("f-c", 700_000)]),
+        &src.image("app:v2"),
+        None,
+    );
+    let resumed = imo_ok(&args);
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(said.contains("different source"), "{said}");
+    assert!(said.contains("starting over"), "{said}");
+    assert!(said.contains("resuming: 0 blob(s)"), "{said}");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &proxy.image("app:v2"),
+        "-o",
+        s(&whole),
+    ]);
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&whole).unwrap(),
+        "the restarted archive differs from an uninterrupted pull of the new v2"
+    );
+}

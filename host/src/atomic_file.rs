@@ -133,6 +133,111 @@ pub fn remove_temporaries() {
     std::mem::forget(pending);
 }
 
+/// The resumable partials of this process's pulls, which a stop leaves in place.
+static RESUMABLE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn resumable() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    RESUMABLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The partials of resumable pulls still being written, for the message on a stop.
+pub fn resumable_partials() -> Vec<PathBuf> {
+    resumable().iter().cloned().collect()
+}
+
+/// The partial file of a resumable pull into `path`: `.NAME.imo-resume.partial` beside it, a
+/// name that a later run finds again (unlike [`AtomicFile`]'s random one) and that no signal
+/// nor sweep removes. Renamed onto `path` when complete.
+#[derive(Debug)]
+pub struct ResumableFile {
+    file: File,
+    partial: PathBuf,
+    path: PathBuf,
+}
+
+impl ResumableFile {
+    /// Opens the partial for `path` to read and write: created exclusively when there is
+    /// none; else opened without following a symlink, and only if it is a regular file of
+    /// this user, so nothing planted there is read or written through.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+        let partial = Self::partial_for(path);
+        let mut register = resumable();
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .open(&partial)
+        {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(&partial)?;
+                let meta = file.metadata()?;
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let euid = unsafe { libc::geteuid() };
+                if !meta.is_file() || meta.uid() != euid {
+                    return Err(io::Error::other(format!(
+                        "{} is not a regular file of yours, so it is not resumed: remove it \
+                         and pull again",
+                        partial.display()
+                    )));
+                }
+                file
+            }
+            other => other?,
+        };
+        register.insert(partial.clone());
+        Ok(Self {
+            file,
+            partial,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The file to write; empty when new, else the partial of an earlier run.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where the partial for `path` lies, whether or not there is one.
+    pub fn partial_for(path: &Path) -> PathBuf {
+        let name = path
+            .file_name()
+            .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+        path.with_file_name(format!(".{name}.imo-resume.partial"))
+    }
+
+    /// Where the partial lies.
+    pub fn partial(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Flushes the partial to disk and renames it onto the final path.
+    pub fn commit(self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::rename(&self.partial, &self.path)?;
+        resumable().remove(&self.partial);
+        Ok(())
+    }
+}
+
+impl Drop for ResumableFile {
+    fn drop(&mut self) {
+        // The partial stays for the next run, unless nothing was written (a pull that failed
+        // before its plan); only the record of it goes.
+        if self.file.metadata().is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+        resumable().remove(&self.partial);
+    }
+}
+
 /// imo's temporary and lock files this process holds open.
 fn open_temporaries() -> Vec<PathBuf> {
     let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
@@ -193,6 +298,39 @@ mod tests {
         write_private(&path, b"mine").unwrap();
         assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
         assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_resumable_partial_is_found_again_and_a_planted_symlink_is_refused() {
+        let dir = std::env::temp_dir().join(format!("imo-atomic-resume-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("out.tar");
+        let first = ResumableFile::open(&path).unwrap();
+        first.file().write_all(b"half").unwrap();
+        assert_eq!(resumable_partials(), [first.partial().to_owned()]);
+        let partial = first.partial().to_owned();
+        drop(first);
+        assert!(partial.exists(), "a failed pull leaves its partial");
+        assert!(resumable_partials().is_empty());
+        let again = ResumableFile::open(&path).unwrap();
+        assert_eq!(std::fs::read(again.partial()).unwrap(), b"half");
+        drop(again);
+        std::fs::remove_file(&partial).unwrap();
+        drop(ResumableFile::open(&path).unwrap());
+        assert!(!partial.exists(), "an empty partial is not left behind");
+        // A symlink in its place is never followed.
+        let target = dir.join("target");
+        std::fs::write(&target, b"untouched").unwrap();
+        std::os::unix::fs::symlink(&target, &partial).unwrap();
+        assert!(ResumableFile::open(&path).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"untouched");
+        std::fs::remove_file(&partial).unwrap();
+        let done = ResumableFile::open(&path).unwrap();
+        done.file().write_all(b"whole").unwrap();
+        done.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
+        assert!(!partial.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

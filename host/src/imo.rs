@@ -272,18 +272,45 @@ impl Imo {
         let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
         let out = AtomicFile::create(path).map_err(io)?;
         let writer = out.file().try_clone().map_err(io)?;
-        let summary = self.pull_into(bundle, writer).await?;
+        let summary = self.pull_into(bundle, writer, OpenMode::WRITE).await?;
         out.commit().map_err(io)?;
+        Ok(summary)
+    }
+
+    /// [`Imo::pull_bundle_to_file`], resumable: written into `.NAME.imo-resume.partial` beside
+    /// `path`, which a failure or a stop leaves in place. Called again with the same bundle,
+    /// it keeps the blobs that partial already holds whole and fetches only the rest; if the
+    /// source changed since (other manifests, blobs or bases), it starts over, saying so in
+    /// the progress lines. The partial is renamed onto `path` when complete.
+    pub async fn pull_bundle_to_file_resumable(
+        &self,
+        bundle: &Bundle,
+        path: &Path,
+    ) -> Result<Summary, Error> {
+        let out = crate::atomic_file::ResumableFile::open(path)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", out.partial().display()));
+        let file = out.file().try_clone().map_err(io)?;
+        let summary = self
+            .pull_into(bundle, file, OpenMode::READ | OpenMode::WRITE)
+            .await?;
+        out.commit()
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         Ok(summary)
     }
 
     /// Pulls into `file`, which the component may write at any offset (and nothing else), so
     /// that it fetches several blobs at once.
-    async fn pull_into(&self, bundle: &Bundle, file: std::fs::File) -> Result<Summary, Error> {
+    /// `mode` lets it read the file too, for a resumed pull.
+    async fn pull_into(
+        &self,
+        bundle: &Bundle,
+        file: std::fs::File,
+        mode: OpenMode,
+    ) -> Result<Summary, Error> {
         let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
         // Its writes run on the calling thread: the component waits for each anyway.
-        let descriptor =
-            Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, OpenMode::WRITE, true));
+        let descriptor = Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, mode, true));
         let own = store
             .data_mut()
             .table

@@ -39,6 +39,10 @@ enum Command {
         /// Where to write the archive; `-` for stdout
         #[arg(short, long, value_name = "FILE")]
         output: String,
+        /// Write FILE through `.FILE.imo-resume.partial`, which a failure or a stop leaves in
+        /// place: the same pull run again with --resume keeps the blobs it holds whole
+        #[arg(long)]
+        resume: bool,
     },
     /// Write an inventory of what a site holds: every blob and manifest of the SOURCE
     /// repositories (all tags, or the tag named) and of archives already shipped there
@@ -419,7 +423,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
             bases,
             haves,
             output,
+            resume,
         } => {
+            if resume && output == "-" {
+                return Err(Error::InvalidReference(
+                    "--resume needs a file to write (-o FILE), not stdout".into(),
+                ));
+            }
             let bundle = if bases.is_empty() && haves.is_empty() {
                 let Some((base, finals)) = images.split_first().filter(|(_, f)| !f.is_empty())
                 else {
@@ -450,6 +460,18 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let s = if output == "-" {
                 imo.pull_bundle_to_writer(&bundle, tokio::io::stdout())
                     .await?
+            } else if resume {
+                let pulled = imo
+                    .pull_bundle_to_file_resumable(&bundle, output.as_ref())
+                    .await;
+                let partial = imo::atomic_file::ResumableFile::partial_for(output.as_ref());
+                if pulled.is_err() && !quiet && partial.exists() {
+                    eprintln!(
+                        "imo: {} stays: run the same pull again with --resume to go on",
+                        partial.display()
+                    );
+                }
+                pulled?
             } else {
                 imo.pull_bundle_to_file(&bundle, output.as_ref()).await?
             };
@@ -564,6 +586,12 @@ fn remove_temporaries_on_signal() {
             _ = term.recv() => 143,
         };
         imo::atomic_file::remove_temporaries();
+        for partial in imo::atomic_file::resumable_partials() {
+            eprintln!(
+                "imo: stopped; {} stays: run the same pull again with --resume to go on",
+                partial.display()
+            );
+        }
         std::process::exit(code);
     });
 }

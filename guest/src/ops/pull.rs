@@ -16,7 +16,7 @@ use crate::registry::Transport;
 use crate::store::Source;
 use crate::tar;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// What a pull carries, and what it may leave out.
 #[derive(Clone, Debug, Default)]
@@ -71,6 +71,58 @@ pub fn pull_bundle(
 pub trait ArchiveFile {
     /// A writer of the bytes from `offset` on.
     fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>>;
+    /// How many bytes the file holds: 0 for a new pull, more for the partial of a pull to
+    /// resume.
+    fn size(&self) -> Result<u64>;
+    /// A reader of the bytes from `offset` on, to the end of the file.
+    fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>>;
+    /// Cuts the file to `len` bytes.
+    fn set_len(&self, len: u64) -> Result<()>;
+}
+
+/// What of a partial archive a resumed pull keeps: `None` when its first bytes are not `head`
+/// (the plan changed, so it starts over), else for each blob whether the bytes at its offset
+/// match its digest and size. Each blob is hashed as it streams, never held whole. Headers and
+/// padding need no check: the pull writes them again, the same bytes.
+pub fn kept_blobs(
+    file: &dyn ArchiveFile,
+    head: &[u8],
+    blobs: &[Descriptor],
+    offsets: &[u64],
+) -> Result<Option<Vec<bool>>> {
+    let io = |e: std::io::Error| Error::Io(format!("reading the partial archive: {e}"));
+    let len = file.size()?;
+    if len < head.len() as u64 {
+        return Ok(None);
+    }
+    let mut first = Vec::with_capacity(head.len());
+    file.read_at(0)?
+        .take(head.len() as u64)
+        .read_to_end(&mut first)
+        .map_err(io)?;
+    if first != head {
+        return Ok(None);
+    }
+    let mut kept = Vec::with_capacity(blobs.len());
+    let mut buf = vec![0u8; 1 << 20];
+    for (d, &at) in blobs.iter().zip(offsets) {
+        if at.checked_add(d.size).is_none_or(|end| end > len) {
+            kept.push(false);
+            continue;
+        }
+        let mut r = file.read_at(at)?.take(d.size);
+        let mut v = crate::digest::Verifier::new(&d.digest, d.size);
+        loop {
+            let n = r.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            // Never more than the size: the reader is cut there.
+            let _ = v.update(&buf[..n]);
+        }
+        kept.push(v.finish().is_ok());
+    }
+    Ok(Some(kept))
 }
 
 /// One blob to fetch while others are fetched too: where from, and where its bytes go.
@@ -98,6 +150,10 @@ pub const FETCH_WIDTH: usize = 4;
 /// before the first blob byte, so up to [`FETCH_WIDTH`] blobs stream at once, each into its
 /// place. A blob whose concurrent fetch fails is fetched again alone, with the usual retries
 /// and resumes. The file holds the same bytes `pull_bundle` would write.
+///
+/// A file that is not empty is the partial of an earlier pull to resume: if it begins with
+/// the head this plan writes, each blob already whole in it is kept and not fetched;
+/// otherwise the source changed, and the pull starts over, saying so.
 pub fn pull_bundle_to_file(
     transport: &dyn Transport,
     fetcher: &dyn Fetcher,
@@ -111,17 +167,49 @@ pub fn pull_bundle_to_file(
     let blobs = &pull.meta.blobs;
     let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
 
-    // Everything but the blobs' bytes first: the head; around each blob's bytes, its header
-    // before and its padding after; the end marker last.
-    let mut w = tar::Writer::new(file.at(0)?);
+    // The head is the plan: manifests, index and imo.json; a partial that begins with it
+    // was pulled from the same source.
+    let mut w = tar::Writer::new(Vec::new());
     archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
-    let head_len = w.written;
-    w.into_parts().0.flush().map_err(io)?;
+    let head = w.into_parts().0;
+    let head_len = head.len() as u64;
     let (offsets, end) = tar::data_offsets(head_len, &sizes).ok_or_else(|| {
         Error::InvalidManifest(
             "the blobs' declared sizes add up to more than an archive can hold (2^64 bytes)".into(),
         )
     })?;
+    let mut kept = vec![false; blobs.len()];
+    let resuming = file.size()? > 0;
+    if resuming {
+        match kept_blobs(file, &head, blobs, &offsets)? {
+            Some(k) => kept = k,
+            None => {
+                report.line(
+                    "the partial archive was pulled from a different source (its manifests, \
+                     blobs or bases differ from what the registries hold now): starting over",
+                );
+                file.set_len(0)?;
+            }
+        }
+        let (n, bytes) = blobs
+            .iter()
+            .zip(&kept)
+            .filter(|(_, k)| **k)
+            .fold((0, 0u64), |(n, b), (d, _)| (n + 1, b + d.size));
+        report.line(&format!(
+            "resuming: {n} blob(s), {bytes} bytes kept from the partial archive; {} blob(s), {} \
+             bytes to fetch",
+            blobs.len() - n,
+            sizes.iter().sum::<u64>() - bytes
+        ));
+    }
+
+    // Everything but the blobs' bytes first: the head; around each blob's bytes, its header
+    // before and its padding after; the end marker last.
+    let mut out = file.at(0)?;
+    out.write_all(&head).map_err(io)?;
+    out.flush().map_err(io)?;
+    drop(out);
     for i in 0..=blobs.len() {
         let (at, before) = match i {
             0 => (head_len, None),
@@ -144,6 +232,9 @@ pub fn pull_bundle_to_file(
     let mut jobs = Vec::new();
     let mut alone = Vec::new();
     for (i, d) in blobs.iter().enumerate() {
+        if kept[i] {
+            continue;
+        }
         let source = pull.source(d);
         if source.fetches_by_request() {
             jobs.push(Fetch {
@@ -196,6 +287,10 @@ pub fn pull_bundle_to_file(
         })?;
         out.flush().map_err(io)?;
         progress.end();
+    }
+    if resuming {
+        // Whatever a foreign partial held past this archive's end goes.
+        file.set_len(end)?;
     }
     let mut summary = summary_of_meta(&pull.meta);
     summary.archive_bytes = end;
@@ -382,4 +477,78 @@ fn prepare<'t>(
         clients,
         source_of,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// An archive file in memory.
+    struct Memory(RefCell<Vec<u8>>);
+
+    impl ArchiveFile for Memory {
+        fn at(&self, _: u64) -> Result<Box<dyn Write + '_>> {
+            unimplemented!("kept_blobs only reads")
+        }
+        fn size(&self) -> Result<u64> {
+            Ok(self.0.borrow().len() as u64)
+        }
+        fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>> {
+            let bytes = self.0.borrow()[offset as usize..].to_vec();
+            Ok(Box::new(std::io::Cursor::new(bytes)))
+        }
+        fn set_len(&self, len: u64) -> Result<()> {
+            self.0.borrow_mut().truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    fn blob(data: &[u8]) -> Descriptor {
+        Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: Digest::of(data),
+            size: data.len() as u64,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn only_whole_blobs_of_the_same_plan_are_kept() {
+        let datas: [&[u8]; 4] = [b"whole", &[7u8; 1500], b"flipped", &[9u8; 700]];
+        let blobs: Vec<Descriptor> = datas.iter().map(|d| blob(d)).collect();
+        let mut w = tar::Writer::new(Vec::new());
+        w.file("imo.json", b"{\"plan\":1}").unwrap();
+        let mut bytes = w.into_parts().0;
+        let head = bytes.clone();
+        let mut w = tar::Writer::new(std::mem::take(&mut bytes));
+        for (d, data) in blobs.iter().zip(datas) {
+            w.file(&archive::blob_path(&d.digest), data).unwrap();
+        }
+        w.finish().unwrap();
+        let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
+        let (offsets, end) = tar::data_offsets(head.len() as u64, &sizes).unwrap();
+        let mut bytes = w.into_parts().0;
+        assert_eq!(bytes.len() as u64, end);
+        // A byte of the third blob flipped, the last cut short: the pull was stopped there.
+        bytes[offsets[2] as usize] ^= 1;
+        bytes.truncate(offsets[3] as usize + 100);
+        let file = Memory(RefCell::new(bytes.clone()));
+        assert_eq!(
+            kept_blobs(&file, &head, &blobs, &offsets).unwrap(),
+            Some(vec![true, true, false, false])
+        );
+
+        // Another plan (a changed source) keeps nothing.
+        let mut other = tar::Writer::new(Vec::new());
+        other.file("imo.json", b"{\"plan\":2}").unwrap();
+        assert_eq!(
+            kept_blobs(&file, &other.into_parts().0, &blobs, &offsets).unwrap(),
+            None
+        );
+        // Nor does a partial cut inside its head.
+        let short = Memory(RefCell::new(head[..head.len() - 1].to_vec()));
+        assert_eq!(kept_blobs(&short, &head, &blobs, &offsets).unwrap(), None);
+    }
 }

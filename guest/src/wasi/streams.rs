@@ -45,6 +45,45 @@ impl ops::ArchiveFile for FileArchive<'_> {
             },
         )))
     }
+
+    fn size(&self) -> Result<u64, Error> {
+        let stat = self
+            .0
+            .stat()
+            .map_err(|e| Error::Io(format!("the archive file: {e}")))?;
+        Ok(stat.size)
+    }
+
+    fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>, Error> {
+        Ok(Box::new(FileReader {
+            file: self.0,
+            at: offset,
+        }))
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), Error> {
+        self.0
+            .set_size(len)
+            .map_err(|e| Error::Io(format!("cutting the archive file to {len} bytes: {e}")))
+    }
+}
+
+/// Reads a file from a position on, a chunk per trip to the host.
+struct FileReader<'a> {
+    file: &'a Descriptor,
+    at: u64,
+}
+
+impl Read for FileReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(FETCH_CHUNK as usize) as u64;
+        let (bytes, _end) = self.file.read(want, self.at).map_err(|e| {
+            io::Error::other(format!("reading the archive at byte {}: {e}", self.at))
+        })?;
+        buf[..bytes.len()].copy_from_slice(&bytes);
+        self.at += bytes.len() as u64;
+        Ok(bytes.len())
+    }
 }
 
 /// Writes into a file from a position on (`descriptor.write`: a stream of the file would take
