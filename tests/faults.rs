@@ -907,6 +907,11 @@ fn a_resumed_pull_fetches_only_what_was_cut_and_starts_over_when_the_source_chan
         said.contains("resuming: 2 blob(s)") && said.contains("; 1 blob(s),"),
         "{said}"
     );
+    // And the summary counts them.
+    assert!(
+        said.contains("resumed: 2 blob(s)") && said.contains("kept from the partial archive"),
+        "{said}"
+    );
     assert!(!partial.exists());
     let whole = work.join("whole.tar");
     imo_ok(&[

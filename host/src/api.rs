@@ -165,6 +165,8 @@ impl From<wit::Summary> for Summary {
             blobs_skipped: s.blobs_skipped,
             blobs_mounted: s.blobs_mounted,
             archive_bytes: s.archive_bytes,
+            blobs_kept: s.blobs_kept,
+            bytes_kept: s.bytes_kept,
         }
     }
 }

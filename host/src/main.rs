@@ -325,6 +325,13 @@ fn print_summary(headline: &str, s: &Summary) {
     if headline.starts_with("pulled") {
         eprintln!("  archive size {}", human(s.archive_bytes));
     }
+    if s.blobs_kept > 0 {
+        eprintln!(
+            "  resumed: {} blob(s), {} kept from the partial archive, not fetched",
+            s.blobs_kept,
+            human(s.bytes_kept)
+        );
+    }
 }
 
 /// The `Imo` for vet and push: credentials looked up for the destinations only.

@@ -88,6 +88,10 @@ pub struct Summary {
     pub blobs_mounted: u32,
     /// Bytes of archive written (pull) or read (vet, push).
     pub archive_bytes: u64,
+    /// Pull into a file resumed: blobs kept from the partial archive rather than fetched.
+    pub blobs_kept: u32,
+    /// Their total size.
+    pub bytes_kept: u64,
 }
 
 /// Where progress lines go; stderr in the component.

@@ -179,6 +179,7 @@ pub fn pull_bundle_to_file(
         )
     })?;
     let mut kept = vec![false; blobs.len()];
+    let mut kept_total = (0u32, 0u64);
     let resuming = file.size()? > 0;
     if resuming {
         match kept_blobs(file, &head, blobs, &offsets)? {
@@ -196,10 +197,11 @@ pub fn pull_bundle_to_file(
             .zip(&kept)
             .filter(|(_, k)| **k)
             .fold((0, 0u64), |(n, b), (d, _)| (n + 1, b + d.size));
+        kept_total = (n, bytes);
         report.line(&format!(
             "resuming: {n} blob(s), {bytes} bytes kept from the partial archive; {} blob(s), {} \
              bytes to fetch",
-            blobs.len() - n,
+            blobs.len() - n as usize,
             sizes.iter().sum::<u64>() - bytes
         ));
     }
@@ -294,6 +296,7 @@ pub fn pull_bundle_to_file(
     }
     let mut summary = summary_of_meta(&pull.meta);
     summary.archive_bytes = end;
+    (summary.blobs_kept, summary.bytes_kept) = kept_total;
     Ok(summary)
 }
 

@@ -54,6 +54,8 @@ impl From<Summary> for wit::Summary {
             blobs_skipped: s.blobs_skipped,
             blobs_mounted: s.blobs_mounted,
             archive_bytes: s.archive_bytes,
+            blobs_kept: s.blobs_kept,
+            bytes_kept: s.bytes_kept,
         }
     }
 }
