@@ -934,8 +934,10 @@ fn a_resumed_pull_fetches_only_what_was_cut_and_starts_over_when_the_source_chan
         &src.image("app:v2"),
         None,
     );
-    let resumed = imo_ok(&args);
+    // Found, the partial is resumed without --resume too.
+    let resumed = imo_ok(&pull);
     let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(said.contains("resuming it"), "{said}");
     assert!(said.contains("different source"), "{said}");
     assert!(said.contains("starting over"), "{said}");
     assert!(said.contains("resuming: 0 blob(s)"), "{said}");

@@ -40,7 +40,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: String,
         /// Write FILE through `.FILE.imo-resume.partial`, which a failure or a stop leaves in
-        /// place: the same pull run again with --resume keeps the blobs it holds whole
+        /// place: the same pull run again keeps the blobs it holds whole (a pull into FILE
+        /// resumes such a partial when it finds one, --resume or not)
         #[arg(long)]
         resume: bool,
     },
@@ -437,6 +438,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     "--resume needs a file to write (-o FILE), not stdout".into(),
                 ));
             }
+            // A partial an earlier resumable pull left is what the user wants to go on with;
+            // its plan is checked before anything in it is kept.
+            let partial = imo::atomic_file::ResumableFile::partial_for(output.as_ref());
+            let resume = resume
+                || (output != "-" && {
+                    let found = partial.symlink_metadata().is_ok();
+                    if found && !quiet {
+                        eprintln!(
+                            "imo: found {} from an earlier pull: resuming it",
+                            partial.display()
+                        );
+                    }
+                    found
+                });
             let bundle = if bases.is_empty() && haves.is_empty() {
                 let Some((base, finals)) = images.split_first().filter(|(_, f)| !f.is_empty())
                 else {
@@ -471,7 +486,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 let pulled = imo
                     .pull_bundle_to_file_resumable(&bundle, output.as_ref())
                     .await;
-                let partial = imo::atomic_file::ResumableFile::partial_for(output.as_ref());
                 if pulled.is_err() && !quiet && partial.exists() {
                     eprintln!(
                         "imo: {} stays: run the same pull again with --resume to go on",
