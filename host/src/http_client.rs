@@ -11,7 +11,7 @@
 //! ```
 
 use crate::authority::Authority;
-use crate::trust::{NoVerify, Trusted, crt_files};
+use crate::trust::{Trusted, crt_files};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use rustls::ClientConfig;
@@ -269,7 +269,7 @@ impl Connector {
         let config = if skip {
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+                .with_custom_certificate_verifier(Arc::new(Trusted::any(provider)))
                 .with_no_client_auth()
         } else {
             let mut dirs: Vec<PathBuf> = self.settings.cert_dir.iter().cloned().collect();

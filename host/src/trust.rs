@@ -39,6 +39,9 @@ pub(crate) struct Trusted {
     webpki: Option<Arc<WebPkiServerVerifier>>,
     /// The user's certificates, as they may be presented by a server.
     own: Vec<CertificateDer<'static>>,
+    /// `--tls-verify=false`: any certificate is accepted (the handshake's signatures are
+    /// still checked, against whatever key the server presents).
+    any: bool,
     provider: Arc<CryptoProvider>,
 }
 
@@ -69,8 +72,19 @@ impl Trusted {
         Ok(Trusted {
             webpki,
             own,
+            any: false,
             provider,
         })
+    }
+
+    /// Accepts any certificate: only for registries named with `--tls-verify=false`.
+    pub(crate) fn any(provider: Arc<CryptoProvider>) -> Self {
+        Trusted {
+            webpki: None,
+            own: vec![],
+            any: true,
+            provider,
+        }
     }
 }
 
@@ -83,6 +97,9 @@ impl ServerCertVerifier for Trusted {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.any {
+            return Ok(ServerCertVerified::assertion());
+        }
         let webpki = match &self.webpki {
             Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
             None => Err(rustls::CertificateError::UnknownIssuer.into()),
@@ -210,47 +227,6 @@ fn der_time(tag: u8, contents: &[u8]) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()
-}
-
-/// Accepts any certificate: only for registries named with `--tls-verify=false`.
-#[derive(Debug)]
-pub(crate) struct NoVerify(pub(crate) Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let algorithms = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

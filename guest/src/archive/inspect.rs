@@ -325,28 +325,7 @@ fn walk<R: Read>(opened: &mut Opened<R>, v: &mut Verification) -> Result<(), Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::tests::sample;
-    use crate::tar;
-
-    type Entries = Vec<(String, Vec<u8>)>;
-
-    /// The sample archive with its entries changed by `f`.
-    fn rewritten(f: &dyn Fn(&mut Entries)) -> Vec<u8> {
-        let (bytes, _) = sample();
-        let mut entries = Vec::new();
-        let mut r = tar::Reader::new(&bytes[..]);
-        while let Some(e) = r.next_entry().unwrap() {
-            let data = r.read_small(&e, 1 << 20).unwrap();
-            entries.push((e.path, data));
-        }
-        f(&mut entries);
-        let mut w = tar::Writer::new(Vec::new());
-        for (p, d) in &entries {
-            w.file(p, d).unwrap();
-        }
-        w.finish().unwrap();
-        w.into_parts().0
-    }
+    use crate::archive::tests::{rewritten, sample};
 
     #[test]
     fn inspect_describes_images_counts_and_what_the_destination_must_hold() {

@@ -79,6 +79,27 @@ pub(crate) mod tests {
         (w.written_into(), meta)
     }
 
+    /// An archive's entries, path and bytes, in order.
+    pub type Entries = Vec<(String, Vec<u8>)>;
+
+    /// The [`sample`] archive with its entries changed by `f`.
+    pub fn rewritten(f: &dyn Fn(&mut Entries)) -> Vec<u8> {
+        let (bytes, _) = sample();
+        let mut entries = Vec::new();
+        let mut r = tar::Reader::new(&bytes[..]);
+        while let Some(e) = r.next_entry().unwrap() {
+            let data = r.read_small(&e, 1 << 20).unwrap();
+            entries.push((e.path, data));
+        }
+        f(&mut entries);
+        let mut w = tar::Writer::new(Vec::new());
+        for (p, d) in &entries {
+            w.file(p, d).unwrap();
+        }
+        w.finish().unwrap();
+        w.into_parts().0
+    }
+
     impl tar::Writer<Vec<u8>> {
         fn written_into(self) -> Vec<u8> {
             let (v, _) = self.into_parts();

@@ -265,25 +265,12 @@ mod tests {
         }
     }
 
-    type Entries = Vec<(String, Vec<u8>)>;
+    use crate::archive::tests::{Entries, rewritten};
     type Edit<'a> = &'a dyn Fn(&mut Entries);
 
     /// Rewrites the sample archive's entries with `f`, then walks it to the end.
     fn walk_rewritten(f: Edit<'_>) -> Result<(), String> {
-        let (bytes, _) = sample();
-        let mut entries = Vec::new();
-        let mut r = tar::Reader::new(&bytes[..]);
-        while let Some(e) = r.next_entry().unwrap() {
-            let data = r.read_small(&e, 1 << 20).unwrap();
-            entries.push((e.path, data));
-        }
-        f(&mut entries);
-        let mut w = tar::Writer::new(Vec::new());
-        for (p, d) in &entries {
-            w.file(p, d).unwrap();
-        }
-        w.finish().unwrap();
-        let (out, _) = w.into_parts();
+        let out = rewritten(f);
         let mut o = open(&out[..])?;
         let mut buf = [0u8; 64];
         while o.next_blob()?.is_some() {
