@@ -6,6 +6,7 @@ pub mod auth;
 pub mod base64;
 pub mod cli;
 pub mod credentials;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod inventory;
