@@ -12,6 +12,9 @@ pub const METADATA_FILE: &str = "imo.json";
 pub const INDEX_FILE: &str = "index.json";
 /// The format `imo pull` writes. Version 1 (one image, one base) is still read.
 pub const FORMAT_VERSION: u32 = 2;
+/// The format of an archive that carries layers as deltas ([`LayerDelta`]): version 2 plus
+/// `deltas`, so that an imo that cannot rebuild them refuses the archive by its version.
+pub const DELTA_FORMAT_VERSION: u32 = 3;
 
 /// Annotation keys set on the `index.json` entries.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -46,6 +49,30 @@ pub struct Metadata {
     /// hold them, where push may mount them from.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub held_in: BTreeMap<Digest, Vec<String>>,
+    /// Layers carried as deltas (version 3): each is neither in `blobs` nor in `omitted`;
+    /// its delta is in `blobs`, and push rebuilds the layer from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deltas: Vec<LayerDelta>,
+}
+
+/// A layer the archive carries as a delta against layers the destination holds, with what
+/// rebuilds it byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LayerDelta {
+    /// The layer, as the manifests name it.
+    pub layer: Descriptor,
+    /// The delta blob the archive carries for it (listed in `blobs`).
+    pub delta: Descriptor,
+    /// SHA-256 of the layer's uncompressed tar (its `diff_id`), checked before the rebuilt
+    /// layer is committed.
+    pub diff_id: Digest,
+    /// The layers (blobs) the destination holds whose uncompressed tars the delta copies
+    /// from, in the order the delta numbers them.
+    pub sources: Vec<Descriptor>,
+    /// What turns the uncompressed tar back into the layer blob, and its version:
+    /// [`crate::delta::TAR`] or [`crate::delta::gzip::REBUILDER`].
+    pub rebuilder: String,
 }
 
 /// One image of an archive.
@@ -123,6 +150,7 @@ impl From<MetadataV1> for Metadata {
             blobs: v1.blobs,
             omitted: v1.omitted,
             held_in: BTreeMap::new(),
+            deltas: vec![],
         }
     }
 }
@@ -141,9 +169,23 @@ impl Metadata {
             1 => serde_json::from_slice::<MetadataV1>(bytes)
                 .map(Into::into)
                 .map_err(malformed),
-            FORMAT_VERSION => serde_json::from_slice(bytes).map_err(malformed),
+            v @ (FORMAT_VERSION | DELTA_FORMAT_VERSION) => {
+                let meta: Metadata = serde_json::from_slice(bytes).map_err(malformed)?;
+                if (v == DELTA_FORMAT_VERSION) != !meta.deltas.is_empty() {
+                    return Err(format!(
+                        "{METADATA_FILE} is malformed: format version {v} {} layer deltas",
+                        if v == DELTA_FORMAT_VERSION {
+                            "without"
+                        } else {
+                            "with"
+                        }
+                    ));
+                }
+                Ok(meta)
+            }
             v => Err(format!(
-                "the archive has format version {v}, this imo reads versions 1 and {FORMAT_VERSION}"
+                "the archive has format version {v}, this imo reads versions 1 to \
+                 {DELTA_FORMAT_VERSION}: use a newer imo"
             )),
         }
     }
@@ -200,7 +242,7 @@ mod tests {
         let read = Metadata::parse(&serde_json::to_vec(&scratch).unwrap()).unwrap();
         assert!(read.bases.is_empty());
         assert_eq!(read.base_description(), SCRATCH);
-        let e = Metadata::parse(br#"{"imoArchiveVersion":3}"#).unwrap_err();
-        assert!(e.contains("format version 3"), "{e}");
+        let e = Metadata::parse(br#"{"imoArchiveVersion":4}"#).unwrap_err();
+        assert!(e.contains("format version 4"), "{e}");
     }
 }

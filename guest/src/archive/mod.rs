@@ -66,6 +66,7 @@ pub(crate) mod tests {
             ],
             omitted: vec![desc("application/vnd.oci.image.layer.v1.tar+gzip", &d1, 9)],
             held_in: BTreeMap::new(),
+            deltas: vec![],
         };
         let mut w = tar::Writer::new(Vec::new());
         w.file(LAYOUT_FILE, LAYOUT_CONTENT).unwrap();

@@ -141,9 +141,13 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
     }
     let referenced = crate::plan::referenced(manifests);
     let mut accounted = BTreeMap::new();
+    let deltas = check_deltas(meta, &referenced)?;
     for d in meta.blobs.iter().chain(&meta.omitted) {
         if accounted.insert(d.digest.clone(), d).is_some() {
             return Err(format!("{METADATA_FILE} lists blob {} twice", d.digest));
+        }
+        if deltas.contains(&d.digest) {
+            continue;
         }
         match referenced.get(&d.digest) {
             None => {
@@ -161,6 +165,16 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
             Some(_) => {}
         }
     }
+    for delta in &meta.deltas {
+        let layer = &delta.layer;
+        if accounted.insert(layer.digest.clone(), layer).is_some() {
+            return Err(format!(
+                "{METADATA_FILE} both carries layer {} as a delta and lists it as a blob or as \
+                 another delta",
+                layer.digest
+            ));
+        }
+    }
     if let Some(missing) = referenced.keys().find(|d| !accounted.contains_key(*d)) {
         return Err(format!(
             "blob {missing} is referenced but {METADATA_FILE} neither carries nor omits it"
@@ -169,7 +183,59 @@ fn check_consistency(meta: &Metadata, manifests: &[Fetched]) -> Result<(), Strin
     Ok(())
 }
 
+/// Checks the layer deltas against the manifests and the carried blobs; returns the
+/// digests of the delta blobs, which no manifest references.
+fn check_deltas(
+    meta: &Metadata,
+    referenced: &BTreeMap<Digest, Descriptor>,
+) -> Result<BTreeSet<Digest>, String> {
+    let mut delta_blobs = BTreeSet::new();
+    for delta in &meta.deltas {
+        let (layer, blob) = (&delta.layer, &delta.delta);
+        match referenced.get(&layer.digest) {
+            Some(r) if r.size == layer.size => {}
+            Some(r) => {
+                return Err(format!(
+                    "{METADATA_FILE} gives layer {} a size of {}, the manifest {}",
+                    layer.digest, layer.size, r.size
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "{METADATA_FILE} carries a delta for layer {}, which no manifest references",
+                    layer.digest
+                ));
+            }
+        }
+        if referenced.contains_key(&blob.digest) || !meta.blobs.contains(blob) {
+            return Err(format!(
+                "{METADATA_FILE} names delta {} for layer {}, which the archive does not carry \
+                 as a delta",
+                blob.digest, layer.digest
+            ));
+        }
+        if !delta_blobs.insert(blob.digest.clone()) {
+            return Err(format!("{METADATA_FILE} names delta {} twice", blob.digest));
+        }
+        if delta.sources.len() > crate::delta::MAX_SOURCES {
+            return Err(format!(
+                "{METADATA_FILE} gives the delta of layer {} {} source layers; at most {} are \
+                 read",
+                layer.digest,
+                delta.sources.len(),
+                crate::delta::MAX_SOURCES
+            ));
+        }
+    }
+    Ok(delta_blobs)
+}
+
 impl<R: Read> Opened<R> {
+    /// The delta a carried blob is, if it is one.
+    pub fn delta(&self, blob: &Digest) -> Option<&LayerDelta> {
+        self.meta.deltas.iter().find(|d| d.delta.digest == *blob)
+    }
+
     /// Moves to the next carried blob, returning its descriptor; `None` at the end, once
     /// every blob `imo.json` promised has been seen.
     pub fn next_blob(&mut self) -> Result<Option<Descriptor>, String> {
@@ -400,5 +466,72 @@ mod tests {
             let err = check_consistency(&m, &fetched).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn a_layer_carried_as_a_delta_is_accounted_for_and_its_claims_checked() {
+        let (bytes, meta) = sample();
+        let fetched = open(&bytes[..]).unwrap().manifests;
+        let blob = crate::delta::encode(b"", b"ops");
+        let delta_desc = Descriptor {
+            media_type: crate::delta::MEDIA_TYPE.into(),
+            digest: Digest::of(&blob),
+            size: blob.len() as u64,
+            platform: None,
+            annotations: Default::default(),
+        };
+        // The second layer (carried in the sample) goes as a delta against the first.
+        let mut with_delta = meta.clone();
+        with_delta.imo_archive_version = DELTA_FORMAT_VERSION;
+        let layer = with_delta.blobs.pop().unwrap();
+        with_delta.blobs.push(delta_desc.clone());
+        with_delta.deltas.push(LayerDelta {
+            layer: layer.clone(),
+            delta: delta_desc.clone(),
+            diff_id: Digest::of(b"tar"),
+            sources: vec![meta.omitted[0].clone()],
+            rebuilder: crate::delta::TAR.into(),
+        });
+        check_consistency(&with_delta, &fetched).unwrap();
+        let json = serde_json::to_vec(&with_delta).unwrap();
+        assert_eq!(Metadata::parse(&json).unwrap(), with_delta);
+
+        let rewrite = |f: &dyn Fn(&mut Metadata)| {
+            let mut m = with_delta.clone();
+            f(&mut m);
+            m
+        };
+        let cases: Vec<(Metadata, &str)> = vec![
+            (
+                rewrite(&|m| m.deltas[0].layer.digest = Digest::of(b"other")),
+                "no manifest references",
+            ),
+            (rewrite(&|m| m.deltas[0].layer.size = 1), "a size of 1"),
+            (rewrite(&|m| m.blobs.push(layer.clone())), "both carries"),
+            (rewrite(&|m| drop(m.blobs.pop())), "does not carry"),
+            (
+                rewrite(&|m| m.deltas[0].delta = m.blobs[0].clone()),
+                "does not carry",
+            ),
+            (
+                rewrite(&|m| m.deltas.clear()),
+                "that no manifest references",
+            ),
+            (
+                rewrite(&|m| {
+                    m.deltas[0].sources = vec![layer.clone(); crate::delta::MAX_SOURCES + 1]
+                }),
+                "source layers",
+            ),
+        ];
+        for (i, (m, expected)) in cases.into_iter().enumerate() {
+            let err = check_consistency(&m, &fetched).unwrap_err();
+            assert!(err.contains(expected), "case {i}: {err}");
+        }
+        // The version says whether deltas may be there.
+        let mut v2 = with_delta.clone();
+        v2.imo_archive_version = FORMAT_VERSION;
+        let err = Metadata::parse(&serde_json::to_vec(&v2).unwrap()).unwrap_err();
+        assert!(err.contains("version 2 with layer deltas"), "{err}");
     }
 }

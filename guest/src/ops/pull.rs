@@ -463,6 +463,7 @@ fn prepare<'t>(
                 Some((d.digest.clone(), repos.iter().cloned().collect()))
             })
             .collect(),
+        deltas: vec![],
     };
     // Each carried blob comes from the first image that references it.
     let mut source_of: BTreeMap<Digest, usize> = BTreeMap::new();

@@ -313,6 +313,7 @@ mod tests {
             blobs: vec![],
             omitted: vec![],
             held_in: BTreeMap::new(),
+            deltas: vec![],
         }
     }
 
