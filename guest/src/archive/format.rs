@@ -171,7 +171,7 @@ impl Metadata {
                 .map_err(malformed),
             v @ (FORMAT_VERSION | DELTA_FORMAT_VERSION) => {
                 let meta: Metadata = serde_json::from_slice(bytes).map_err(malformed)?;
-                if (v == DELTA_FORMAT_VERSION) != !meta.deltas.is_empty() {
+                if (v == DELTA_FORMAT_VERSION) == meta.deltas.is_empty() {
                     return Err(format!(
                         "{METADATA_FILE} is malformed: format version {v} {} layer deltas",
                         if v == DELTA_FORMAT_VERSION {

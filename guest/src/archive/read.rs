@@ -487,7 +487,7 @@ mod tests {
         with_delta.blobs.push(delta_desc.clone());
         with_delta.deltas.push(LayerDelta {
             layer: layer.clone(),
-            delta: delta_desc.clone(),
+            delta: delta_desc,
             diff_id: Digest::of(b"tar"),
             sources: vec![meta.omitted[0].clone()],
             rebuilder: crate::delta::TAR.into(),
