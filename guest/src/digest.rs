@@ -158,9 +158,9 @@ impl Verifier {
 /// a wrong blob never goes out whole: a request carrying it fails before its last byte, an
 /// archive entry is left short. A source that ends early fails too. It never asks `read` for
 /// more than the declared size, plus one byte to find the end.
-pub struct Verifying<'a, E> {
-    read: &'a mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
-    mismatch: &'a dyn Fn(Mismatch) -> E,
+pub struct Verifying<F, M> {
+    read: F,
+    mismatch: M,
     state: State,
 }
 
@@ -171,13 +171,12 @@ enum State {
     Failed(Mismatch),
 }
 
-impl<'a, E> Verifying<'a, E> {
-    pub fn new(
-        expected: &Digest,
-        size: u64,
-        read: &'a mut dyn FnMut(&mut [u8]) -> Result<usize, E>,
-        mismatch: &'a dyn Fn(Mismatch) -> E,
-    ) -> Self {
+impl<E, F, M> Verifying<F, M>
+where
+    F: FnMut(&mut [u8]) -> Result<usize, E>,
+    M: Fn(Mismatch) -> E,
+{
+    pub fn new(expected: &Digest, size: u64, read: F, mismatch: M) -> Self {
         Self {
             read,
             mismatch,
@@ -229,6 +228,30 @@ impl<'a, E> Verifying<'a, E> {
         self.state = State::Failed(m.clone());
         (self.mismatch)(m)
     }
+}
+
+impl<F, M> std::io::Read for Verifying<F, M>
+where
+    F: FnMut(&mut [u8]) -> std::io::Result<usize>,
+    M: Fn(Mismatch) -> std::io::Error,
+{
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Verifying::read(self, buf)
+    }
+}
+
+/// `r`, verified as it streams by [`Verifying`]: a mismatch is an `InvalidData` error that
+/// names `what`.
+pub fn verified_reader<'a>(
+    mut r: impl std::io::Read + 'a,
+    expected: &Digest,
+    size: u64,
+    what: String,
+) -> impl std::io::Read + 'a {
+    let mismatch = move |m: Mismatch| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {m}"))
+    };
+    Verifying::new(expected, size, move |b: &mut [u8]| r.read(b), mismatch)
 }
 
 /// Copies the bytes `read` yields to `sink`, verifying them against `expected` and `size`

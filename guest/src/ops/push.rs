@@ -429,6 +429,9 @@ mod tests {
             self.calls.borrow_mut().push(format!("mount from {from}"));
             Ok(self.mount.clone())
         }
+        fn open_blob_in(&self, _: Option<&str>, _: &Descriptor) -> Result<Box<dyn Read + '_>> {
+            unimplemented!("placing blobs reads none")
+        }
         fn copy_from(
             &self,
             d: &Descriptor,

@@ -49,6 +49,20 @@ impl<'t> Client<'t> {
         })
     }
 
+    /// A blob of `repository` (of this registry) as a stream, checked as it goes, for a
+    /// reader that takes it piecemeal (the source layers of a delta); a cut download resumes.
+    pub fn open_blob_in<'c>(
+        &'c self,
+        repository: &str,
+        d: &Descriptor,
+    ) -> Result<Box<dyn Read + 'c>> {
+        let download = self.download(repository, d)?;
+        let what = format!("blob {} of {}/{repository}", d.digest, self.registry);
+        Ok(Box::new(crate::digest::verified_reader(
+            download, &d.digest, d.size, what,
+        )))
+    }
+
     fn blob_mismatch(&self, repository: &str, d: &Descriptor, m: Mismatch) -> Error {
         let what = format!("blob {} of {repository}", d.digest);
         Error::Mismatched(Box::new(Mismatched::streamed(&self.registry, what, m)))
@@ -215,6 +229,12 @@ impl Download<'_, '_> {
         }
     }
 }
+impl Read for Download<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        Download::read(self, buf).map_err(std::io::Error::other)
+    }
+}
+
 /// How a mount request went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mount {
@@ -358,6 +378,31 @@ mod tests {
         assert!(stored(&fake, &data));
         assert_eq!(sent, 0);
         assert_eq!(requests(&fake), ["POST /v2/r/blobs/uploads/"]);
+    }
+
+    #[test]
+    fn an_opened_blob_streams_checked() {
+        let data = bytes(3 << 20);
+        let mut wrong = data.clone();
+        wrong[5] ^= 1;
+        let fake = registry(&data, &data, 404);
+        let c = client(&fake);
+        let mut read = Vec::new();
+        c.open_blob_in("app", &descriptor(&data))
+            .unwrap()
+            .read_to_end(&mut read)
+            .unwrap();
+        assert!(read == data);
+
+        let fake = registry(&data, &wrong, 404);
+        let c = client(&fake);
+        let e = c
+            .open_blob_in("app", &descriptor(&data))
+            .unwrap()
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("of 127.0.0.1:5000/app"), "{e}");
     }
 
     #[test]

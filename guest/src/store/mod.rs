@@ -10,6 +10,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
 use crate::registry::{BlobSource, Client, Committing, Mount, Request, Url};
+use std::io::Read;
 
 /// Reads images.
 pub trait Source {
@@ -22,6 +23,8 @@ pub trait Source {
     fn tags(&self) -> Result<Vec<String>>;
     /// Streams a blob into `sink`, verified; the last chunk only once the whole matches.
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()>;
+    /// A blob as a stream, checked against `d` as it goes.
+    fn open_blob(&self, d: &Descriptor) -> Result<Box<dyn Read + '_>>;
     /// Whether [`Source::blob_request`] gives requests, for fetching several blobs at once.
     fn fetches_by_request(&self) -> bool {
         false
@@ -47,6 +50,9 @@ pub trait Destination {
     /// Links a blob that repository `from` of the same store holds into this one, or says
     /// the store declined ([`Mount::Declined`]): then it is to be uploaded or copied.
     fn mount(&self, digest: &Digest, from: &str) -> Result<Mount>;
+    /// A blob that repository `from` of the same store holds (this one's for `None`), as a
+    /// stream checked against `d` as it goes.
+    fn open_blob_in(&self, from: Option<&str>, d: &Descriptor) -> Result<Box<dyn Read + '_>>;
     /// Copies a blob from repository `from` of the same store into this one, streamed and
     /// verified, for a mount it declined: into `session`, the upload session it offered
     /// instead, if any. `progress` hears of every byte sent. Like [`Destination::upload`],
@@ -84,6 +90,9 @@ impl Source for Client<'_> {
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         Client::blob(self, d, sink)
     }
+    fn open_blob(&self, d: &Descriptor) -> Result<Box<dyn Read + '_>> {
+        Client::open_blob_in(self, self.repository(), d)
+    }
     fn fetches_by_request(&self) -> bool {
         true
     }
@@ -107,6 +116,9 @@ impl Destination for Client<'_> {
     }
     fn mount(&self, digest: &Digest, from: &str) -> Result<Mount> {
         Client::mount(self, digest, from)
+    }
+    fn open_blob_in(&self, from: Option<&str>, d: &Descriptor) -> Result<Box<dyn Read + '_>> {
+        Client::open_blob_in(self, from.unwrap_or(self.repository()), d)
     }
     fn copy_from(
         &self,

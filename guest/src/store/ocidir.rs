@@ -267,6 +267,15 @@ impl Source for OciDir {
             .collect())
     }
 
+    fn open_blob(&self, d: &Descriptor) -> Result<Box<dyn Read + '_>> {
+        let path = self.blob_path(&d.digest);
+        let file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
+        let what = path.display().to_string();
+        Ok(Box::new(crate::digest::verified_reader(
+            file, &d.digest, d.size, what,
+        )))
+    }
+
     fn blob(&self, d: &Descriptor, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         let path = self.blob_path(&d.digest);
         let mut file = std::fs::File::open(&path).map_err(|e| self.io(&path, e))?;
@@ -292,6 +301,11 @@ impl Destination for OciDir {
 
     fn has_blob(&self, digest: &Digest) -> Result<bool> {
         Ok(self.blob_path(digest).is_file())
+    }
+
+    /// A layout has one repository: `from` is ignored.
+    fn open_blob_in(&self, _from: Option<&str>, d: &Descriptor) -> Result<Box<dyn Read + '_>> {
+        Source::open_blob(self, d)
     }
 
     fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
