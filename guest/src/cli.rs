@@ -30,6 +30,8 @@ options:
   -o, --output FILE|-         where pull and inventory write (`-` for stdout)
   --base REF                  pull: a base image (repeatable)
   --have FILE                 pull: an inventory of what the site holds (repeatable)
+  --deltas                    pull: carry a layer the bases lack as a delta against
+                              their layers where that is under half its size
   --archive FILE              inventory: an archive already shipped (repeatable)
   --map FINAL=DESTINATION     vet, push: where one image of the archive goes (repeatable)
   --insecure HOST[:PORT]      reach this registry over plain HTTP (repeatable)
@@ -183,6 +185,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--insecure" => options.insecure_registries.push(value(flag)?),
             "--mount-from" => options.mount_from.push(value(flag)?),
             "--mount-from-archive" => options.mount_from_archive = true,
+            "--deltas" => options.deltas = true,
             "--platform" => options.platforms.push(value(flag)?),
             "--no-referrers" => options.referrers = false,
             "--base" => bases.push(value(flag)?),
@@ -304,6 +307,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     if !archives.is_empty() {
         return Err("--archive applies only to inventory".into());
     }
+    if options.deltas && !matches!(operation, Operation::Pull { .. }) {
+        return Err("--deltas applies only to pull".into());
+    }
     if options.chunk_size > 0 && !matches!(operation, Operation::Push { .. }) {
         return Err("--chunk-size applies only to push".into());
     }
@@ -332,6 +338,16 @@ mod tests {
         for bad in ["", "0", "M", "1.5M", "-1", "12T", "99999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
+        assert!(
+            parse(&args("pull --deltas a b -o x"))
+                .unwrap()
+                .options
+                .deltas
+        );
+        assert_eq!(
+            parse(&args("push --deltas a.tar r.io/x")).unwrap_err(),
+            "--deltas applies only to pull"
+        );
         let c = parse(&args("push --chunk-size 16M a.tar r.io/x")).unwrap();
         assert_eq!(c.options.chunk_size, 16 << 20);
         assert_eq!(

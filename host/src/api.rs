@@ -42,7 +42,7 @@ pub use imo_guest::registry::Credentials;
 /// # std::fs::remove_dir_all(&work)?;
 /// # Ok(()) }
 /// ```
-pub use imo_guest::ops::Summary;
+pub use imo_guest::ops::{LayerTravel, Summary};
 
 /// What [`Imo::inspect`](crate::Imo::inspect) finds at the head of an archive: the
 /// component's own type, so the two sides cannot drift.
@@ -167,6 +167,17 @@ impl From<wit::Summary> for Summary {
             archive_bytes: s.archive_bytes,
             blobs_kept: s.blobs_kept,
             bytes_kept: s.bytes_kept,
+            layers: s
+                .layers
+                .into_iter()
+                .map(|l| LayerTravel {
+                    layer: l.layer,
+                    size: l.size,
+                    delta_size: l.delta_size,
+                    whole_because: l.whole_because,
+                })
+                .collect(),
+            layers_rebuilt: s.layers_rebuilt,
         }
     }
 }

@@ -30,6 +30,7 @@ impl Default for Builder {
             reporter: None,
             destination_map: Vec::new(),
             mount_from_archive: false,
+            deltas: false,
             memory_limit: Builder::DEFAULT_MEMORY_LIMIT,
         }
     }
@@ -72,6 +73,7 @@ pub struct Builder {
     pub(crate) reporter: Option<ReporterFn>,
     pub(crate) destination_map: Vec<(String, String)>,
     pub(crate) mount_from_archive: bool,
+    pub(crate) deltas: bool,
     pub(crate) memory_limit: u64,
 }
 
@@ -199,6 +201,20 @@ impl Builder {
     /// ```
     pub fn mount_from_archive(mut self, trust: bool) -> Self {
         self.mount_from_archive = trust;
+        self
+    }
+
+    /// At pull, carry a layer the bases lack as a delta against the bases' layers where that
+    /// is under half its size: what changed inside it, plus what rebuilds the compressed blob
+    /// byte for byte. Push rebuilds it and commits it only if it hashes to its digest. Layers
+    /// no rebuilder reproduces exactly (zstd, some gzip encoders) go whole.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().deltas(true).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn deltas(mut self, on: bool) -> Self {
+        self.deltas = on;
         self
     }
 

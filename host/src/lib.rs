@@ -57,8 +57,8 @@ mod trust;
 pub use http_client as tls;
 
 pub use api::{
-    Bundle, Count, Credentials, Error, Held, ImageInfo, Inspection, LayoutGrant, Summary,
-    Verification,
+    Bundle, Count, Credentials, Error, Held, ImageInfo, Inspection, LayerTravel, LayoutGrant,
+    Summary, Verification,
 };
 pub use builder::Builder;
 pub use imo::{Imo, PullStream};

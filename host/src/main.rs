@@ -44,6 +44,11 @@ enum Command {
         /// resumes such a partial when it finds one, --resume or not)
         #[arg(long)]
         resume: bool,
+        /// Carry a layer the bases lack as a delta against their layers where that is under
+        /// half its size (push rebuilds the exact blob); layers no rebuilder reproduces
+        /// byte for byte go whole
+        #[arg(long)]
+        deltas: bool,
     },
     /// Write an inventory of what a site holds: every blob and manifest of the SOURCE
     /// repositories (all tags, or the tag named) and of archives already shipped there
@@ -326,6 +331,27 @@ fn print_summary(headline: &str, s: &Summary) {
     if headline.starts_with("pulled") {
         eprintln!("  archive size {}", human(s.archive_bytes));
     }
+    for l in &s.layers {
+        if l.delta_size > 0 {
+            eprintln!(
+                "  layer {}: a delta of {} for {} ({:.2} %)",
+                &l.layer[..19.min(l.layer.len())],
+                human(l.delta_size),
+                human(l.size),
+                l.delta_size as f64 * 100.0 / l.size.max(1) as f64
+            );
+        } else {
+            eprintln!(
+                "  layer {}: whole, {} ({})",
+                &l.layer[..19.min(l.layer.len())],
+                human(l.size),
+                l.whole_because
+            );
+        }
+    }
+    if s.layers_rebuilt > 0 {
+        eprintln!("  rebuilt {} layer(s) from deltas", s.layers_rebuilt);
+    }
     if s.blobs_kept > 0 {
         eprintln!(
             "  resumed: {} blob(s), {} kept from the partial archive, not fetched",
@@ -432,6 +458,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             haves,
             output,
             resume,
+            deltas,
         } => {
             if resume && output == "-" {
                 return Err(Error::InvalidReference(
@@ -478,7 +505,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 final_: bundle.finals.iter().map(String::as_str).collect(),
                 dest: vec![],
             };
-            let imo = builder(&cli.global, roles)?.build()?;
+            let imo = builder(&cli.global, roles)?.deltas(deltas).build()?;
             let s = if output == "-" {
                 imo.pull_bundle_to_writer(&bundle, tokio::io::stdout())
                     .await?

@@ -32,6 +32,7 @@ impl Imo {
             progress: self.settings.reporter.is_some(),
             destination_map: self.settings.destination_map.clone(),
             mount_from_archive: self.settings.mount_from_archive,
+            deltas: self.settings.deltas,
         }
     }
 

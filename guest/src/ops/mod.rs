@@ -54,6 +54,8 @@ pub struct Options {
     /// At push and vet: final image reference to destination, overriding the destination
     /// argument for that image.
     pub destination_map: Vec<(String, String)>,
+    /// Pull: carry layers the bases lack as deltas where that is much smaller.
+    pub deltas: bool,
 }
 
 /// What an operation found and did, as the WIT `summary` record reports it. It serializes to
@@ -92,6 +94,21 @@ pub struct Summary {
     pub blobs_kept: u32,
     /// Their total size.
     pub bytes_kept: u64,
+    /// Pull with deltas: how each layer the bases lack travelled.
+    pub layers: Vec<LayerTravel>,
+    /// Push: layers rebuilt from deltas (and counted as uploaded).
+    pub layers_rebuilt: u32,
+}
+
+/// How a layer the bases lack travelled in a pull with deltas.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LayerTravel {
+    pub layer: String,
+    pub size: u64,
+    /// The delta's size; 0 when the layer went whole.
+    pub delta_size: u64,
+    /// Why it went whole; empty for a delta.
+    pub whole_because: String,
 }
 
 /// Where progress lines go; stderr in the component.

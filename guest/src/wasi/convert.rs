@@ -34,6 +34,7 @@ impl From<wit::Options> for Options {
             progress: o.progress,
             destination_map: o.destination_map,
             mount_from_archive: o.mount_from_archive,
+            deltas: o.deltas,
         }
     }
 }
@@ -56,6 +57,17 @@ impl From<Summary> for wit::Summary {
             archive_bytes: s.archive_bytes,
             blobs_kept: s.blobs_kept,
             bytes_kept: s.bytes_kept,
+            layers: s
+                .layers
+                .into_iter()
+                .map(|l| wit::LayerTravel {
+                    layer: l.layer,
+                    size: l.size,
+                    delta_size: l.delta_size,
+                    whole_because: l.whole_because,
+                })
+                .collect(),
+            layers_rebuilt: s.layers_rebuilt,
         }
     }
 }
