@@ -126,6 +126,10 @@ impl Transport for FakeRegistry {
         if req.method == Method::Get {
             return answer(204, &[location, range(held)]);
         }
+        if req.method == Method::Delete {
+            st.sessions.remove(&id);
+            return answer(204, &[]);
+        }
         if let Some(range) = header("content-range") {
             assert_eq!(range.split('-').next(), Some(held.to_string().as_str()));
         }

@@ -18,6 +18,8 @@ pub enum Method {
     Post,
     Put,
     Patch,
+    /// Only to cancel an upload session.
+    Delete,
 }
 
 impl Method {
@@ -28,6 +30,7 @@ impl Method {
             Method::Post => "POST",
             Method::Put => "PUT",
             Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
         }
     }
 }

@@ -373,7 +373,19 @@ impl Client<'_> {
             waited: 0,
             renewed: false,
         };
-        let cut = match self.upload_from(&mut up, source)? {
+        // A source that fails (a blob that does not verify, a layer that does not rebuild)
+        // ends the upload; its session is cancelled, so that the registry drops what it got.
+        let source_failed = std::cell::Cell::new(false);
+        let mut source = |b: &mut [u8]| {
+            let n = source(b);
+            source_failed.set(source_failed.get() || n.is_err());
+            n
+        };
+        let sent = self.upload_from(&mut up, &mut source);
+        if sent.is_err() && source_failed.get() {
+            self.cancel_upload(&up.session);
+        }
+        let cut = match sent? {
             // Answered before the source was read through: settled now, while it can be.
             Ok(sent) if sent.whole == Some(true) => match self.stored(sent, &up.what)? {
                 None => return Ok(Committing::done()),
@@ -391,8 +403,24 @@ impl Client<'_> {
             }
             Err(cut) => cut,
         };
-        self.resume(&mut up, cut, source)?;
+        let resumed = self.resume(&mut up, cut, &mut source);
+        if resumed.is_err() && source_failed.get() {
+            self.cancel_upload(&up.session);
+        }
+        resumed?;
         Ok(Committing::done())
+    }
+
+    /// Cancels an upload session (`DELETE`), as a courtesy: the registry would expire it
+    /// anyway, so a failure is only reported.
+    fn cancel_upload(&self, session: &Url) {
+        let what = "cancelling the upload session";
+        let cancelled = self
+            .send(Method::Delete, session.clone(), vec![], None, false)
+            .and_then(|resp| self.expect(resp, &[200, 202, 204, 404], what));
+        if let Err(e) = cancelled {
+            self.net.report.line(&format!("{what} failed: {e}"));
+        }
     }
 
     /// Goes on with an upload after `cut`, until the registry stores the blob or the upload
@@ -1158,6 +1186,13 @@ mod tests {
                 .filter(|l| l.starts_with("PUT") || l.starts_with("PATCH"))
                 .count();
             assert_eq!(bodies, 1 + cuts.len(), "{log:?}");
+            // Its session is cancelled: the registry drops what it received.
+            assert!(
+                log.last()
+                    .unwrap()
+                    .starts_with("DELETE /v2/r/blobs/uploads/")
+            );
+            assert!(fake.state.borrow().sessions.is_empty(), "{log:?}");
         }
     }
 

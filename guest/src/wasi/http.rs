@@ -108,6 +108,7 @@ fn send_body(
         Method::Post => http::Method::Post,
         Method::Put => http::Method::Put,
         Method::Patch => http::Method::Patch,
+        Method::Delete => http::Method::Delete,
     };
     let scheme = match req.url.scheme {
         Scheme::Http => http::Scheme::Http,
