@@ -2,5 +2,6 @@
 //! the far side, so the manifest (and every signature over it) stays as it was.
 
 // The tar delta (source index, differ, applier).
+pub mod tar_delta;
 
 // Rebuilders of compressed layers from their plain tar.
