@@ -1,5 +1,6 @@
 //! The differ: fed the target tar, writes the op stream.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use flate2::Compression;
@@ -8,7 +9,7 @@ use sha2::Digest as _;
 
 use super::index::{Entry, NONE, SourceIndex};
 use super::scan::{Header, Scanner, Sink, padding};
-use super::{BLOCK, DeltaError, MAGIC, OP_COPY, OP_END, OP_LITERAL, hash, put_varint};
+use super::{BLOCK, DeltaError, Hash, MAGIC, OP_COPY, OP_END, OP_LITERAL, Weak, hash, put_varint};
 
 /// Literal bytes the differ holds before writing them out as one op.
 const FLUSH_LITERAL: usize = 64 * 1024;
@@ -64,6 +65,7 @@ impl<'a> Differ<'a> {
                 cand: NONE,
                 nblock: 0,
                 block: Vec::with_capacity(BLOCK),
+                roll: None,
             },
             target: sha2::Sha256::new(),
             target_len: 0,
@@ -132,6 +134,33 @@ struct DiffSink<'a> {
     /// The current block's number within the entry's data, and its bytes so far.
     nblock: usize,
     block: Vec<u8>,
+    /// Set once the entry's data stopped matching block by block.
+    roll: Option<Roll>,
+}
+
+/// The most strong hashes the rolling search may owe: rolling checksums collide, by accident
+/// or on purpose, and each costs a SHA-256 of a block.
+const MAX_BUDGET: u32 = 64;
+
+/// rsync's search: where an entry's data stopped matching block by block (bytes inserted or
+/// removed), the candidate's blocks are looked for at every byte offset, so that a change
+/// costs about its own size rather than the rest of the file.
+struct Roll {
+    /// Target data not yet written: `buf[..p]` goes literal; the window starts at `p`.
+    buf: Vec<u8>,
+    p: usize,
+    /// The rolling checksum of the window at `p`, once computed.
+    sum: Option<Weak>,
+    /// Whether the window at `p` was tried (it waits for the byte after it to move on).
+    tried: bool,
+    /// The candidate block expected right after the last match.
+    next: usize,
+    /// The candidate's full blocks by rolling checksum: the first, then the next alike.
+    first: HashMap<u64, u32>,
+    chain: Vec<u32>,
+    /// Strong hashes the search may still compute; it earns more as it moves on.
+    budget: u32,
+    credit: u32,
 }
 
 impl DiffSink<'_> {
@@ -172,6 +201,35 @@ impl DiffSink<'_> {
         match copy {
             Some((source, off)) => self.out.copy(source, off, len as u64)?,
             None => {
+                let index = self.index;
+                let roll = self.entry(self.cand).filter(|e| {
+                    len == BLOCK
+                        && e.size >= BLOCK as u64
+                        && self.out.can_copy(e.source, e.data_offset + e.size - 1)
+                });
+                if let Some(e) = roll {
+                    let full = (e.size / BLOCK as u64) as usize;
+                    let mut first = HashMap::with_capacity(full);
+                    let mut chain = vec![NONE; full];
+                    for k in (0..full).rev() {
+                        let weak = index.weak[e.first_block + k];
+                        if let Some(later) = first.insert(weak, k as u32) {
+                            chain[k] = later;
+                        }
+                    }
+                    self.roll = Some(Roll {
+                        buf: std::mem::replace(&mut self.block, Vec::with_capacity(BLOCK)),
+                        p: 0,
+                        sum: None,
+                        tried: false,
+                        next: usize::MAX,
+                        first,
+                        chain,
+                        budget: MAX_BUDGET,
+                        credit: 0,
+                    });
+                    return self.roll_on();
+                }
                 let block = std::mem::take(&mut self.block);
                 let r = self.out.literal(&block);
                 self.block = block;
@@ -182,6 +240,105 @@ impl DiffSink<'_> {
         self.nblock += 1;
         Ok(())
     }
+
+    /// Searches the data held for the candidate's blocks, writing what it decides.
+    fn roll_on(&mut self) -> Result<(), DeltaError> {
+        let index = self.index;
+        let Some(r) = self.roll.as_mut() else {
+            return Ok(());
+        };
+        let e = &index.entries[self.cand as usize];
+        let full = (e.size / BLOCK as u64) as usize;
+        let off = |k: usize| e.data_offset + (k * BLOCK) as u64;
+        while r.buf.len() - r.p >= BLOCK {
+            if r.tried {
+                if r.p + BLOCK >= r.buf.len() {
+                    break;
+                }
+                let sum = r.sum.as_mut().expect("a tried window has its checksum");
+                sum.roll(r.buf[r.p], r.buf[r.p + BLOCK]);
+                r.p += 1;
+                r.tried = false;
+                r.credit += 1;
+                if r.credit == 256 {
+                    r.credit = 0;
+                    r.budget = (r.budget + 1).min(MAX_BUDGET);
+                }
+                if r.p >= BLOCK {
+                    self.out.literal(&r.buf[..r.p])?;
+                    r.buf.drain(..r.p);
+                    r.p = 0;
+                }
+                continue;
+            }
+            let win = &r.buf[r.p..r.p + BLOCK];
+            let mut strong: Option<Hash> = None;
+            let mut found = None;
+            // Right after a match the next block most likely follows.
+            if r.sum.is_none() && r.next < full && self.out.can_copy(e.source, off(r.next)) {
+                let h = *strong.get_or_insert_with(|| hash(win));
+                if index.blocks[e.first_block + r.next] == h {
+                    found = Some(r.next);
+                }
+            }
+            if found.is_none() {
+                let sum = *r.sum.get_or_insert_with(|| Weak::of(win));
+                let mut k = r.first.get(&sum.key()).copied().unwrap_or(NONE);
+                while k != NONE {
+                    let at = k as usize;
+                    if self.out.can_copy(e.source, off(at)) {
+                        if strong.is_none() {
+                            if r.budget == 0 {
+                                break;
+                            }
+                            r.budget -= 1;
+                        }
+                        if index.blocks[e.first_block + at]
+                            == *strong.get_or_insert_with(|| hash(win))
+                        {
+                            found = Some(at);
+                            break;
+                        }
+                    }
+                    k = r.chain[at];
+                }
+            }
+            match found {
+                Some(k) => {
+                    self.out.literal(&r.buf[..r.p])?;
+                    self.out.copy(e.source, off(k), BLOCK as u64)?;
+                    r.buf.drain(..r.p + BLOCK);
+                    r.p = 0;
+                    r.sum = None;
+                    r.next = k + 1;
+                }
+                None => r.tried = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry's data is over: what the search holds goes literal, but for a tail that is the
+    /// candidate's last, partial block.
+    fn roll_end(&mut self) -> Result<(), DeltaError> {
+        self.roll_on()?;
+        let Some(r) = self.roll.take() else {
+            return Ok(());
+        };
+        let e = &self.index.entries[self.cand as usize];
+        let part = (e.size % BLOCK as u64) as usize;
+        let len = r.buf.len();
+        if part > 0 && len >= part && e.nblocks > 0 {
+            let off = e.data_offset + e.size - part as u64;
+            if self.out.can_copy(e.source, off)
+                && self.index.blocks[e.first_block + e.nblocks - 1] == hash(&r.buf[len - part..])
+            {
+                self.out.literal(&r.buf[..len - part])?;
+                return self.out.copy(e.source, off, part as u64);
+            }
+        }
+        self.out.literal(&r.buf)
+    }
 }
 
 impl Sink for DiffSink<'_> {
@@ -189,6 +346,7 @@ impl Sink for DiffSink<'_> {
         self.cand = NONE;
         self.nblock = 0;
         self.block.clear();
+        self.roll = None;
         let mut header_from = None;
         if let Some(path) = &h.path {
             let mut hh = None;
@@ -214,6 +372,14 @@ impl Sink for DiffSink<'_> {
 
     fn data(&mut self, mut bytes: &[u8]) -> Result<(), DeltaError> {
         while !bytes.is_empty() {
+            if let Some(r) = &mut self.roll {
+                // A block at a time, so that the search holds at most a few blocks.
+                let n = BLOCK.min(bytes.len());
+                r.buf.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                self.roll_on()?;
+                continue;
+            }
             let n = (BLOCK - self.block.len()).min(bytes.len());
             self.block.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
@@ -225,6 +391,9 @@ impl Sink for DiffSink<'_> {
     }
 
     fn data_end(&mut self) -> Result<(), DeltaError> {
+        if self.roll.is_some() {
+            return self.roll_end();
+        }
         if !self.block.is_empty() {
             self.end_block()?;
         }

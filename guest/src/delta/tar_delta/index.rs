@@ -7,7 +7,7 @@ use std::io::Read;
 use sha2::Digest as _;
 
 use super::scan::{Header, Scanner, Sink};
-use super::{BLOCK, DeltaError, Hash, MAX_ENTRIES, MAX_INDEX_BYTES};
+use super::{BLOCK, DeltaError, Hash, MAX_ENTRIES, MAX_INDEX_BYTES, Weak};
 
 /// No entry.
 pub(crate) const NONE: u32 = u32::MAX;
@@ -34,6 +34,8 @@ pub(crate) struct Entry {
 pub struct SourceIndex {
     pub(crate) entries: Vec<Entry>,
     pub(crate) blocks: Vec<Hash>,
+    /// The rolling checksum of each block, beside `blocks` (meaningful for full blocks only).
+    pub(crate) weak: Vec<u64>,
     /// Path to the first and last entry with that path.
     by_path: HashMap<Box<[u8]>, (u32, u32)>,
     /// First block hash to the first entry whose data starts with it: a moved file.
@@ -57,6 +59,7 @@ impl SourceIndex {
             index: self,
             source,
             hasher: sha2::Sha256::new(),
+            weak: Weak::default(),
             fill: 0,
             current: None,
         };
@@ -127,6 +130,7 @@ struct IndexSink<'i> {
     source: u16,
     /// Hashes the current block of the current entry's data.
     hasher: sha2::Sha256,
+    weak: Weak,
     fill: usize,
     /// The entry whose data is being read (none for a PAX global header).
     current: Option<usize>,
@@ -138,8 +142,9 @@ impl IndexSink<'_> {
         let mut h = [0u8; 16];
         h.copy_from_slice(&d[..16]);
         self.fill = 0;
-        self.index.charge(size_of::<Hash>())?;
+        self.index.charge(size_of::<Hash>() + 8)?;
         self.index.blocks.push(h);
+        self.index.weak.push(std::mem::take(&mut self.weak).key());
         if let Some(i) = self.current {
             self.index.entries[i].nblocks += 1;
         }
@@ -183,6 +188,7 @@ impl Sink for IndexSink<'_> {
             }
         }
         self.hasher = sha2::Sha256::new();
+        self.weak = Weak::default();
         self.fill = 0;
         self.current = Some(id as usize);
         Ok(())
@@ -195,6 +201,7 @@ impl Sink for IndexSink<'_> {
         while !bytes.is_empty() {
             let n = (BLOCK - self.fill).min(bytes.len());
             self.hasher.update(&bytes[..n]);
+            self.weak.add(&bytes[..n]);
             self.fill += n;
             bytes = &bytes[n..];
             if self.fill == BLOCK {

@@ -56,7 +56,8 @@ pub const MAX_INDEX_BYTES: usize = 512 << 20;
 /// The longest PAX or GNU long-name extension the tar scanner reads.
 pub const MAX_EXTENSION: u64 = 1 << 20;
 
-pub(crate) const MAGIC: &[u8; 8] = b"IMOTARD\x01";
+/// What an op stream starts with: "IMOTARD" and the format version.
+pub const MAGIC: &[u8; 8] = b"IMOTARD\x01";
 pub(crate) const OP_END: u8 = 0x00;
 pub(crate) const OP_COPY: u8 = 0x01;
 pub(crate) const OP_LITERAL: u8 = 0x02;
@@ -131,6 +132,48 @@ pub(crate) fn hash(bytes: &[u8]) -> Hash {
     let mut h = [0u8; 16];
     h.copy_from_slice(&d[..16]);
     h
+}
+
+/// rsync's rolling checksum of a [`BLOCK`]-long window: `a` = sum of the bytes, `b` = sum of
+/// each byte times its distance from the window's end. It finds where a source block may start
+/// in changed data; the strong hash then decides.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Weak {
+    a: u32,
+    b: u32,
+}
+
+impl Weak {
+    /// Adds `bytes` at the end. Over a whole window this is the sum above: each byte is added
+    /// to `b` once for every byte from it to the window's end.
+    pub fn add(&mut self, bytes: &[u8]) {
+        for &x in bytes {
+            self.a = self.a.wrapping_add(u32::from(x));
+            self.b = self.b.wrapping_add(self.a);
+        }
+    }
+
+    pub fn of(window: &[u8]) -> Self {
+        let mut w = Weak::default();
+        w.add(window);
+        w
+    }
+
+    /// Moves the window one byte on: `out` leaves it, `next` enters.
+    pub fn roll(&mut self, out: u8, next: u8) {
+        self.a = self
+            .a
+            .wrapping_sub(u32::from(out))
+            .wrapping_add(u32::from(next));
+        self.b = self
+            .b
+            .wrapping_sub((BLOCK as u32).wrapping_mul(u32::from(out)))
+            .wrapping_add(self.a);
+    }
+
+    pub fn key(self) -> u64 {
+        (u64::from(self.b) << 32) | u64::from(self.a)
+    }
 }
 
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -158,6 +158,41 @@ fn three_changed_files_cost_a_few_blocks() {
 }
 
 #[test]
+fn bytes_inserted_and_removed_inside_a_file_cost_about_themselves() {
+    let data = Rng(14).text(100_000);
+    let mut changed = data.clone();
+    changed.splice(70_000..70_050, []);
+    changed.splice(30_000..30_000, *b"# a line inserted into the file\n");
+    let base = tar_of(&[file("big.py", data), file("after", Rng(15).text(5000))]);
+    let target = tar_of(&[file("big.py", changed), file("after", Rng(15).text(5000))]);
+    let e = round_trip(&[&base], &target);
+    // Two blocks around the changes, the changed header and the end marker; the rest,
+    // the last partial block too, is found by the rolling search.
+    assert!(
+        e.literal <= 2 * 4096 + 2 * 512 + 1024,
+        "{} literal",
+        e.literal
+    );
+    // A block moved within a file is found too, if it stays ahead of the last copy.
+    let mut data = Rng(16).text(40_000);
+    let base = tar_of(&[file("f", data.clone())]);
+    data.rotate_left(20_000);
+    let target = tar_of(&[file("f", data)]);
+    let e = round_trip(&[&base], &target);
+    assert!(e.copied >= 16_000, "{} copied", e.copied);
+}
+
+#[test]
+fn the_rolling_checksum_rolls() {
+    let data = Rng(17).bytes(BLOCK + 300);
+    let mut w = Weak::of(&data[..BLOCK]);
+    for p in 0..300 {
+        w.roll(data[p], data[p + BLOCK]);
+        assert!(w == Weak::of(&data[p + 1..p + 1 + BLOCK]), "at {p}");
+    }
+}
+
+#[test]
 fn added_and_removed_files_round_trip() {
     let base = files(3);
     let mut new = files(3);
@@ -507,4 +542,43 @@ fn sources_are_opened_once_lazily_and_read_to_their_end() {
     let err = DeltaError::from_io(a.read_to_end(&mut Vec::new()).unwrap_err());
     assert!(matches!(err, DeltaError::Source { source: 0, .. }), "{err}");
     assert!(err.to_string().contains("no such layer"), "{err}");
+}
+
+#[test]
+#[ignore]
+fn bench_throwaway() {
+    use std::time::Instant;
+    let dir = std::env::var("TARDIFF_BENCH").unwrap();
+    let base = std::fs::read(format!("{dir}/base.tar")).unwrap();
+    let new = std::fs::read(format!("{dir}/new.tar")).unwrap();
+    let mb = |n: usize, t: std::time::Duration| n as f64 / 1e6 / t.as_secs_f64();
+    let t = Instant::now();
+    let index = index_of(&[&base]);
+    let ti = t.elapsed();
+    let t = Instant::now();
+    let mut d = Differ::new(&index, u64::MAX);
+    for c in new.chunks(64 * 1024) {
+        d.write_all(c).unwrap();
+    }
+    let e = d.finish().unwrap();
+    let td = t.elapsed();
+    let t = Instant::now();
+    let got = apply(&[&base], &e.ops).unwrap();
+    let ta = t.elapsed();
+    assert!(got == new);
+    let t = Instant::now();
+    let same = diff(&[&base], &base);
+    let ts = t.elapsed();
+    eprintln!(
+        "entries {} index {:.0} MB/s, diff {:.0} MB/s, apply {:.0} MB/s; delta {} B (copied {} literal {}); identical: {} B in {:?}",
+        index.entries(),
+        mb(base.len(), ti),
+        mb(new.len(), td),
+        mb(new.len(), ta),
+        e.ops.len(),
+        e.copied,
+        e.literal,
+        same.ops.len(),
+        ts
+    );
 }
