@@ -141,6 +141,10 @@ struct DiffSink<'a> {
 /// The most strong hashes the rolling search may owe: rolling checksums collide, by accident
 /// or on purpose, and each costs a SHA-256 of a block.
 const MAX_BUDGET: u32 = 64;
+/// The most blocks alike in rolling checksum one window is compared with.
+const MAX_STEPS: usize = 16;
+/// The most source entries of one path a target entry is compared with.
+const MAX_SAME_PATH: usize = 64;
 
 /// rsync's search: where an entry's data stopped matching block by block (bytes inserted or
 /// removed), the candidate's blocks are looked for at every byte offset, so that a change
@@ -283,22 +287,31 @@ impl DiffSink<'_> {
             }
             if found.is_none() {
                 let sum = *r.sum.get_or_insert_with(|| Weak::of(win));
-                let mut k = r.first.get(&sum.key()).copied().unwrap_or(NONE);
-                while k != NONE {
-                    let at = k as usize;
-                    if self.out.can_copy(e.source, off(at)) {
-                        if strong.is_none() {
-                            if r.budget == 0 {
-                                break;
-                            }
-                            r.budget -= 1;
+                // The chain runs in source order, and blocks behind the cursor never become
+                // copyable again: dropping them from its head keeps every walk short.
+                let mut k = match r.first.get_mut(&sum.key()) {
+                    Some(head) => {
+                        while *head != NONE && !self.out.can_copy(e.source, off(*head as usize)) {
+                            *head = r.chain[*head as usize];
                         }
-                        if index.blocks[e.first_block + at]
-                            == *strong.get_or_insert_with(|| hash(win))
-                        {
-                            found = Some(at);
+                        *head
+                    }
+                    None => NONE,
+                };
+                let mut steps = 0;
+                while k != NONE && steps < MAX_STEPS {
+                    steps += 1;
+                    let at = k as usize;
+                    if strong.is_none() {
+                        if r.budget == 0 {
                             break;
                         }
+                        r.budget -= 1;
+                    }
+                    if index.blocks[e.first_block + at] == *strong.get_or_insert_with(|| hash(win))
+                    {
+                        found = Some(at);
+                        break;
                     }
                     k = r.chain[at];
                 }
@@ -350,7 +363,7 @@ impl Sink for DiffSink<'_> {
         let mut header_from = None;
         if let Some(path) = &h.path {
             let mut hh = None;
-            for id in self.index.with_path(path) {
+            for id in self.index.with_path(path).take(MAX_SAME_PATH) {
                 let e = &self.index.entries[id as usize];
                 let same = e.header_len == bytes.len() as u64
                     && *hh.get_or_insert_with(|| hash(bytes)) == e.header_hash;
