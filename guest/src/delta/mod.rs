@@ -13,6 +13,7 @@
 use std::io::Read;
 
 // The tar delta (source index, differ, applier).
+pub mod tar_delta;
 
 // Rebuilders of compressed layers from their plain tar.
 
