@@ -4,3 +4,4 @@
 // The tar delta (source index, differ, applier).
 
 // Rebuilders of compressed layers from their plain tar.
+pub mod gzip;
