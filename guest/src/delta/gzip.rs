@@ -1063,7 +1063,7 @@ mod tests {
         // Passes the checks up front but rebuilds something else: a wrong length or CRC.
         let (_, e) = failed_rebuild(&set(first + 8, 1000), plain.clone());
         assert!(matches!(e, RebuildError::Corrupt(_)), "{e}");
-        let (_, e) = failed_rebuild(&set(first + 4, 1000), plain.clone());
+        let (_, e) = failed_rebuild(&set(first + 4, 1000), plain);
         assert!(matches!(e, RebuildError::PlainMismatch(_)), "{e}");
     }
 
@@ -1106,6 +1106,37 @@ mod tests {
                 mb / analysed,
                 mb / rebuilt
             );
+        }
+    }
+
+    /// Writes the seeds of the `rebuild` fuzz target:
+    /// `IMO_FUZZ_SEEDS=fuzz/corpus/rebuild cargo test -p imo-guest --lib gzip::tests::fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes files; needs IMO_FUZZ_SEEDS"]
+    fn fuzz_seeds() {
+        let dir = std::path::PathBuf::from(std::env::var("IMO_FUZZ_SEEDS").unwrap());
+        let plain = tar_like(6000);
+        let mut e = flate2::GzBuilder::new()
+            .filename("layer.tar")
+            .comment("seed")
+            .write(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&plain[..3000]).unwrap();
+        let blobs = [
+            ("gnu-gzip-6", gnu_gzip(6, &plain)),
+            ("gnu-gzip-1", gnu_gzip(1, &plain[..2000])),
+            ("flate2-name-comment", e.finish().unwrap()),
+            ("gnu-gzip-empty", gnu_gzip(6, b"")),
+        ];
+        for (name, gz) in blobs {
+            std::fs::write(
+                dir.join(format!("seed-analyze-{name}")),
+                [&[1], &gz[..]].concat(),
+            )
+            .unwrap();
+            let (a, plain) = analyse(&gz, 1024).unwrap();
+            let split = u16::try_from(a.data.len()).unwrap().to_le_bytes();
+            let seed = [&[0][..], &split, &a.data, &plain].concat();
+            std::fs::write(dir.join(format!("seed-rebuild-{name}")), seed).unwrap();
         }
     }
 
