@@ -1,0 +1,53 @@
+//! The gzip rebuilder: `Rebuild` over hostile rebuild data and plain text must fail cleanly
+//! (no panic, hang or runaway memory), and whatever `analyze` accepts must rebuild to exactly
+//! the bytes it read.
+#![no_main]
+
+use std::io::Read;
+
+use imo_guest::delta::gzip::{Rebuild, analyze};
+use imo_guest::digest::Digest;
+use libfuzzer_sys::fuzz_target;
+
+/// Rebuild data this large is far beyond what a fuzz input holds, so it never limits.
+const MAX_DATA: u64 = 1 << 30;
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&mode, rest)) = input.split_first() else {
+        return;
+    };
+    if mode & 1 == 0 {
+        // Rebuild data, then plain text, split where the next two bytes say.
+        let [a, b, rest @ ..] = rest else {
+            return;
+        };
+        let split = usize::from(u16::from_le_bytes([*a, *b])).min(rest.len());
+        let (data, plain) = rest.split_at(split);
+        let Ok(mut r) = Rebuild::new(data, Box::new(plain)) else {
+            return;
+        };
+        let declared = r.compressed_len();
+        let mut out = Vec::new();
+        if r.read_to_end(&mut out).is_ok() {
+            assert_eq!(out.len() as u64, declared, "a rebuild yields its declared size");
+        } else {
+            assert!(
+                (out.len() as u64) < declared,
+                "a failed rebuild never yields a whole blob"
+            );
+        }
+    } else {
+        let mut plain = Vec::new();
+        let Ok(a) = analyze(&mut &rest[..], &mut plain, MAX_DATA) else {
+            return;
+        };
+        assert_eq!(a.compressed_len, rest.len() as u64);
+        assert_eq!(a.plain_len, plain.len() as u64);
+        let hex: String = a.compressed_sha256.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, Digest::of(rest).hex());
+        let mut r = Rebuild::new(&a.data, Box::new(&plain[..])).expect("analyze's own data");
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).expect("analyze's own data rebuilds");
+        assert!(out == rest, "the rebuilt blob is the one analysed");
+    }
+});
