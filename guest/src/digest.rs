@@ -27,8 +27,13 @@ impl Digest {
         Self::from_hasher(Sha256::new_with_prefix(bytes))
     }
 
-    fn from_hasher(hasher: Sha256) -> Self {
-        let sum = hasher.finalize();
+    /// The digest of what `hasher` has been fed.
+    pub fn from_hasher(hasher: Sha256) -> Self {
+        Self::from_sha256(hasher.finalize().into())
+    }
+
+    /// The digest whose SHA-256 is `sum`.
+    pub fn from_sha256(sum: [u8; 32]) -> Self {
         let mut s = String::with_capacity(71);
         s.push_str("sha256:");
         for b in sum.iter() {

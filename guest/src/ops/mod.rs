@@ -2,6 +2,7 @@
 //! (`push`), inventories (`inventory`); how manifest trees are fetched (`tree`) and where
 //! each image goes (`targets`).
 
+mod delta;
 mod inventory;
 mod pull;
 mod push;

@@ -1,10 +1,13 @@
 //! Pull: the archive of the final images over their bases (or inventories), written to a
 //! stream, or into a file with several blobs fetched at once.
 
+use super::delta;
 use super::tree::{
     MAX_MANIFESTS, choose_platforms, fetch_all, fetch_tree, find_attached, image_tree,
 };
-use super::{Options, Progress, Reporter, Summary, open_source, parse_location, summary_of_meta};
+use super::{
+    LayerTravel, Options, Progress, Reporter, Summary, open_source, parse_location, summary_of_meta,
+};
 use crate::archive::{self, Metadata};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -51,18 +54,22 @@ pub fn pull_bundle(
     let mut w = tar::Writer::new(out);
     archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
     for d in &pull.meta.blobs {
-        let mut progress = Progress::start(report, ("copying", "copied"), d);
         w.header(&archive::blob_path(&d.digest), d.size)
             .map_err(io)?;
-        pull.source(d).blob(d, &mut |chunk| {
-            progress.advance(chunk.len());
-            w.data(chunk).map_err(io)
-        })?;
+        if let Some(delta) = pull.deltas.get(&d.digest) {
+            w.data(delta).map_err(io)?;
+        } else {
+            let mut progress = Progress::start(report, ("copying", "copied"), d);
+            pull.source(d).blob(d, &mut |chunk| {
+                progress.advance(chunk.len());
+                w.data(chunk).map_err(io)
+            })?;
+            progress.end();
+        }
         w.end_entry(d.size).map_err(io)?;
-        progress.end();
     }
     w.finish().map_err(io)?;
-    let mut summary = summary_of_meta(&pull.meta);
+    let mut summary = pull.summary();
     summary.archive_bytes = w.written;
     Ok(summary)
 }
@@ -237,6 +244,12 @@ pub fn pull_bundle_to_file(
         if kept[i] {
             continue;
         }
+        if let Some(delta) = pull.deltas.get(&d.digest) {
+            let mut out = file.at(offsets[i])?;
+            out.write_all(delta).map_err(io)?;
+            out.flush().map_err(io)?;
+            continue;
+        }
         let source = pull.source(d);
         if source.fetches_by_request() {
             jobs.push(Fetch {
@@ -294,7 +307,7 @@ pub fn pull_bundle_to_file(
         // Whatever a foreign partial held past this archive's end goes.
         file.set_len(end)?;
     }
-    let mut summary = summary_of_meta(&pull.meta);
+    let mut summary = pull.summary();
     summary.archive_bytes = end;
     (summary.blobs_kept, summary.bytes_kept) = kept_total;
     Ok(summary)
@@ -307,11 +320,22 @@ struct Prepared<'t> {
     clients: Vec<Box<dyn Source + 't>>,
     /// Each carried blob's client: the first final image that references it.
     source_of: BTreeMap<Digest, usize>,
+    /// The delta blobs carried, by digest: made before the head is written, which lists them.
+    deltas: BTreeMap<Digest, Vec<u8>>,
+    /// How each layer went, when deltas were tried.
+    travel: Vec<LayerTravel>,
 }
 
 impl Prepared<'_> {
     fn source(&self, d: &Descriptor) -> &dyn Source {
         self.clients[self.source_of[&d.digest]].as_ref()
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            layers: self.travel.clone(),
+            ..summary_of_meta(&self.meta)
+        }
     }
 }
 
@@ -409,6 +433,8 @@ fn prepare<'t>(
 
     let mut held: BTreeSet<Digest> = BTreeSet::new();
     let mut recorded_bases = Vec::new();
+    // Kept for deltas, whose sources are the bases' layers.
+    let mut base_sources = Vec::new();
     for base in &bases {
         let role = options.base_credentials.as_ref();
         let client = open_source(transport, base, role, options, report)?;
@@ -429,6 +455,7 @@ fn prepare<'t>(
             reference: base.to_string(),
             digest: Some(base_manifests[0].descriptor.digest.clone()),
         });
+        base_sources.push((client, base_manifests));
     }
     let mut held_in: BTreeMap<Digest, BTreeSet<String>> = BTreeMap::new();
     for (inventory, (name, _)) in inventories.iter().zip(&request.inventories) {
@@ -447,7 +474,7 @@ fn prepare<'t>(
     }
 
     let plan = plan::diff(&manifests, &held);
-    let meta = Metadata {
+    let mut meta = Metadata {
         imo_archive_version: archive::FORMAT_VERSION,
         images: images.iter().map(|i| i.image.clone()).collect(),
         bases: recorded_bases,
@@ -475,11 +502,42 @@ fn prepare<'t>(
         }
     }
 
+    let planned = if options.deltas {
+        let mut pairs: Vec<(&dyn Source, &Fetched)> = Vec::new();
+        for i in &images {
+            for m in image_tree(&manifests, &i.image) {
+                if !pairs.iter().any(|(_, x)| x.descriptor == m.descriptor) {
+                    pairs.push((clients[i.client].as_ref(), m));
+                }
+            }
+        }
+        let bases: Vec<(&dyn Source, &[Fetched])> = (base_sources.iter())
+            .map(|(c, m)| (c.as_ref(), m.as_slice()))
+            .collect();
+        let carried = meta.blobs.iter().map(|d| d.digest.clone()).collect();
+        delta::plan(&pairs, &delta::base_images(&bases), &carried, report)
+    } else {
+        delta::Planned::default()
+    };
+    let mut deltas = BTreeMap::new();
+    for (entry, bytes) in planned.deltas {
+        for d in meta.blobs.iter_mut().filter(|d| **d == entry.layer) {
+            *d = entry.delta.clone();
+        }
+        deltas.insert(entry.delta.digest.clone(), bytes);
+        meta.deltas.push(entry);
+    }
+    if !meta.deltas.is_empty() {
+        meta.imo_archive_version = archive::DELTA_FORMAT_VERSION;
+    }
+
     Ok(Prepared {
         meta,
         manifests,
         clients,
         source_of,
+        deltas,
+        travel: planned.travel,
     })
 }
 

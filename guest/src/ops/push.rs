@@ -57,6 +57,48 @@ fn survey(
     Ok(found)
 }
 
+/// Finds the source layers of the deltas of the layers in `needs` that the destination
+/// lacks: a delta is rebuilt against them, so each must be there, or in a repository to read
+/// it from. Each one missing is added to `missing`, and named.
+fn survey_delta_sources(
+    client: &dyn Destination,
+    meta: &crate::archive::Metadata,
+    needs: &BTreeSet<Digest>,
+    tried: &[String],
+    report: &dyn Reporter,
+    missing: &mut Vec<String>,
+) -> Result<BTreeMap<Digest, Found>> {
+    let mut found = BTreeMap::new();
+    for delta in meta
+        .deltas
+        .iter()
+        .filter(|d| needs.contains(&d.layer.digest))
+    {
+        if client.has_blob(&delta.layer.digest)? {
+            continue;
+        }
+        let unknown: Vec<&Descriptor> = (delta.sources.iter())
+            .filter(|s| !found.contains_key(&s.digest))
+            .collect();
+        let places = survey(client, &unknown, tried, &BTreeMap::new())?;
+        for (s, place) in unknown.into_iter().zip(places) {
+            if place == Found::Nowhere {
+                report.line(&format!(
+                    "vet {}: {} is missing: layer {} is carried as a delta against it",
+                    client.describe(),
+                    s.digest,
+                    delta.layer.digest
+                ));
+                if !missing.contains(&s.digest.to_string()) {
+                    missing.push(s.digest.to_string());
+                }
+            }
+            found.insert(s.digest.clone(), place);
+        }
+    }
+    Ok(found)
+}
+
 /// One image's destination, connected, with what it needs.
 struct Connected<'t> {
     client: Box<dyn Destination + 't>,
@@ -64,6 +106,8 @@ struct Connected<'t> {
     /// Omitted and carried blobs this image references, with where each was found.
     omitted: Vec<(Descriptor, Found)>,
     carried: Vec<(Descriptor, Found)>,
+    /// Where the source layers of the deltas this image needs were found.
+    delta_sources: BTreeMap<Digest, Found>,
 }
 
 /// An archive whose head is read, and its images' destinations, connected and vetted.
@@ -116,12 +160,20 @@ fn connect_and_vet<'t, R: Read>(
             .iter()
             .filter(|d| needs.contains(&d.digest))
             .collect();
-        let carried: Vec<&Descriptor> = meta
-            .blobs
-            .iter()
+        // A layer carried as a delta counts as carried.
+        let carried: Vec<&Descriptor> = (meta.blobs.iter())
+            .chain(meta.deltas.iter().map(|d| &d.layer))
             .filter(|d| needs.contains(&d.digest))
             .collect();
         let found = survey(client.as_ref(), &omitted, &sources.tried, &sources.held_in)?;
+        let delta_sources = survey_delta_sources(
+            client.as_ref(),
+            meta,
+            &needs,
+            &sources.tried,
+            report,
+            &mut missing,
+        )?;
         let absent: Vec<&Descriptor> = omitted
             .iter()
             .zip(&found)
@@ -166,6 +218,7 @@ fn connect_and_vet<'t, R: Read>(
             target,
             omitted: omitted.into_iter().cloned().zip(found).collect(),
             carried: carried.into_iter().cloned().zip(carried_found).collect(),
+            delta_sources,
         });
     }
     if missing.is_empty() {
@@ -234,13 +287,31 @@ pub fn push(
     // A registry answers an upload once it has stored the blob, which takes it a while (it
     // syncs the file to disk): the next blob streams meanwhile.
     let mut committing = None;
-    while let Some(d) = archive.next_blob().map_err(Error::InvalidArchive)? {
+    while let Some(blob) = archive.next_blob().map_err(Error::InvalidArchive)? {
+        // A delta stands for its layer.
+        let delta = archive.delta(&blob.digest).cloned();
+        let d = delta.as_ref().map_or(&blob, |l| &l.layer).clone();
         let Some(first) = (0..targets.len()).find(|t| lacking[*t].contains(&d.digest)) else {
             continue;
         };
-        let client = targets[first].client.as_ref();
-        let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
-        let upload = upload_from_archive(client, &mut archive, &d, &mut progress)?;
+        let target = &targets[first];
+        let client = target.client.as_ref();
+        let upload = match &delta {
+            None => {
+                let mut progress = Progress::start(report, ("uploading", "uploaded"), &d);
+                let upload = upload_from_archive(client, &mut archive, &d, &mut progress)?;
+                (upload, progress)
+            }
+            Some(delta) => {
+                let mut progress = Progress::start(report, ("rebuilding", "rebuilt"), &d);
+                let sources = &target.delta_sources;
+                let upload =
+                    upload_rebuilt(client, &mut archive, &blob, delta, sources, &mut progress)?;
+                summary.layers_rebuilt += 1;
+                (upload, progress)
+            }
+        };
+        let (upload, progress) = upload;
         summary.blobs_uploaded += 1;
         summary.bytes_uploaded += d.size;
         let sent = Sent {
@@ -307,6 +378,58 @@ fn upload_from_archive<'c, R: Read>(
         progress.advance(n);
         Ok(n)
     })
+}
+
+/// Uploads the layer a delta rebuilds: the delta blob's bytes are checked against its digest
+/// as they are read, its sources are read from the destination (each checked against its
+/// digest), the tar they give against the layer's `diff_id`, and the rebuilt layer against
+/// its digest before its last bytes go: a layer that does not rebuild exactly is never
+/// committed, and its upload session is cancelled.
+fn upload_rebuilt<'c, R: Read>(
+    client: &'c dyn Destination,
+    archive: &mut Opened<R>,
+    blob: &Descriptor,
+    delta: &crate::archive::LayerDelta,
+    sources: &BTreeMap<Digest, Found>,
+    progress: &mut Progress<'_>,
+) -> Result<Committing<'c>> {
+    let layer = &delta.layer;
+    let failed = |why: String| {
+        Error::InvalidArchive(format!(
+            "layer {} could not be rebuilt from its delta: {why}",
+            layer.digest
+        ))
+    };
+    let entry = ArchiveEntry(archive);
+    let what = format!("delta {} of layer {}", blob.digest, layer.digest);
+    let bytes = crate::digest::verified_reader(entry, &blob.digest, blob.size, what);
+    let open = |s: &Descriptor| {
+        let from = match sources.get(&s.digest) {
+            Some(Found::In(repo)) => Some(repo.as_str()),
+            _ => None,
+        };
+        client.open_blob_in(from, s)
+    };
+    let mut rebuilt = super::delta::rebuilt(delta, Box::new(bytes), open).map_err(failed)?;
+    let mut read = |b: &mut [u8]| rebuilt.read(b).map_err(|e| failed(e.to_string()));
+    let mismatch = |m| failed(format!("the rebuilt layer does not match its digest: {m}"));
+    let mut layer_bytes = Verifying::new(&layer.digest, layer.size, &mut read, &mismatch);
+    client.upload(layer, &mut |b| {
+        let n = layer_bytes.read(b)?;
+        progress.advance(n);
+        Ok(n)
+    })
+}
+
+/// The current blob of an archive, as a stream.
+struct ArchiveEntry<'a, R>(&'a mut Opened<R>);
+
+impl<R: Read> Read for ArchiveEntry<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0
+            .read(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
 }
 
 /// A blob sent to the first target lacking it, whose registry has yet to answer.
