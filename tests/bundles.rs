@@ -534,29 +534,6 @@ fn a_blob_is_reported_uploaded_only_once_its_put_is_accepted() {
     );
 }
 
-/// Copies the archive at `from` to `to` with its `imo.json` changed by `edit`, every other
-/// entry as it was: what a crafted archive is.
-fn rewrite_metadata(
-    from: &std::path::Path,
-    to: &std::path::Path,
-    edit: impl Fn(&mut serde_json::Value),
-) {
-    let mut out = tar::Builder::new(std::fs::File::create(to).unwrap());
-    for (path, mut data) in archive_entries(from) {
-        if path == "imo.json" {
-            let mut meta: serde_json::Value = serde_json::from_slice(&data).unwrap();
-            edit(&mut meta);
-            data = serde_json::to_vec(&meta).unwrap();
-        }
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        out.append_data(&mut header, &path, data.as_slice())
-            .unwrap();
-    }
-    out.finish().unwrap();
-}
-
 /// An archive whose `imo.json` names another team's private repository as its base does not
 /// choose where the pusher's credentials read from: `secret/private` is neither asked about
 /// nor put in a token scope, and the layer the archive omits is missing, with a hint naming

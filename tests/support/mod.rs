@@ -413,6 +413,32 @@ pub fn archive_entries(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Copies the archive at `from` to `to` with each entry's bytes passed through `edit` (with
+/// its path), every entry in its place: what a crafted or damaged archive is.
+pub fn rewrite_entries(from: &Path, to: &Path, edit: impl Fn(&str, &mut Vec<u8>)) {
+    let mut out = tar::Builder::new(std::fs::File::create(to).unwrap());
+    for (path, mut data) in archive_entries(from) {
+        edit(&path, &mut data);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        out.append_data(&mut header, &path, data.as_slice())
+            .unwrap();
+    }
+    out.finish().unwrap();
+}
+
+/// [`rewrite_entries`] changing only `imo.json`, as JSON.
+pub fn rewrite_metadata(from: &Path, to: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    rewrite_entries(from, to, |path, data| {
+        if path == "imo.json" {
+            let mut meta: serde_json::Value = serde_json::from_slice(data).unwrap();
+            edit(&mut meta);
+            *data = serde_json::to_vec(&meta).unwrap();
+        }
+    });
+}
+
 /// The blob digests an archive carries (`blobs/sha256/<hex>` entries), checking each entry's
 /// bytes against its name.
 pub fn archive_blobs(path: &Path) -> Vec<String> {
