@@ -210,7 +210,7 @@ fn registries(v: &Versions) -> (Registry, Registry) {
 }
 
 /// A change to one archive entry, by its path.
-type Edit = Box<dyn Fn(&str, &mut Vec<u8>)>;
+type Edit<'a> = Box<dyn Fn(&str, &mut Vec<u8>) + 'a>;
 
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -348,7 +348,7 @@ fn damaged_deltas_wrong_sources_and_unknown_rebuilders_fail_naming_the_layer() {
         "{err}"
     );
 
-    let tries: Vec<(&str, Edit, &str)> = vec![
+    let tries: Vec<(&str, Edit<'_>, &str)> = vec![
         (
             // A byte of the delta's op stream flipped.
             "damaged",
