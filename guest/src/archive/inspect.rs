@@ -25,8 +25,25 @@ pub struct Inspection {
     pub carried: Count,
     /// Blobs left to the destination, and their total size.
     pub omitted: Count,
-    /// What the destination must already hold: each omitted blob, and where it came from.
+    /// What the destination must already hold: each omitted blob and each source layer of
+    /// a delta, and where it came from.
     pub must_hold: Vec<Held>,
+    /// Layers carried as deltas, rebuilt at push.
+    #[serde(default)]
+    pub deltas: Vec<DeltaInfo>,
+}
+
+/// A layer an archive carries as a delta.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaInfo {
+    pub layer: Digest,
+    pub size: u64,
+    /// The delta's size.
+    pub delta_size: u64,
+    /// What rebuilds the compressed layer from its tar.
+    pub rebuilder: String,
+    /// The layers the destination holds that the delta copies from.
+    pub sources: Vec<Digest>,
 }
 
 /// One image of an archive.
@@ -107,9 +124,10 @@ impl Verification {
 }
 
 fn must_hold_text(i: &Inspection) -> String {
+    let total = count(i.must_hold.iter().map(|h| h.size));
     let mut out = format!(
         "the destination must already hold {} blob(s), {} bytes:\n",
-        i.omitted.blobs, i.omitted.bytes
+        total.blobs, total.bytes
     );
     for h in &i.must_hold {
         let from = if h.from.is_empty() {
@@ -171,6 +189,12 @@ impl Inspection {
             self.omitted.blobs,
             self.omitted.bytes
         );
+        for d in &self.deltas {
+            out += &format!(
+                "layer {} ({} bytes) carried as a delta of {} bytes, rebuilt by {}\n",
+                d.layer, d.size, d.delta_size, d.rebuilder
+            );
+        }
         out + &must_hold_text(self)
     }
 }
@@ -181,10 +205,11 @@ pub fn inspect<R: Read>(input: R) -> Result<Inspection, String> {
     Ok(describe(&opened.meta, &opened.manifests))
 }
 
-fn count<'a>(ds: impl Iterator<Item = &'a crate::manifest::Descriptor>) -> Count {
-    ds.fold(Count::default(), |c, d| Count {
+/// The number of blobs of these sizes, and their total.
+fn count(sizes: impl Iterator<Item = u64>) -> Count {
+    sizes.fold(Count::default(), |c, size| Count {
         blobs: c.blobs + 1,
-        bytes: c.bytes + d.size,
+        bytes: c.bytes.saturating_add(size),
     })
 }
 
@@ -228,7 +253,7 @@ pub fn describe(meta: &Metadata, manifests: &[Fetched]) -> Inspection {
         })
         .collect();
     let bases: Vec<String> = meta.bases.iter().map(|b| b.reference.clone()).collect();
-    let must_hold = meta
+    let mut must_hold: Vec<Held> = meta
         .omitted
         .iter()
         .map(|d| {
@@ -245,15 +270,43 @@ pub fn describe(meta: &Metadata, manifests: &[Fetched]) -> Inspection {
             }
         })
         .collect();
+    // A delta's sources are the bases' layers, which the final image may not reference.
+    for delta in &meta.deltas {
+        for s in &delta.sources {
+            let from = format!("source of the delta of {}", delta.layer.digest);
+            match must_hold.iter_mut().find(|h| h.digest == s.digest) {
+                Some(h) => h.from.push(from),
+                None => must_hold.push(Held {
+                    digest: s.digest.clone(),
+                    size: s.size,
+                    from: bases
+                        .iter()
+                        .map(|b| format!("base: {b}"))
+                        .chain([from])
+                        .collect(),
+                }),
+            }
+        }
+    }
+    let deltas = (meta.deltas.iter())
+        .map(|d| DeltaInfo {
+            layer: d.layer.digest.clone(),
+            size: d.layer.size,
+            delta_size: d.delta.size,
+            rebuilder: d.rebuilder.clone(),
+            sources: d.sources.iter().map(|s| s.digest.clone()).collect(),
+        })
+        .collect();
     Inspection {
         format_version: meta.imo_archive_version,
         images,
         bases,
         inventories: meta.inventories.clone(),
         manifests: meta.manifests.len() as u32,
-        carried: count(meta.blobs.iter()),
-        omitted: count(meta.omitted.iter()),
+        carried: count(meta.blobs.iter().map(|d| d.size)),
+        omitted: count(meta.omitted.iter().map(|d| d.size)),
         must_hold,
+        deltas,
     }
 }
 
@@ -356,6 +409,49 @@ mod tests {
         // It round-trips as the JSON the component hands the host.
         let json = serde_json::to_string(&i).unwrap();
         assert_eq!(serde_json::from_str::<Inspection>(&json).unwrap(), i);
+    }
+
+    #[test]
+    fn a_delta_and_its_sources_are_described() {
+        let (bytes, mut meta) = sample();
+        let manifests = open(&bytes[..]).unwrap().manifests;
+        let layer = meta.blobs.pop().unwrap();
+        let source = crate::manifest::Descriptor {
+            digest: Digest::of(b"base layer"),
+            size: 10,
+            ..layer.clone()
+        };
+        let delta = crate::manifest::Descriptor {
+            digest: Digest::of(b"delta"),
+            size: 5,
+            ..layer.clone()
+        };
+        meta.blobs.push(delta.clone());
+        meta.deltas.push(LayerDelta {
+            layer: layer.clone(),
+            delta,
+            diff_id: Digest::of(b"tar"),
+            sources: vec![source.clone(), meta.omitted[0].clone()],
+            rebuilder: "tar".into(),
+        });
+        let i = describe(&meta, &manifests);
+        assert_eq!(i.deltas.len(), 1);
+        assert_eq!((i.deltas[0].size, i.deltas[0].delta_size), (9, 5));
+        // The omitted layer is a source too; the base layer the image lacks is added.
+        assert_eq!(i.must_hold.len(), 2);
+        assert!(
+            i.must_hold[0]
+                .from
+                .iter()
+                .any(|f| f.starts_with("source of"))
+        );
+        assert_eq!(i.must_hold[1].digest, source.digest);
+        let table = i.table();
+        assert!(table.contains("carried as a delta of 5 bytes"), "{table}");
+        assert!(
+            table.contains("must already hold 2 blob(s), 19 bytes"),
+            "{table}"
+        );
     }
 
     #[test]

@@ -181,8 +181,11 @@ fn connect_and_vet<'t, R: Read>(
             .map(|(d, _)| *d)
             .collect();
         let mountable = found.iter().filter(|f| matches!(f, Found::In(_))).count();
+        let sources_present = (delta_sources.values())
+            .filter(|f| **f != Found::Nowhere)
+            .count();
         report.line(&format!(
-            "vet {}: {} of {} omitted blob(s) present{}",
+            "vet {}: {} of {} omitted blob(s) present{}{}",
             client.describe(),
             omitted.len() - absent.len(),
             omitted.len(),
@@ -190,6 +193,14 @@ fn connect_and_vet<'t, R: Read>(
                 format!(" ({mountable} by mounting from another repository)")
             } else {
                 String::new()
+            },
+            if delta_sources.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {sources_present} of {} source layer(s) of deltas",
+                    delta_sources.len()
+                )
             }
         ));
         for d in absent {
