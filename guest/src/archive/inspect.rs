@@ -428,7 +428,7 @@ mod tests {
         };
         meta.blobs.push(delta.clone());
         meta.deltas.push(LayerDelta {
-            layer: layer.clone(),
+            layer,
             delta,
             diff_id: Digest::of(b"tar"),
             sources: vec![source.clone(), meta.omitted[0].clone()],
