@@ -411,9 +411,22 @@ fn upload_rebuilt<'c, R: Read>(
             layer.digest
         ))
     };
-    let entry = ArchiveEntry(archive);
-    let what = format!("delta {} of layer {}", blob.digest, layer.digest);
-    let bytes = crate::digest::verified_reader(entry, &blob.digest, blob.size, what);
+    // The delta is read whole and checked against its digest before the rebuilder sees any
+    // of it: preflate-rs trusts its correction data (damaged data can make it abort), so
+    // only verified bytes reach it. A pull holds no more than this of deltas together.
+    if blob.size > super::delta::MEMORY_BUDGET {
+        return Err(failed(format!(
+            "its delta is {} bytes, more than the {} imo reads",
+            blob.size,
+            super::delta::MEMORY_BUDGET
+        )));
+    }
+    let mut bytes = Vec::new();
+    let what = format!("delta {}", blob.digest);
+    crate::digest::verified_reader(ArchiveEntry(archive), &blob.digest, blob.size, what)
+        .read_to_end(&mut bytes)
+        .map_err(|e| failed(e.to_string()))?;
+    let bytes = std::io::Cursor::new(bytes);
     let open = |s: &Descriptor| {
         let from = match sources.get(&s.digest) {
             Some(Found::In(repo)) => Some(repo.as_str()),
