@@ -295,8 +295,24 @@ fn a_delta_archive_pushes_every_layer_byte_exact() {
         size(&deltas),
         size(&whole)
     );
+    // Written to a stream, the same bytes.
+    let streamed = imo_ok(&[
+        "pull",
+        "-q",
+        "--deltas",
+        &src.image("app:v1"),
+        &src.image("app:v2"),
+        "-o",
+        "-",
+    ]);
+    assert!(streamed.stdout == std::fs::read(&deltas).unwrap());
     // The offline check passes it, and lists the deltas' sources as what the site must hold.
-    imo_ok(&["verify", path_str(&deltas)]);
+    let verified = imo_ok(&["verify", path_str(&deltas)]);
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        report.contains(&v.v1.layer_digests[0]) && report.contains("source of the delta"),
+        "{report}"
+    );
 
     let dest = site.image("site/app:v2");
     imo_ok(&["vet", path_str(&deltas), &dest]);
