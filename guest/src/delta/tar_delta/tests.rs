@@ -366,6 +366,23 @@ fn damaged_or_truncated_sources_are_refused() {
         .unwrap_err();
     assert!(matches!(err, DeltaError::Source { source: 3, .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
+    // A failed source leaves the index as it was: the others still serve, exactly.
+    let other = tar_of(&files(13)[5..]);
+    let mut index = SourceIndex::new();
+    index.add(0, &mut Cursor::new(&other)).unwrap();
+    let entries = index.entries();
+    assert!(index.add(1, &mut Cursor::new(cut)).is_err());
+    assert_eq!(index.entries(), entries);
+    let err = index.add(0, &mut Cursor::new(&other)).unwrap_err();
+    assert!(err.to_string().contains("indexed twice"), "{err}");
+    let third = tar_of(&[file("third", Rng(1).text(100))]);
+    index.add(2, &mut Cursor::new(&third)).unwrap();
+    let target = tar_of(&files(13));
+    let mut d = Differ::new(&index, u64::MAX);
+    d.write_all(&target).unwrap();
+    let e = d.finish().unwrap();
+    assert_eq!(apply(&[&other, b"", &third], &e.ops).unwrap(), target);
+    assert_eq!(e.sources_used, vec![0]);
 }
 
 // Hostile op streams: each is refused with its own message, never a panic.
