@@ -183,6 +183,25 @@ fn bytes_inserted_and_removed_inside_a_file_cost_about_themselves() {
 }
 
 #[test]
+fn repeated_blocks_are_found_after_a_shift() {
+    // Every block of the source is alike: the search walks one chain of them, in order.
+    let zeros = vec![0u8; 400 * 1024];
+    let mut shifted = vec![b'x'];
+    shifted.extend_from_slice(&zeros);
+    let base = tar_of(&[file("z", zeros.clone())]);
+    let target = tar_of(&[file("z", shifted)]);
+    let e = round_trip(&[&base], &target);
+    assert!(e.copied >= zeros.len() as u64, "{} copied", e.copied);
+    // A byte inserted after two blocks: the blocks alike behind the copies so far are passed
+    // over, the next ones copied.
+    let mut inserted = zeros.clone();
+    inserted.insert(8192, b'x');
+    let target = tar_of(&[file("z", inserted)]);
+    let e = round_trip(&[&base], &target);
+    assert!(e.copied >= zeros.len() as u64, "{} copied", e.copied);
+}
+
+#[test]
 fn the_rolling_checksum_rolls() {
     let data = Rng(17).bytes(BLOCK + 300);
     let mut w = Weak::of(&data[..BLOCK]);
