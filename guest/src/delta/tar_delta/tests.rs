@@ -535,6 +535,33 @@ fn hostile_ops_are_refused() {
 }
 
 #[test]
+fn a_cut_or_unreadable_op_stream_is_refused() {
+    let base = tar_of(&files(18)[..20]);
+    let e = diff(&[&base], &base);
+    for cut in [1, 5, e.ops.len() - 9] {
+        let err = apply(&[&base], &e.ops[..e.ops.len() - cut]).unwrap_err();
+        assert!(matches!(err, DeltaError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("truncated"), "cut {cut}: {err}");
+    }
+    // The reader's own failure is an I/O error, not a corrupt delta.
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("connection reset"))
+        }
+    }
+    let ops = [&e.ops[..20], &[0u8; 0]].concat();
+    let mut a = Apply::new(
+        Box::new(Cursor::new(ops).chain(Failing)),
+        1,
+        Box::new(|_| Ok(Box::new(Cursor::new(Vec::new())) as Box<dyn Read>)),
+    );
+    let err = DeltaError::from_io(a.read_to_end(&mut Vec::new()).unwrap_err());
+    assert!(matches!(err, DeltaError::Io(_)), "{err}");
+    assert!(err.to_string().contains("connection reset"), "{err}");
+}
+
+#[test]
 fn sources_are_opened_once_lazily_and_read_to_their_end() {
     use std::cell::RefCell;
     use std::rc::Rc;
