@@ -8,7 +8,8 @@ use sha2::Digest as _;
 
 use super::{DeltaError, MAGIC, MAX_LITERAL, OP_COPY, OP_END, OP_LITERAL};
 
-type Open<'a> = Box<dyn FnMut(u16) -> io::Result<Box<dyn Read + 'a>> + 'a>;
+/// Opens a source by its number, as its uncompressed tar.
+pub type Open<'a> = Box<dyn FnMut(u16) -> io::Result<Box<dyn Read + 'a>> + 'a>;
 
 /// Reads from the raw op stream, marking its errors so they are not taken for a corrupt
 /// deflate stream.

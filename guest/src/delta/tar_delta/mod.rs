@@ -48,7 +48,7 @@ mod tests;
 use std::fmt;
 use std::io;
 
-pub use apply::Apply;
+pub use apply::{Apply, Open};
 pub use diff::{Differ, Encoded};
 pub use index::SourceIndex;
 
