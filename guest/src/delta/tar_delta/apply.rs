@@ -8,7 +8,8 @@ use sha2::Digest as _;
 
 use super::{DeltaError, MAGIC, MAX_LITERAL, OP_COPY, OP_END, OP_LITERAL};
 
-type Open<'a> = Box<dyn FnMut(u16) -> io::Result<Box<dyn Read + 'a>> + 'a>;
+/// Opens a source by its number, as its uncompressed tar.
+pub type Open<'a> = Box<dyn FnMut(u16) -> io::Result<Box<dyn Read + 'a>> + 'a>;
 
 /// Reads from the raw op stream, marking its errors so they are not taken for a corrupt
 /// deflate stream.
@@ -327,10 +328,13 @@ fn source_err(source: u16, message: String) -> DeltaError {
 /// An error from the op stream: the raw reader's own (marked by [`Raw`]), or the inflater's,
 /// which means the compressed ops are damaged.
 fn ops_err(e: io::Error) -> DeltaError {
-    match DeltaError::from_io(e) {
-        DeltaError::Io(e) => corrupt(format!("its compressed ops are damaged ({e})")),
-        other => other,
+    if e.get_ref().is_some_and(|inner| inner.is::<DeltaError>()) {
+        return DeltaError::from_io(e);
     }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return corrupt("its compressed ops end early: it is truncated");
+    }
+    corrupt(format!("its compressed ops are damaged ({e})"))
 }
 
 fn read_some(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {

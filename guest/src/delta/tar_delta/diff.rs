@@ -212,7 +212,7 @@ impl DiffSink<'_> {
                         && self.out.can_copy(e.source, e.data_offset + e.size - 1)
                 });
                 if let Some(e) = roll {
-                    let full = (e.size / BLOCK as u64) as usize;
+                    let full = full_blocks(e);
                     let mut first = HashMap::with_capacity(full);
                     let mut chain = vec![NONE; full];
                     for k in (0..full).rev() {
@@ -252,7 +252,7 @@ impl DiffSink<'_> {
             return Ok(());
         };
         let e = &index.entries[self.cand as usize];
-        let full = (e.size / BLOCK as u64) as usize;
+        let full = full_blocks(e);
         let off = |k: usize| e.data_offset + (k * BLOCK) as u64;
         while r.buf.len() - r.p >= BLOCK {
             if r.tried {
@@ -341,7 +341,7 @@ impl DiffSink<'_> {
         let e = &self.index.entries[self.cand as usize];
         let part = (e.size % BLOCK as u64) as usize;
         let len = r.buf.len();
-        if part > 0 && len >= part && e.nblocks > 0 {
+        if part > 0 && len >= part && e.nblocks as u64 == e.size.div_ceil(BLOCK as u64) {
             let off = e.data_offset + e.size - part as u64;
             if self.out.can_copy(e.source, off)
                 && self.index.blocks[e.first_block + e.nblocks - 1] == hash(&r.buf[len - part..])
@@ -433,6 +433,11 @@ impl Sink for DiffSink<'_> {
     fn tail(&mut self, bytes: &[u8]) -> Result<(), DeltaError> {
         self.out.literal(bytes)
     }
+}
+
+/// The blocks of an entry's data that are BLOCK long.
+fn full_blocks(e: &Entry) -> usize {
+    usize::try_from(e.size / BLOCK as u64).map_or(e.nblocks, |n| n.min(e.nblocks))
 }
 
 /// Writes ops into the deflate stream, merging adjacent copies and batching literals.

@@ -43,6 +43,7 @@ pub struct SourceIndex {
     memory: usize,
     /// The highest source number added, plus one.
     pub(crate) sources: usize,
+    added: std::collections::BTreeSet<u16>,
 }
 
 impl SourceIndex {
@@ -53,7 +54,27 @@ impl SourceIndex {
     /// Reads one whole source tar (uncompressed) as a stream and indexes it. `source` is the
     /// position of this layer in the list the delta will name (0, 1, ...). Reads to the end of
     /// the stream; a damaged or truncated tar is an error.
+    /// Each source is added once; a failed `add` leaves the index as it was before.
     pub fn add(&mut self, source: u16, tar: &mut dyn Read) -> Result<(), DeltaError> {
+        if self.added.contains(&source) {
+            return Err(DeltaError::Source {
+                source,
+                message: "it was indexed twice".into(),
+            });
+        }
+        let before = (self.entries.len(), self.blocks.len(), self.memory);
+        let r = self.read(source, tar);
+        match r {
+            Ok(()) => {
+                self.added.insert(source);
+                self.sources = self.sources.max(usize::from(source) + 1);
+            }
+            Err(_) => self.truncate(before),
+        }
+        r
+    }
+
+    fn read(&mut self, source: u16, tar: &mut dyn Read) -> Result<(), DeltaError> {
         let mut scan = Scanner::new(true);
         let mut sink = IndexSink {
             index: self,
@@ -82,9 +103,31 @@ impl SourceIndex {
             };
             scan.feed(&buf[..n], &mut sink).map_err(named)?;
         }
-        scan.finish(&mut sink).map_err(named)?;
-        self.sources = self.sources.max(usize::from(source) + 1);
-        Ok(())
+        scan.finish(&mut sink).map_err(named)
+    }
+
+    /// Forgets every entry and block from `entries` and `blocks` on.
+    fn truncate(&mut self, (entries, blocks, memory): (usize, usize, usize)) {
+        let n = entries as u32;
+        self.entries.truncate(entries);
+        self.blocks.truncate(blocks);
+        self.weak.truncate(blocks);
+        self.memory = memory;
+        self.by_content.retain(|_, id| *id < n);
+        for e in &mut self.entries {
+            if e.next >= n {
+                e.next = NONE;
+            }
+        }
+        self.by_path.retain(|_, (first, _)| *first < n);
+        for (first, last) in self.by_path.values_mut() {
+            if *last >= n {
+                *last = *first;
+                while self.entries[*last as usize].next != NONE {
+                    *last = self.entries[*last as usize].next;
+                }
+            }
+        }
     }
 
     /// How many entries (of all sources) the index holds.

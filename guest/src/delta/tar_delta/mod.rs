@@ -1,20 +1,28 @@
 //! The tar delta: a target layer's tar described as copies from source tars the far side
 //! already holds, plus the bytes it lacks.
 //!
-//! [`SourceIndex`] reads each source tar once and remembers, per entry, where its headers and
-//! data lie, a hash of its header bytes and a hash of every [`BLOCK`] of its data. [`Differ`]
-//! is fed the target tar and writes, per entry: the header copied from a source entry of the
-//! same path whose header bytes are identical, else literal; the data compared block by block
-//! with that source entry's data (or, if its first block differs or no entry has its path,
-//! with the entry whose first block has the same content: a moved file), matching blocks
-//! copied, the rest literal. Adjacent copies merge, so a run of unchanged entries is one copy.
-//! [`Apply`] turns the ops and the sources back into the target tar.
+//! [`SourceIndex`] reads each source tar once and remembers, per entry, where its header group
+//! (with PAX and GNU long-name headers) and data lie, a hash of the header bytes and, per
+//! [`BLOCK`] of data, a strong hash (SHA-256, first 16 bytes) and rsync's rolling checksum.
+//! [`Differ`] is fed the target tar and writes, per entry: the header copied from a source
+//! entry of the same path whose header bytes are identical, else literal; the data compared
+//! block by block with that entry's data (or, if its first block differs or no entry has its
+//! path, with the entry whose first block has the same content: a moved file), matching blocks
+//! copied. Where the blocks stop matching (bytes inserted or removed), the source entry's blocks
+//! are searched for at every byte offset, as rsync does, so a change costs about its own size.
+//! What matches nothing, padding that is not zeros, and everything from the end-of-archive
+//! marker on (or from where the target stops parsing as a tar) goes literal. Adjacent copies
+//! merge, so a run of unchanged entries is one copy. [`Apply`] turns the ops and the sources
+//! back into the target tar, byte for byte, and checks its SHA-256.
 //!
 //! Sources are registry downloads being decompressed, so the applier reads each one once,
 //! forward: every copy from a source starts at or after the end of the previous copy from it.
-//! The differ keeps to this greedily (a match behind its source's cursor goes literal).
-//! Memory stays bounded everywhere: the differ holds one block of target data and one pending
-//! literal, the applier one buffer.
+//! The differ keeps to this greedily (a match behind its source's cursor goes literal), which
+//! is why reordered entries cost more than changed ones. Memory stays bounded: the differ holds
+//! a few blocks of target data, one pending literal (64 KiB), a header group (PAX headers up to
+//! [`MAX_EXTENSION`]) and, for a changed file, a map of its source entry's blocks; the applier
+//! one buffer. The index takes 24 bytes per 4 KiB of source data plus about 100 bytes and the
+//! path per entry, within [`MAX_ENTRIES`] and [`MAX_INDEX_BYTES`].
 //!
 //! # Op stream (version 1)
 //!
@@ -40,7 +48,7 @@ mod tests;
 use std::fmt;
 use std::io;
 
-pub use apply::Apply;
+pub use apply::{Apply, Open};
 pub use diff::{Differ, Encoded};
 pub use index::SourceIndex;
 

@@ -183,6 +183,25 @@ fn bytes_inserted_and_removed_inside_a_file_cost_about_themselves() {
 }
 
 #[test]
+fn repeated_blocks_are_found_after_a_shift() {
+    // Every block of the source is alike: the search walks one chain of them, in order.
+    let zeros = vec![0u8; 400 * 1024];
+    let mut shifted = vec![b'x'];
+    shifted.extend_from_slice(&zeros);
+    let base = tar_of(&[file("z", zeros.clone())]);
+    let target = tar_of(&[file("z", shifted)]);
+    let e = round_trip(&[&base], &target);
+    assert!(e.copied >= zeros.len() as u64, "{} copied", e.copied);
+    // A byte inserted after two blocks: the blocks alike behind the copies so far are passed
+    // over, the next ones copied.
+    let mut inserted = zeros.clone();
+    inserted.insert(8192, b'x');
+    let target = tar_of(&[file("z", inserted)]);
+    let e = round_trip(&[&base], &target);
+    assert!(e.copied >= zeros.len() as u64, "{} copied", e.copied);
+}
+
+#[test]
 fn the_rolling_checksum_rolls() {
     let data = Rng(17).bytes(BLOCK + 300);
     let mut w = Weak::of(&data[..BLOCK]);
@@ -366,6 +385,23 @@ fn damaged_or_truncated_sources_are_refused() {
         .unwrap_err();
     assert!(matches!(err, DeltaError::Source { source: 3, .. }), "{err}");
     assert!(err.to_string().contains("checksum"), "{err}");
+    // A failed source leaves the index as it was: the others still serve, exactly.
+    let other = tar_of(&files(13)[5..]);
+    let mut index = SourceIndex::new();
+    index.add(0, &mut Cursor::new(&other)).unwrap();
+    let entries = index.entries();
+    assert!(index.add(1, &mut Cursor::new(cut)).is_err());
+    assert_eq!(index.entries(), entries);
+    let err = index.add(0, &mut Cursor::new(&other)).unwrap_err();
+    assert!(err.to_string().contains("indexed twice"), "{err}");
+    let third = tar_of(&[file("third", Rng(1).text(100))]);
+    index.add(2, &mut Cursor::new(&third)).unwrap();
+    let target = tar_of(&files(13));
+    let mut d = Differ::new(&index, u64::MAX);
+    d.write_all(&target).unwrap();
+    let e = d.finish().unwrap();
+    assert_eq!(apply(&[&other, b"", &third], &e.ops).unwrap(), target);
+    assert_eq!(e.sources_used, vec![0]);
 }
 
 // Hostile op streams: each is refused with its own message, never a panic.
@@ -499,6 +535,33 @@ fn hostile_ops_are_refused() {
 }
 
 #[test]
+fn a_cut_or_unreadable_op_stream_is_refused() {
+    let base = tar_of(&files(18)[..20]);
+    let e = diff(&[&base], &base);
+    for cut in [1, 5, e.ops.len() - 9] {
+        let err = apply(&[&base], &e.ops[..e.ops.len() - cut]).unwrap_err();
+        assert!(matches!(err, DeltaError::Corrupt(_)), "{err}");
+        assert!(err.to_string().contains("truncated"), "cut {cut}: {err}");
+    }
+    // The reader's own failure is an I/O error, not a corrupt delta.
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("connection reset"))
+        }
+    }
+    let ops = [&e.ops[..20], &[0u8; 0]].concat();
+    let mut a = Apply::new(
+        Box::new(Cursor::new(ops).chain(Failing)),
+        1,
+        Box::new(|_| Ok(Box::new(Cursor::new(Vec::new())) as Box<dyn Read>)),
+    );
+    let err = DeltaError::from_io(a.read_to_end(&mut Vec::new()).unwrap_err());
+    assert!(matches!(err, DeltaError::Io(_)), "{err}");
+    assert!(err.to_string().contains("connection reset"), "{err}");
+}
+
+#[test]
 fn sources_are_opened_once_lazily_and_read_to_their_end() {
     use std::cell::RefCell;
     use std::rc::Rc;
@@ -542,43 +605,4 @@ fn sources_are_opened_once_lazily_and_read_to_their_end() {
     let err = DeltaError::from_io(a.read_to_end(&mut Vec::new()).unwrap_err());
     assert!(matches!(err, DeltaError::Source { source: 0, .. }), "{err}");
     assert!(err.to_string().contains("no such layer"), "{err}");
-}
-
-#[test]
-#[ignore]
-fn bench_throwaway() {
-    use std::time::Instant;
-    let dir = std::env::var("TARDIFF_BENCH").unwrap();
-    let base = std::fs::read(format!("{dir}/base.tar")).unwrap();
-    let new = std::fs::read(format!("{dir}/new.tar")).unwrap();
-    let mb = |n: usize, t: std::time::Duration| n as f64 / 1e6 / t.as_secs_f64();
-    let t = Instant::now();
-    let index = index_of(&[&base]);
-    let ti = t.elapsed();
-    let t = Instant::now();
-    let mut d = Differ::new(&index, u64::MAX);
-    for c in new.chunks(64 * 1024) {
-        d.write_all(c).unwrap();
-    }
-    let e = d.finish().unwrap();
-    let td = t.elapsed();
-    let t = Instant::now();
-    let got = apply(&[&base], &e.ops).unwrap();
-    let ta = t.elapsed();
-    assert!(got == new);
-    let t = Instant::now();
-    let same = diff(&[&base], &base);
-    let ts = t.elapsed();
-    eprintln!(
-        "entries {} index {:.0} MB/s, diff {:.0} MB/s, apply {:.0} MB/s; delta {} B (copied {} literal {}); identical: {} B in {:?}",
-        index.entries(),
-        mb(base.len(), ti),
-        mb(new.len(), td),
-        mb(new.len(), ta),
-        e.ops.len(),
-        e.copied,
-        e.literal,
-        same.ops.len(),
-        ts
-    );
 }
