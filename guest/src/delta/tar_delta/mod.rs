@@ -59,8 +59,10 @@ pub const BLOCK: usize = 4096;
 pub const MAX_LITERAL: u64 = 1 << 20;
 /// The most entries (of all sources together) an index holds.
 pub const MAX_ENTRIES: usize = 2_000_000;
-/// The most memory an index may take (paths, entries, block hashes), in bytes.
-pub const MAX_INDEX_BYTES: usize = 512 << 20;
+/// The most memory an index may take (paths, entries, block hashes), in bytes: a quarter of
+/// the component's default memory limit, which the rebuilder's chunks and the deltas a pull
+/// holds share. At about 40 bytes per 4 KiB block it covers some 6 GB of source layers.
+pub const MAX_INDEX_BYTES: usize = 64 << 20;
 /// The longest PAX or GNU long-name extension the tar scanner reads.
 pub const MAX_EXTENSION: u64 = 1 << 20;
 
