@@ -25,6 +25,17 @@
 //!
 //! Nothing may follow the trailer. The per-chunk CRC32 lets the rebuilder refuse wrong plain
 //! text before handing it to preflate, and name where it went wrong.
+//!
+//! # Limits (preflate-rs 0.7.6, measured on a 97 MB tar of a Python library tree)
+//!
+//! - Rebuilt byte for byte: GNU gzip -1 to -6 and zlib (0.35 % of the blob at level 6, 0.005 %
+//!   at level 1). Level 9 (GNU gzip and zlib) fails its model at some chunk boundaries and
+//!   goes whole; where it does not, rebuilding runs at only 2–4 MB/s.
+//! - More than 4 GiB of plain text fails the model (its positions are 32-bit): goes whole.
+//! - [`Rebuild::new`] checks the data's structure, and the plain text is checked before
+//!   preflate sees it, but preflate itself asserts (a panic, a trap in the component) on some
+//!   corrupt corrections, and corrupt parameters can make it search for a very long time:
+//!   rebuild data must come from a verified archive.
 
 use std::fmt;
 use std::io::{self, Read, Write};
