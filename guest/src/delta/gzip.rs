@@ -28,9 +28,9 @@
 //!
 //! # Limits (preflate-rs 0.7.6, measured on a 97 MB tar of a Python library tree)
 //!
-//! - Rebuilt byte for byte: GNU gzip -1 to -6 and zlib (0.35 % of the blob at level 6, 0.005 %
-//!   at level 1). Level 9 (GNU gzip and zlib) fails its model at some chunk boundaries and
-//!   goes whole; where it does not, rebuilding runs at only 2–4 MB/s.
+//! - Rebuilt byte for byte: GNU gzip and zlib at levels 1, 6 and 9 (0.35 % of the blob at
+//!   level 6, 0.005 % at 1, 0.02 % at 9), at 11 (analyze) and 24 (rebuild) MB/s of plain text
+//!   at level 6; level 9 only at 2 and 4 MB/s (preflate walks zlib's 4096-deep hash chains).
 //! - More than 4 GiB of plain text fails the model (its positions are 32-bit): goes whole.
 //! - [`Rebuild::new`] checks the data's structure, and the plain text is checked before
 //!   preflate sees it, but preflate itself asserts (a panic, a trap in the component) on some
@@ -51,6 +51,12 @@ pub const REBUILDER: &str = "gzip+preflate-rs/0.7.6";
 /// tests): smaller chunks cost correction data (each chunk's model restarts its statistics),
 /// larger ones cost memory.
 pub const CHUNK: usize = 1 << 20;
+
+/// Compressed bytes fed to preflate first (cut, like every chunk, by [`PLAIN_LIMIT`]).
+/// preflate estimates the encoder's parameters from its first chunk alone; from 1 MiB of a
+/// 97 MB tar made by `gzip -9` (or zlib level 9) it guessed a chain depth too shallow for
+/// what followed and failed later on, from 4 MiB it rebuilt the whole tar.
+pub const FIRST_CHUNK: usize = 4 << 20;
 
 /// The most plain text one chunk may hold. preflate cuts a chunk at the last deflate block
 /// boundary before it (a decompression bomb so comes in pieces); a single deflate block that
@@ -275,14 +281,15 @@ pub fn analyze(
     plain: &mut dyn Write,
     max_data: u64,
 ) -> Result<Analysis, RebuildError> {
-    analyze_in_chunks(gz, plain, max_data, CHUNK)
+    analyze_in_chunks(gz, plain, max_data, FIRST_CHUNK, CHUNK)
 }
 
-/// [`analyze`] feeding preflate `chunk` compressed bytes at a time.
+/// [`analyze`] feeding preflate `first` compressed bytes, then `chunk` at a time.
 fn analyze_in_chunks(
     gz: &mut dyn Read,
     plain: &mut dyn Write,
     max_data: u64,
+    first: usize,
     chunk: usize,
 ) -> Result<Analysis, RebuildError> {
     let mut input = Input {
@@ -317,7 +324,7 @@ fn analyze_in_chunks(
     let mut rebuilder = RecreateStreamProcessor::new();
     let mut chunks: u32 = 0;
     let mut crc = Crc::new();
-    let mut want = chunk;
+    let mut want = first.max(chunk);
     while !analyser.is_done() {
         input.fill(want)?;
         let fed = input.avail().len().min(want);
@@ -808,7 +815,7 @@ mod tests {
     /// Analyses `gz` (in `chunk`-byte pieces) and checks the plain text it wrote.
     fn analyse(gz: &[u8], chunk: usize) -> Result<(Analysis, Vec<u8>), RebuildError> {
         let mut plain = Vec::new();
-        let a = analyze_in_chunks(&mut Cursor::new(gz), &mut plain, u64::MAX, chunk)?;
+        let a = analyze_in_chunks(&mut Cursor::new(gz), &mut plain, u64::MAX, chunk, chunk)?;
         Ok((a, plain))
     }
 
@@ -1093,7 +1100,7 @@ mod tests {
     }
 
     /// Throughput and size on a real layer, in release:
-    /// `IMO_GZIP_BENCH=blob.gz [IMO_GZIP_CHUNKS=256,1024] cargo test --release -p imo-guest
+    /// `IMO_GZIP_BENCH=blob.gz [IMO_GZIP_CHUNKS=256,1024] [IMO_GZIP_FIRST=4096] cargo test --release -p imo-guest
     /// --lib gzip::tests::measure -- --ignored --nocapture`. With `IMO_GZIP_ZEROS=1` the blob
     /// must hold only zero bytes, which are then not kept: layers beyond 4 GiB of plain text.
     /// With `IMO_GZIP_PLAIN=layer.tar` (the blob's plain text) nothing is kept in memory
@@ -1113,7 +1120,9 @@ mod tests {
             let mut sink = ZeroSink(0, plain_file.is_none());
             let out: &mut dyn Write = if zeros { &mut sink } else { &mut plain };
             let mut gz = std::fs::File::open(&path).unwrap();
-            let a = match analyze_in_chunks(&mut gz, out, u64::MAX, chunk) {
+            let first = std::env::var("IMO_GZIP_FIRST")
+                .map_or(FIRST_CHUNK, |k| k.parse::<usize>().unwrap() << 10);
+            let a = match analyze_in_chunks(&mut gz, out, u64::MAX, first, chunk) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("chunk {kib} KiB: {e}");
