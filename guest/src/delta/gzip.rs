@@ -386,7 +386,8 @@ fn analyze_in_chunks(
     }
     data[count_at..count_at + 4].copy_from_slice(&chunks.to_le_bytes());
 
-    input.fill(9)?;
+    // The trailer and what may follow it: enough to tell a second member's magic.
+    input.fill(10)?;
     let Some(trailer) = input.avail().get(..8) else {
         return Err(RebuildError::Damaged(
             "it ends before its 8-byte trailer".into(),
@@ -790,6 +791,17 @@ mod tests {
         out.into_inner().unwrap()
     }
 
+    /// A reader that hands out a few bytes at a time.
+    struct Trickle<'b>(&'b [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     fn gnu_gzip(level: u32, plain: &[u8]) -> Vec<u8> {
         let mut child = Command::new("gzip")
             .args(["-n", "-c", &format!("-{level}")])
@@ -932,16 +944,6 @@ mod tests {
         e.write_all(&plain).unwrap();
         let gz = e.finish().unwrap();
         round_trip(&gz, &plain, 4096);
-        // A reader that hands out a few bytes at a time.
-        struct Trickle<'b>(&'b [u8]);
-        impl Read for Trickle<'_> {
-            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                let n = buf.len().min(self.0.len()).min(3);
-                buf[..n].copy_from_slice(&self.0[..n]);
-                self.0 = &self.0[n..];
-                Ok(n)
-            }
-        }
         let mut written = Vec::new();
         let a = analyze(&mut Trickle(&gz), &mut written, u64::MAX).unwrap();
         assert!(written == plain);
@@ -980,6 +982,11 @@ mod tests {
         assert!(matches!(e, RebuildError::Unsupported(_)), "{e}");
         assert!(e.to_string().contains("several gzip members"), "{e}");
         assert!(e.to_string().contains("goes whole"), "{e}");
+        let e = analyze(&mut Trickle(&two), &mut io::sink(), u64::MAX).unwrap_err();
+        assert!(
+            e.to_string().contains("several gzip members"),
+            "read in pieces: {e}"
+        );
         for tail in [&[0][..], &[0; 512][..]] {
             let e = fail(&[&gz[..], tail].concat());
             assert!(
