@@ -31,6 +31,8 @@
 //! - Rebuilt byte for byte: GNU gzip and zlib at levels 1, 6 and 9 (0.35 % of the blob at
 //!   level 6, 0.005 % at 1, 0.02 % at 9), at 11 (analyze) and 24 (rebuild) MB/s of plain text
 //!   at level 6; level 9 only at 2 and 4 MB/s (preflate walks zlib's 4096-deep hash chains).
+//! - Memory: a peak RSS of 77 MB natively for analyze or rebuild of that tar, most of it the
+//!   [`FIRST_CHUNK`]'s plain text and tokens (30 MB with a 1 MiB first chunk).
 //! - More than 4 GiB of plain text fails the model (its positions are 32-bit): goes whole.
 //! - [`Rebuild::new`] checks the data's structure, and the plain text is checked before
 //!   preflate sees it, but preflate itself asserts (a panic, a trap in the component) on some
