@@ -495,8 +495,8 @@ impl BlockWriter {
             for code in 265..num_lit {
                 extra += i64::from(self.lit_freq[code]) * i64::from(LENGTH_EXTRA[code - 257]);
             }
-            for code in 4..num_dist {
-                extra += i64::from(self.dist_freq[code]) * i64::from(DIST_EXTRA[code]);
+            for (f, &e) in self.dist_freq[..num_dist].iter().zip(&DIST_EXTRA).skip(4) {
+                extra += i64::from(*f) * i64::from(e);
             }
         }
         let fixed = 3
@@ -840,13 +840,13 @@ impl Deflater {
             } else {
                 lookahead > MIN_MATCH - 1
             };
-            if candidate >= min_index && search {
-                if let Some((len, off)) =
+            if candidate >= min_index
+                && search
+                && let Some((len, off)) =
                     self.find_match(self.index, candidate, lookahead, good, nice, chain)
-                {
-                    self.length = len;
-                    self.offset = off;
-                }
+            {
+                self.length = len;
+                self.offset = off;
             }
             let emit = if lazy_mode {
                 prev_length >= MIN_MATCH && self.length <= prev_length
@@ -952,6 +952,505 @@ impl Deflater {
             tries -= 1;
         }
         found
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Gzip: analysis and rebuild.
+
+fn unsupported(why: impl Into<String>) -> RebuildError {
+    RebuildError::Unsupported(why.into())
+}
+
+/// Length of the gzip header at the start of `b`: `Ok(None)` when more bytes are needed to
+/// tell. `at_eof`: no more bytes will come.
+fn header_len(b: &[u8], at_eof: bool) -> Result<Option<usize>, RebuildError> {
+    for (i, &m) in [0x1f, 0x8b, 8].iter().enumerate() {
+        match b.get(i) {
+            Some(&x) if x != m => return Err(RebuildError::NotGzip),
+            None if at_eof => return Err(RebuildError::NotGzip),
+            _ => {}
+        }
+    }
+    let more = |n: usize| {
+        if n > MAX_HEADER {
+            Err(unsupported(format!(
+                "its gzip header is longer than {} KiB",
+                MAX_HEADER >> 10
+            )))
+        } else if at_eof {
+            Err(RebuildError::Damaged("it ends inside its header".into()))
+        } else {
+            Ok(None)
+        }
+    };
+    if b.len() < 10 {
+        return more(10);
+    }
+    let flags = b[3];
+    if flags & 0xe0 != 0 {
+        return Err(unsupported(format!(
+            "its gzip header sets reserved flags ({flags:#04x})"
+        )));
+    }
+    let mut at = 10;
+    if flags & 4 != 0 {
+        let Some(x) = b.get(at..at + 2) else {
+            return more(at + 2);
+        };
+        at += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
+    }
+    for flag in [8, 16] {
+        if flags & flag != 0 {
+            match b
+                .get(at..)
+                .and_then(|rest| rest.iter().position(|&c| c == 0))
+            {
+                Some(end) => at += end + 1,
+                None => return more(b.len().max(at) + 1),
+            }
+        }
+    }
+    if flags & 2 != 0 {
+        at += 2;
+    }
+    if b.len() < at || at > MAX_HEADER {
+        return more(at);
+    }
+    Ok(Some(at))
+}
+
+fn trailer_fields(t: &[u8]) -> (u32, u32) {
+    (
+        u32::from_le_bytes([t[0], t[1], t[2], t[3]]),
+        u32::from_le_bytes([t[4], t[5], t[6], t[7]]),
+    )
+}
+
+/// A level still in the running during [`analyze`]: its output so far matched the blob.
+struct Candidate {
+    level: i8,
+    encoder: Deflater,
+    /// Deflate bytes matched so far.
+    matched: u64,
+}
+
+/// The most deflate bytes [`analyze`] holds that the leading candidate has not yet matched.
+/// Go emits a block at most every 16384 tokens (a few hundred KiB compressed at worst) and
+/// holds at most 64 KiB of plain text unencoded; a blob further ahead is not Go's.
+const MAX_AHEAD: usize = 4 << 20;
+
+/// Reads a whole gzip blob, writes its plain text to `plain` as it goes, and returns the data
+/// that rebuilds the blob byte for byte when Go's `compress/gzip` wrote it at a level this
+/// module models. Every candidate level re-encodes the plain text as it is decompressed and
+/// is dropped at its first byte that differs from the blob: a result is never a guess. The
+/// level the header's XFL byte names (9 or 1) is the only one tried; otherwise Go's default
+/// first. `max_data`: fail with [`RebuildError::TooLarge`] if the rebuild data exceeds it.
+pub fn analyze(
+    gz: &mut dyn Read,
+    plain: &mut dyn Write,
+    max_data: u64,
+) -> Result<Analysis, RebuildError> {
+    let mut sha = Sha256::new();
+    let mut total = 0u64;
+    // Compressed bytes read and not yet matched by every candidate; `base` is the deflate
+    // offset of `comp[0]`, `used` how many of them the decompressor consumed.
+    let mut comp: Vec<u8> = Vec::with_capacity(1 << 17);
+    let mut eof = false;
+    let mut read_more = |comp: &mut Vec<u8>, eof: &mut bool| -> Result<(), RebuildError> {
+        let old = comp.len();
+        let got = (&mut *gz).take(64 << 10).read_to_end(comp)?;
+        sha.update(&comp[old..]);
+        total += got as u64;
+        *eof = got == 0;
+        Ok(())
+    };
+    let header = loop {
+        if let Some(n) = header_len(&comp, eof)? {
+            break comp[..n].to_vec();
+        }
+        read_more(&mut comp, &mut eof)?;
+    };
+    comp.drain(..header.len());
+    let levels: Vec<i8> = match header[8] {
+        2 => vec![9],
+        4 => {
+            return Err(unsupported(
+                "its gzip header names the fastest level, and Go's level 1 is not modelled",
+            ));
+        }
+        _ => LEVELS.iter().copied().filter(|&l| l != 9).collect(),
+    };
+    let mut alive: Vec<Candidate> = levels
+        .iter()
+        .filter_map(|&level| {
+            Some(Candidate {
+                level,
+                encoder: Deflater::new(level)?,
+                matched: 0,
+            })
+        })
+        .collect();
+    let not_go = || {
+        unsupported(
+            "its deflate stream is not what Go's compress/gzip writes at any level imo models",
+        )
+    };
+
+    let mut inflate = Decompress::new(false);
+    let mut base = 0u64;
+    let mut used = 0usize;
+    let mut piece = vec![0u8; WRITE];
+    let mut filled = 0usize;
+    let mut crc = Crc::new();
+    let mut plain_len = 0u64;
+    let mut stalled = false;
+    loop {
+        if (used == comp.len() || stalled) && !eof {
+            read_more(&mut comp, &mut eof)?;
+        }
+        let had = comp.len() - used;
+        let before_in = inflate.total_in();
+        let before_out = inflate.total_out();
+        let status = inflate
+            .decompress(&comp[used..], &mut piece[filled..], FlushDecompress::None)
+            .map_err(|e| RebuildError::Damaged(format!("its deflate stream is invalid: {e}")))?;
+        used += (inflate.total_in() - before_in) as usize;
+        let made = (inflate.total_out() - before_out) as usize;
+        filled += made;
+        let end = status == Status::StreamEnd;
+        // No progress: more input is needed, or the stream is cut short.
+        stalled = !end && made == 0 && used == comp.len() - had;
+        if stalled && eof {
+            return Err(RebuildError::Damaged(
+                "it ends inside its deflate stream".into(),
+            ));
+        }
+        if filled == WRITE || (end && filled > 0) {
+            let text = &piece[..filled];
+            plain.write_all(text)?;
+            crc.update(text);
+            plain_len += filled as u64;
+            for c in &mut alive {
+                c.encoder.write(text);
+            }
+            filled = 0;
+        }
+        if end {
+            for c in &mut alive {
+                c.encoder.finish();
+            }
+        }
+        // Compare what each candidate made with the blob.
+        // The decompressor and an encoder may each be a few bytes ahead of the other (the
+        // end of a block); compare what both have, keep the rest for the next round.
+        let known = &comp[..used];
+        alive.retain_mut(|c| {
+            let out = c.encoder.output();
+            let at = (c.matched - base) as usize;
+            let n = out.len().min(used - at);
+            if known[at..at + n] != out[..n] {
+                return false;
+            }
+            c.matched += n as u64;
+            out.drain(..n);
+            !end || (out.is_empty() && c.matched == base + used as u64)
+        });
+        if alive.is_empty() {
+            return Err(not_go());
+        }
+        let low = alive.iter().map(|c| c.matched).min().unwrap_or(base);
+        let drop = (low - base) as usize;
+        if drop > 0 {
+            comp.drain(..drop);
+            base = low;
+            used -= drop;
+        }
+        if used > MAX_AHEAD {
+            return Err(not_go());
+        }
+        if end {
+            break;
+        }
+    }
+    let deflate_len = inflate.total_in();
+    let winner = &alive[0];
+
+    comp.drain(..used);
+    while comp.len() < 9 && !eof {
+        read_more(&mut comp, &mut eof)?;
+    }
+    let Some(trailer) = comp.get(..8) else {
+        return Err(RebuildError::Damaged(
+            "it ends before its 8-byte trailer".into(),
+        ));
+    };
+    let (want_crc, want_size) = trailer_fields(trailer);
+    if want_crc != crc.sum() || want_size != crc.amount() {
+        return Err(RebuildError::Damaged(format!(
+            "its trailer says CRC32 {want_crc:08x} and size {want_size} (mod 2^32), its plain \
+             text has {:08x} and {}",
+            crc.sum(),
+            crc.amount()
+        )));
+    }
+    match comp.get(8..10) {
+        None | Some([]) => {}
+        Some([0x1f, 0x8b]) => return Err(unsupported("the layer holds several gzip members")),
+        Some(_) => return Err(unsupported("the layer has bytes after its gzip trailer")),
+    }
+    if comp.len() > 8 {
+        return Err(unsupported("the layer has bytes after its gzip trailer"));
+    }
+    let mut data = Vec::with_capacity(64 + header.len());
+    data.extend_from_slice(MAGIC);
+    data.push(winner.level as u8);
+    data.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    data.extend_from_slice(&header);
+    data.extend_from_slice(&plain_len.to_le_bytes());
+    data.extend_from_slice(&deflate_len.to_le_bytes());
+    data.extend_from_slice(&comp[..8]);
+    if data.len() as u64 > max_data {
+        return Err(RebuildError::TooLarge { limit: max_data });
+    }
+    debug_assert!(Parsed::parse(&data).is_ok());
+    Ok(Analysis {
+        data,
+        plain_len,
+        compressed_len: total,
+        compressed_sha256: sha.finalize().into(),
+    })
+}
+
+/// Rebuild data, validated.
+#[derive(Debug)]
+struct Parsed {
+    level: i8,
+    header: Vec<u8>,
+    plain_len: u64,
+    deflate_len: u64,
+    trailer: [u8; 8],
+}
+
+impl Parsed {
+    fn parse(data: &[u8]) -> Result<Self, String> {
+        let mut at = 0usize;
+        let mut take = |n: usize, what: &str| -> Result<&[u8], String> {
+            let end = at
+                .checked_add(n)
+                .filter(|&end| end <= data.len())
+                .ok_or_else(|| format!("it ends inside {what}"))?;
+            let r = &data[at..end];
+            at = end;
+            Ok(r)
+        };
+        let u64_of = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        let magic = take(8, "its magic number")?;
+        if magic[..7] != MAGIC[..7] {
+            return Err("it is not imo Go-gzip rebuild data".into());
+        }
+        if magic[7] != MAGIC[7] {
+            return Err(format!(
+                "it is version {} and this imo reads version {}; use a matching imo",
+                magic[7], MAGIC[7]
+            ));
+        }
+        let level = take(1, "the level")?[0] as i8;
+        if level == -1 || Deflater::new(level).is_none() {
+            return Err(format!(
+                "it names Go level {level}, which imo does not model"
+            ));
+        }
+        let n = take(4, "the header length")?;
+        let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+        let header = take(n, "the gzip header")?.to_vec();
+        match header_len(&header, true) {
+            Ok(Some(h)) if h == header.len() => {}
+            _ => return Err("its gzip header is not a valid gzip header".into()),
+        }
+        let plain_len = u64_of(take(8, "the plain length")?);
+        let deflate_len = u64_of(take(8, "the deflate length")?);
+        let trailer: [u8; 8] = take(8, "the gzip trailer")?.try_into().unwrap_or_default();
+        if at != data.len() {
+            return Err(format!("{} bytes follow its end", data.len() - at));
+        }
+        if trailer_fields(&trailer).1 != plain_len as u32 {
+            return Err("its plain length disagrees with the trailer's size".into());
+        }
+        // Go's smallest stream is 5 bytes; its largest about 5 bytes per 64 KiB stored block
+        // over the plain text, or 2 per byte in Huffman codes.
+        if deflate_len < 5 || deflate_len > plain_len.saturating_mul(2).saturating_add(1024) {
+            return Err(format!(
+                "it claims {deflate_len} deflate bytes for {plain_len} bytes of plain text"
+            ));
+        }
+        Ok(Self {
+            level,
+            header,
+            plain_len,
+            deflate_len,
+            trailer,
+        })
+    }
+}
+
+#[derive(PartialEq)]
+enum Phase {
+    Header,
+    Body,
+    Trailer,
+    Done,
+    Failed,
+}
+
+/// Pull-model rebuilder: reading it yields the exact gzip blob, re-encoded from the plain
+/// text at the level the rebuild data names. The plain text is checked as it is read (its
+/// length, then its CRC32 and the deflate stream's length against the data); a mismatch fails
+/// the read before the trailer is yielded, so the output is never a complete wrong blob.
+/// Errors from `read` carry a [`RebuildError`] ([`RebuildError::of_io`]). Memory: one
+/// [`Deflater`] (under 1 MiB) and a [`WRITE`]-byte buffer.
+pub struct Rebuild<'a> {
+    parsed: Parsed,
+    plain: Box<dyn Read + 'a>,
+    phase: Phase,
+    encoder: Deflater,
+    piece: Vec<u8>,
+    out: Vec<u8>,
+    out_at: usize,
+    crc: Crc,
+    read: u64,
+    made: u64,
+}
+
+impl<'a> Rebuild<'a> {
+    /// Validates `data` whole before anything is read from `plain`.
+    pub fn new(data: &[u8], plain: Box<dyn Read + 'a>) -> Result<Self, RebuildError> {
+        let parsed = Parsed::parse(data).map_err(RebuildError::Corrupt)?;
+        let encoder = Deflater::new(parsed.level)
+            .ok_or_else(|| RebuildError::Corrupt("it names an unknown level".into()))?;
+        Ok(Self {
+            parsed,
+            plain,
+            phase: Phase::Header,
+            encoder,
+            piece: Vec::with_capacity(WRITE),
+            out: Vec::new(),
+            out_at: 0,
+            crc: Crc::new(),
+            read: 0,
+            made: 0,
+        })
+    }
+
+    /// Bytes the rebuilt blob has.
+    pub fn compressed_len(&self) -> u64 {
+        self.parsed.header.len() as u64 + self.parsed.deflate_len + 8
+    }
+
+    /// Bytes of plain text the rebuild reads.
+    pub fn plain_len(&self) -> u64 {
+        self.parsed.plain_len
+    }
+
+    fn advance(&mut self) -> Result<(), RebuildError> {
+        self.out.clear();
+        self.out_at = 0;
+        match self.phase {
+            Phase::Header => {
+                self.out.extend_from_slice(&self.parsed.header);
+                self.phase = Phase::Body;
+            }
+            Phase::Body => {
+                self.piece.clear();
+                let want = (self.parsed.plain_len - self.read).min(WRITE as u64);
+                let got = self
+                    .plain
+                    .by_ref()
+                    .take(want)
+                    .read_to_end(&mut self.piece)? as u64;
+                if got < want {
+                    return Err(RebuildError::PlainMismatch(format!(
+                        "it ends {} bytes early",
+                        self.parsed.plain_len - self.read - got
+                    )));
+                }
+                self.read += got;
+                self.crc.update(&self.piece);
+                self.encoder.write(&self.piece);
+                if self.read == self.parsed.plain_len {
+                    let mut extra = [0u8; 1];
+                    if read_some(&mut self.plain, &mut extra)? > 0 {
+                        return Err(RebuildError::PlainMismatch(format!(
+                            "it is longer than the {} bytes the layer holds",
+                            self.parsed.plain_len
+                        )));
+                    }
+                    let (crc, size) = trailer_fields(&self.parsed.trailer);
+                    if crc != self.crc.sum() || size != self.crc.amount() {
+                        return Err(RebuildError::PlainMismatch(
+                            "its CRC32 disagrees with the gzip trailer".into(),
+                        ));
+                    }
+                    self.encoder.finish();
+                    self.phase = Phase::Trailer;
+                }
+                std::mem::swap(&mut self.out, self.encoder.output());
+                self.made += self.out.len() as u64;
+                if self.made > self.parsed.deflate_len
+                    || (self.phase == Phase::Trailer && self.made != self.parsed.deflate_len)
+                {
+                    return Err(RebuildError::Corrupt(format!(
+                        "the deflate stream rebuilt to {} bytes or more, the data says {}",
+                        self.made, self.parsed.deflate_len
+                    )));
+                }
+            }
+            Phase::Trailer => {
+                self.out.extend_from_slice(&self.parsed.trailer);
+                self.phase = Phase::Done;
+            }
+            Phase::Done | Phase::Failed => {}
+        }
+        Ok(())
+    }
+}
+
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+impl Read for Rebuild<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.out_at == self.out.len() {
+            match self.phase {
+                Phase::Done => return Ok(0),
+                Phase::Failed => {
+                    return Err(io::Error::other("the layer's rebuild failed earlier"));
+                }
+                _ => {}
+            }
+            if let Err(e) = self.advance() {
+                self.phase = Phase::Failed;
+                self.out.clear();
+                self.out_at = 0;
+                return Err(match e {
+                    RebuildError::Io(e) => e,
+                    e => io::Error::new(io::ErrorKind::InvalidData, e),
+                });
+            }
+        }
+        let n = buf.len().min(self.out.len() - self.out_at);
+        buf[..n].copy_from_slice(&self.out[self.out_at..self.out_at + n]);
+        self.out_at += n;
+        Ok(n)
     }
 }
 
@@ -1132,5 +1631,148 @@ mod tests {
         ]
         .concat();
         assert_eq!(compare(6, &big), None);
+    }
+
+    fn rebuild(data: &[u8], plain: Vec<u8>) -> Result<Vec<u8>, io::Error> {
+        let mut r = Rebuild::new(data, Box::new(io::Cursor::new(plain))).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// Analyses `gz`, checks the plain text, rebuilds it and checks the bytes; the data.
+    fn round_trip(gz: &[u8], plain: &[u8]) -> Analysis {
+        let mut written = Vec::new();
+        let a = analyze(&mut &gz[..], &mut written, u64::MAX).unwrap();
+        assert!(written == plain, "plain text");
+        assert_eq!(a.plain_len, plain.len() as u64);
+        assert_eq!(a.compressed_len, gz.len() as u64);
+        assert_eq!(a.compressed_sha256, <[u8; 32]>::from(Sha256::digest(gz)));
+        let r = Rebuild::new(&a.data, Box::new(io::empty())).unwrap();
+        assert_eq!(r.compressed_len(), gz.len() as u64);
+        assert!(rebuild(&a.data, written).unwrap() == gz, "rebuilt bytes");
+        a
+    }
+
+    #[test]
+    fn go_gzip_blobs_round_trip_at_every_modelled_level() {
+        let plain = [json_tar(), text(200 << 10), random(40 << 10)].concat();
+        for level in [-1, 6, 2, 4, 5, 7, 8, 9, 0, -2, 3] {
+            let Some(gz) = go_gzip(level, &plain) else {
+                return;
+            };
+            let a = round_trip(&gz, &plain);
+            let want = if level == -1 { 6 } else { level };
+            // Levels may coincide on some text; the one found must rebuild all the same.
+            eprintln!(
+                "level {level}: found {}, data {} B",
+                a.data[8] as i8,
+                a.data.len()
+            );
+            if level != 3 && level != 2 {
+                assert_eq!(a.data[8] as i8, want, "level {level}");
+            }
+        }
+        for (name, plain) in inputs() {
+            let gz = go_gzip(6, &plain).unwrap();
+            eprintln!("{name}");
+            round_trip(&gz, &plain);
+        }
+    }
+
+    #[test]
+    fn other_encoders_are_refused() {
+        let plain = [json_tar(), text(100 << 10)].concat();
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        e.write_all(&plain).unwrap();
+        let gz = e.finish().unwrap();
+        let err = analyze(&mut &gz[..], &mut io::sink(), u64::MAX).unwrap_err();
+        assert!(matches!(err, RebuildError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("Go's compress/gzip"), "{err}");
+        assert!(matches!(
+            analyze(&mut &plain[..], &mut io::sink(), u64::MAX).unwrap_err(),
+            RebuildError::NotGzip
+        ));
+        let Some(gz) = go_gzip(6, &plain) else {
+            return;
+        };
+        for cut in [5, 20, gz.len() / 2, gz.len() - 3] {
+            let e = analyze(&mut &gz[..cut], &mut io::sink(), u64::MAX).unwrap_err();
+            assert!(matches!(e, RebuildError::Damaged(_)), "cut at {cut}: {e}");
+        }
+        let mut bad = gz.clone();
+        let at = gz.len() - 8;
+        bad[at] ^= 1;
+        let e = analyze(&mut &bad[..], &mut io::sink(), u64::MAX).unwrap_err();
+        assert!(matches!(e, RebuildError::Damaged(_)), "{e}");
+        let e = analyze(
+            &mut &[&gz[..], &gz[..]].concat()[..],
+            &mut io::sink(),
+            u64::MAX,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("several gzip members"), "{e}");
+        // A flipped bit in the middle of the deflate stream: damaged or not Go's, never Ok.
+        let mut flipped = gz.clone();
+        flipped[gz.len() / 2] ^= 4;
+        assert!(analyze(&mut &flipped[..], &mut io::sink(), u64::MAX).is_err());
+    }
+
+    #[test]
+    fn wrong_plain_text_fails_before_the_trailer() {
+        let plain = [json_tar(), text(300 << 10)].concat();
+        let Some(gz) = go_gzip(6, &plain) else {
+            return;
+        };
+        let a = round_trip(&gz, &plain);
+        let mut altered = plain.clone();
+        altered[plain.len() - 1000] ^= 0x20;
+        let cases = [
+            ("altered", altered),
+            ("truncated", plain[..plain.len() - 1].to_vec()),
+            ("extended", [&plain[..], b"x"].concat()),
+            ("empty", Vec::new()),
+        ];
+        for (what, wrong) in cases {
+            let mut r = Rebuild::new(&a.data, Box::new(io::Cursor::new(wrong))).unwrap();
+            let mut out = Vec::new();
+            let e = r.read_to_end(&mut out).unwrap_err();
+            let e = RebuildError::of_io(&e).unwrap();
+            assert!(matches!(e, RebuildError::PlainMismatch(_)), "{what}: {e}");
+            assert!(out.len() <= gz.len() - 8, "{what}: no trailer");
+        }
+    }
+
+    #[test]
+    fn corrupt_rebuild_data_is_an_error() {
+        let plain = text(100 << 10);
+        let Some(gz) = go_gzip(6, &plain) else {
+            return;
+        };
+        let data = round_trip(&gz, &plain).data;
+        let corrupt = |d: &[u8]| match Rebuild::new(d, Box::new(io::empty())) {
+            Err(RebuildError::Corrupt(why)) => why,
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(corrupt(b"").contains("ends inside"));
+        assert!(corrupt(&data[..data.len() - 1]).contains("ends inside"));
+        assert!(corrupt(&[&data[..], &[0]].concat()).contains("follow its end"));
+        assert!(corrupt(&[b"IMOGOFL\x02", &data[8..]].concat()).contains("version 2"));
+        let mut level = data.clone();
+        level[8] = 1;
+        assert!(corrupt(&level).contains("level 1"));
+        let mut header = data.clone();
+        header[14] = 0x8c;
+        assert!(corrupt(&header).contains("gzip header"));
+        // A wrong deflate length passes the checks up front, fails at the end of the text.
+        let at = data.len() - 16;
+        let mut len = data;
+        len[at] ^= 1;
+        let e = rebuild(&len, plain).unwrap_err();
+        assert!(
+            matches!(RebuildError::of_io(&e), Some(RebuildError::Corrupt(_))),
+            "{e}"
+        );
     }
 }
