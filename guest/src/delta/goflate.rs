@@ -1775,4 +1775,50 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Analyses and rebuilds real blobs, in release:
+    /// `IMO_GOFLATE_BENCH=a.gz,b.gz cargo test --release -p imo-guest --lib
+    /// goflate::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement; needs IMO_GOFLATE_BENCH"]
+    fn measure() {
+        let paths = std::env::var("IMO_GOFLATE_BENCH").expect("IMO_GOFLATE_BENCH=blob.gz,...");
+        for path in paths.split(',') {
+            let gz = std::fs::read(path).unwrap();
+            let start = std::time::Instant::now();
+            let mut plain = Vec::new();
+            let a = match analyze(&mut &gz[..], &mut plain, u64::MAX) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("{path}: {e}");
+                    continue;
+                }
+            };
+            let analysed = start.elapsed().as_secs_f64();
+            let start = std::time::Instant::now();
+            let mut r = Rebuild::new(&a.data, Box::new(&plain[..])).unwrap();
+            let mut sha = Sha256::new();
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+            }
+            let rebuilt = start.elapsed().as_secs_f64();
+            assert_eq!(<[u8; 32]>::from(sha.finalize()), a.compressed_sha256);
+            let mb = plain.len() as f64 / 1e6;
+            eprintln!(
+                "{path}: level {}, blob {} B, plain {} B, rebuild data {} B; analyze {:.1} MB/s, \
+                 rebuild+sha256 {:.1} MB/s of plain",
+                a.data[8] as i8,
+                gz.len(),
+                plain.len(),
+                a.data.len(),
+                mb / analysed,
+                mb / rebuilt
+            );
+        }
+    }
 }
