@@ -14,8 +14,8 @@
 //! all the same unless it hits that corner, and then [`analyze`] finds a mismatch and the
 //! layer goes whole.
 //!
-//! Levels modelled: Go's 2 to 9 (6 is its default, `-1`), 0 (stored) and -2 (Huffman only).
-//! Level 1 (Go's separate "best speed" algorithm) is not modelled.
+//! Levels modelled: all of Go's: 1 (its separate "best speed" matcher), 2 to 9 (6 is its
+//! default, `-1`), 0 (stored) and -2 (Huffman only).
 //!
 //! # Rebuild data, version 1
 //!
@@ -24,7 +24,7 @@
 //! | bytes | what |
 //! | --- | --- |
 //! | 8 | magic `IMOGOFL` and the version byte 1 |
-//! | 1 | Go's compression level, as a signed byte (-2, 0, 2..9) |
+//! | 1 | Go's compression level, as a signed byte (-2, 0..9) |
 //! | 4 | `header_len`, then the gzip header verbatim (validated as a gzip header) |
 //! | 8 | bytes of plain text |
 //! | 8 | bytes of the deflate stream |
@@ -46,7 +46,7 @@ pub const REBUILDER: &str = "gzip+go-flate/1";
 pub const WRITE: usize = 32 << 10;
 
 /// The levels tried by [`analyze`], Go's default first.
-pub const LEVELS: [i8; 10] = [6, 2, 3, 4, 5, 7, 8, 9, 0, -2];
+pub const LEVELS: [i8; 11] = [6, 2, 3, 4, 5, 7, 8, 9, 1, 0, -2];
 
 const MAGIC: &[u8; 8] = b"IMOGOFL\x01";
 const MAX_HEADER: usize = 64 << 10;
@@ -551,6 +551,20 @@ impl BlockWriter {
         self.put_code(lit[END_BLOCK]);
     }
 
+    /// A dynamic block of `tokens`, or stored when that is not more than a sixteenth larger
+    /// (Go's level 1).
+    fn dynamic_block(&mut self, tokens: &[u32], input: &[u8]) {
+        let (num_lit, num_dist) = self.count(tokens);
+        self.build_codegen(num_lit, num_dist);
+        let (size, num_codegens) = self.dynamic_size(0);
+        if input.len() <= 65535 && (input.len() as i64 + 5) * 8 < size + (size >> 4) {
+            self.stored(input, false);
+            return;
+        }
+        self.dynamic_header(num_lit, num_dist, num_codegens);
+        self.tokens(tokens, false);
+    }
+
     /// A block of literals only (Go's Huffman-only mode), or stored when that is not more
     /// than a sixteenth larger.
     fn huffman_only(&mut self, input: &[u8]) {
@@ -614,6 +628,8 @@ fn hash4(b: &[u8]) -> u32 {
 enum Mode {
     Stored,
     HuffmanOnly,
+    /// Go's level 1: a separate single-probe matcher over 64 KiB blocks ([`Fast`]).
+    Fast,
     Lazy {
         good: usize,
         lazy: usize,
@@ -643,14 +659,16 @@ pub struct Deflater {
     max_insert: usize,
     sync: bool,
     finished: bool,
+    fast: Option<Box<Fast>>,
 }
 
 impl Deflater {
-    /// An encoder for Go level `level` (-2, -1, 0, 2..9); `None` for levels not modelled.
+    /// An encoder for Go level `level` (-2, -1, 0..9); `None` for other numbers.
     pub fn new(level: i8) -> Option<Self> {
         let (mode, window, tables) = match level {
             0 => (Mode::Stored, 65535, false),
             -2 => (Mode::HuffmanOnly, 65535, false),
+            1 => (Mode::Fast, 65535, false),
             _ => {
                 let (good, lazy, nice, chain, fast_skip) = params(level)?;
                 (
@@ -688,6 +706,7 @@ impl Deflater {
             max_insert: 0,
             sync: false,
             finished: false,
+            fast: (level == 1).then(|| Box::new(Fast::new())),
         })
     }
 
@@ -772,7 +791,41 @@ impl Deflater {
                 self.window_end = 0;
             }
             Mode::Lazy { .. } => self.deflate(),
+            Mode::Fast => self.fast_step(),
         }
+    }
+
+    fn fast_step(&mut self) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        let end = self.window_end;
+        let input = &self.window[..end];
+        if end < self.window.len() {
+            if !self.sync {
+                return;
+            }
+            // A short last block: no matching at all.
+            if end < 128 {
+                match end {
+                    0 => return,
+                    1..=16 => self.w.stored(input, false),
+                    _ => self.w.huffman_only(input),
+                }
+                self.window_end = 0;
+                fast.reset();
+                return;
+            }
+        }
+        self.tokens.clear();
+        fast.encode(&mut self.tokens, input);
+        if self.tokens.len() > end - (end >> 4) {
+            self.w.huffman_only(input);
+        } else {
+            self.w.dynamic_block(&self.tokens, input);
+        }
+        self.tokens.clear();
+        self.window_end = 0;
     }
 
     fn insert(&mut self, at: usize) {
@@ -955,6 +1008,160 @@ impl Deflater {
     }
 }
 
+/// Go's level 1 matcher: one probe per position in a 16K-entry table of (4 bytes, position),
+/// a probe stride that grows over incompressible runs, matches reaching into the previous
+/// 64 KiB block.
+struct Fast {
+    table: Vec<(u32, i32)>,
+    prev: Vec<u8>,
+    cur: i32,
+}
+
+const FAST_BITS: u32 = 14;
+const FAST_MARGIN: usize = 15;
+const FAST_RESET: i32 = i32::MAX - 2 * 65535;
+
+fn fast_hash(u: u32) -> usize {
+    (u.wrapping_mul(0x1e35_a7bd) >> (32 - FAST_BITS)) as usize
+}
+
+fn load32(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+}
+
+impl Fast {
+    fn new() -> Self {
+        Self {
+            table: vec![(0, 0); 1 << FAST_BITS],
+            prev: Vec::with_capacity(65535),
+            cur: 65535,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.prev.clear();
+        self.cur += WINDOW as i32;
+        if self.cur >= FAST_RESET {
+            self.shift();
+        }
+    }
+
+    /// Rebases the stored positions before they outgrow 31 bits.
+    fn shift(&mut self) {
+        if self.prev.is_empty() {
+            self.table.fill((0, 0));
+        } else {
+            for e in &mut self.table {
+                e.1 = (e.1 - self.cur + WINDOW as i32 + 1).max(0);
+            }
+        }
+        self.cur = WINDOW as i32 + 1;
+    }
+
+    /// Tokens for one block `src`, matches possibly reaching into the previous block.
+    fn encode(&mut self, dst: &mut Vec<u32>, src: &[u8]) {
+        if self.cur >= FAST_RESET {
+            self.shift();
+        }
+        if src.len() < 2 + FAST_MARGIN {
+            self.cur += 65535;
+            self.prev.clear();
+            dst.extend(src.iter().map(|&b| u32::from(b)));
+            return;
+        }
+        let limit = (src.len() - FAST_MARGIN) as i32;
+        let mut next_emit = 0i32;
+        let mut s = 0i32;
+        let mut cv = load32(src, 0);
+        let mut next_hash = fast_hash(cv);
+        'blocks: loop {
+            let mut skip = 32i32;
+            let mut next_s = s;
+            let mut candidate;
+            // Probe until a 4-byte match within reach, striding further the longer it fails.
+            loop {
+                s = next_s;
+                let stride = skip >> 5;
+                next_s = s + stride;
+                skip += stride;
+                if next_s > limit {
+                    break 'blocks;
+                }
+                candidate = self.table[next_hash];
+                let now = load32(src, next_s as usize);
+                self.table[next_hash] = (cv, s + self.cur);
+                next_hash = fast_hash(now);
+                let offset = s - (candidate.1 - self.cur);
+                if offset > WINDOW as i32 || cv != candidate.0 {
+                    cv = now;
+                    continue;
+                }
+                break;
+            }
+            dst.extend(
+                src[next_emit as usize..s as usize]
+                    .iter()
+                    .map(|&b| u32::from(b)),
+            );
+            // Matches, back to back, as long as the position after one starts another.
+            loop {
+                s += 4;
+                let t = candidate.1 - self.cur + 4;
+                let l = self.match_len(s, t, src);
+                dst.push(MATCH | ((l as u32 + 1) << 22) | (s - t - 1) as u32);
+                s += l;
+                next_emit = s;
+                if s >= limit {
+                    break 'blocks;
+                }
+                let at = (s - 1) as usize;
+                let mut x = u64::from_le_bytes(src[at..at + 8].try_into().unwrap_or_default());
+                self.table[fast_hash(x as u32)] = (x as u32, self.cur + s - 1);
+                x >>= 8;
+                let h = fast_hash(x as u32);
+                candidate = self.table[h];
+                self.table[h] = (x as u32, self.cur + s);
+                let offset = s - (candidate.1 - self.cur);
+                if offset > WINDOW as i32 || x as u32 != candidate.0 {
+                    cv = (x >> 8) as u32;
+                    next_hash = fast_hash(cv);
+                    s += 1;
+                    break;
+                }
+            }
+        }
+        if (next_emit as usize) < src.len() {
+            dst.extend(src[next_emit as usize..].iter().map(|&b| u32::from(b)));
+        }
+        self.cur += src.len() as i32;
+        self.prev.clear();
+        self.prev.extend_from_slice(src);
+    }
+
+    /// Length of the match at `s` against `t` (negative: in the previous block, running on
+    /// into this one), at most 254 (the 4 bytes already matched make 258).
+    fn match_len(&self, s: i32, t: i32, src: &[u8]) -> i32 {
+        let s = s as usize;
+        let end = (s + MAX_MATCH - 4).min(src.len());
+        let common = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        if t >= 0 {
+            return common(&src[s..end], &src[t as usize..]) as i32;
+        }
+        let tp = self.prev.len() as i32 + t;
+        if tp < 0 {
+            return 0;
+        }
+        let a = &src[s..end];
+        let b = &self.prev[tp as usize..];
+        let b = &b[..b.len().min(a.len())];
+        let n = common(&a[..b.len()], b);
+        if n < b.len() || s + n == end {
+            return n as i32;
+        }
+        (n + common(&src[s + n..end], src)) as i32
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Gzip: analysis and rebuild.
 
@@ -1074,12 +1281,12 @@ pub fn analyze(
     comp.drain(..header.len());
     let levels: Vec<i8> = match header[8] {
         2 => vec![9],
-        4 => {
-            return Err(unsupported(
-                "its gzip header names the fastest level, and Go's level 1 is not modelled",
-            ));
-        }
-        _ => LEVELS.iter().copied().filter(|&l| l != 9).collect(),
+        4 => vec![1],
+        _ => LEVELS
+            .iter()
+            .copied()
+            .filter(|&l| l != 9 && l != 1)
+            .collect(),
     };
     let mut alive: Vec<Candidate> = levels
         .iter()
@@ -1610,7 +1817,7 @@ mod tests {
             vec![0; 1 << 20],
         ]
         .concat();
-        for level in [-2, 0, 2, 3, 4, 5, 7, 8, 9] {
+        for level in [-2, 0, 1, 2, 3, 4, 5, 7, 8, 9] {
             for (name, plain) in inputs().into_iter().chain([("mixed 2.5 MiB", big.clone())]) {
                 if let Some(why) = compare(level, &plain) {
                     failed.push(format!("{name}: {why}"));
@@ -1657,7 +1864,7 @@ mod tests {
     #[test]
     fn go_gzip_blobs_round_trip_at_every_modelled_level() {
         let plain = [json_tar(), text(200 << 10), random(40 << 10)].concat();
-        for level in [-1, 6, 2, 4, 5, 7, 8, 9, 0, -2, 3] {
+        for level in [-1, 6, 1, 2, 4, 5, 7, 8, 9, 0, -2, 3] {
             let Some(gz) = go_gzip(level, &plain) else {
                 return;
             };
@@ -1760,8 +1967,8 @@ mod tests {
         assert!(corrupt(&[&data[..], &[0]].concat()).contains("follow its end"));
         assert!(corrupt(&[b"IMOGOFL\x02", &data[8..]].concat()).contains("version 2"));
         let mut level = data.clone();
-        level[8] = 1;
-        assert!(corrupt(&level).contains("level 1"));
+        level[8] = 10;
+        assert!(corrupt(&level).contains("level 10"));
         let mut header = data.clone();
         header[14] = 0x8c;
         assert!(corrupt(&header).contains("gzip header"));
