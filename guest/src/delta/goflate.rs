@@ -99,6 +99,25 @@ fn dist_code(xdist: u32) -> usize {
     }
 }
 
+/// How many leading bytes `a` and `b` share, 8 at a time.
+fn common_len(a: &[u8], b: &[u8]) -> usize {
+    let max = a.len().min(b.len());
+    let mut n = 0;
+    while n + 8 <= max {
+        let x = u64::from_le_bytes(a[n..n + 8].try_into().unwrap_or_default());
+        let y = u64::from_le_bytes(b[n..n + 8].try_into().unwrap_or_default());
+        if x != y {
+            return n + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + a[n..max]
+        .iter()
+        .zip(&b[n..max])
+        .take_while(|(x, y)| x == y)
+        .count()
+}
+
 /// A token: a literal byte (or the end of block, 256) below `MATCH`; a match otherwise, with
 /// its length minus 3 above bit 22 and its distance minus 1 below.
 const MATCH: u32 = 1 << 30;
@@ -981,11 +1000,7 @@ impl Deflater {
         while tries > 0 {
             let at = i as usize;
             if w_end == win[at + length] {
-                let n = win[at..at + max_look]
-                    .iter()
-                    .zip(&win[pos..])
-                    .take_while(|(a, b)| a == b)
-                    .count();
+                let n = common_len(&win[at..at + max_look], &win[pos..]);
                 if n > length && (n > MIN_MATCH || pos - at <= 4096) {
                     length = n;
                     found = Some((n, pos - at));
@@ -1143,7 +1158,7 @@ impl Fast {
     fn match_len(&self, s: i32, t: i32, src: &[u8]) -> i32 {
         let s = s as usize;
         let end = (s + MAX_MATCH - 4).min(src.len());
-        let common = |a: &[u8], b: &[u8]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let common = common_len;
         if t >= 0 {
             return common(&src[s..end], &src[t as usize..]) as i32;
         }
