@@ -16,6 +16,7 @@ use std::io::Read;
 pub mod tar_delta;
 
 // Rebuilders of compressed layers from their plain tar.
+pub mod goflate;
 pub mod gzip;
 
 /// The rebuilder of an uncompressed layer: its tar is the blob.
