@@ -15,7 +15,8 @@
 
 use super::{LayerTravel, Reporter, short};
 use crate::archive::LayerDelta;
-use crate::delta::gzip::{self, Rebuild};
+use crate::delta::goflate;
+use crate::delta::gzip::{self, Analysis, Rebuild, RebuildError};
 use crate::delta::tar_delta::{Apply, Differ, SourceIndex};
 use crate::delta::{self, MAX_SOURCES, TAR};
 use crate::digest::Digest;
@@ -46,13 +47,6 @@ impl Encoding {
             | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Encoding::Gzip),
             "application/vnd.oci.image.layer.v1.tar" => Some(Encoding::Tar),
             _ => None,
-        }
-    }
-
-    fn rebuilder(self) -> &'static str {
-        match self {
-            Encoding::Gzip => gzip::REBUILDER,
-            Encoding::Tar => TAR,
         }
     }
 
@@ -218,7 +212,7 @@ pub fn plan(
             let max = (layer.size / WORTH).min(budget);
             let diff_id = facts.diff_ids.get(i).cloned().flatten();
             match make(*source, layer, encoding, diff_id.as_ref(), &index, max) {
-                Ok((diff_id, blob)) => {
+                Ok((diff_id, blob, rebuilder)) => {
                     let size = blob.len() as u64;
                     budget -= size.min(budget);
                     report.line(&format!(
@@ -244,7 +238,7 @@ pub fn plan(
                         },
                         diff_id,
                         sources: source_list.clone(),
-                        rebuilder: encoding.rebuilder().into(),
+                        rebuilder: rebuilder.into(),
                     };
                     planned.deltas.push((entry, blob));
                 }
@@ -327,7 +321,20 @@ impl Write for Tee<'_, '_> {
     }
 }
 
-/// The delta of one layer at most `max` bytes long, and its `diff_id`; or why it goes whole.
+/// A gzip rebuilder's analysis: the blob read, its tar written to `plain`.
+type Analyze = fn(&mut dyn Read, &mut dyn Write, u64) -> Result<Analysis, RebuildError>;
+
+/// The rebuilders of an encoding, in the order they are tried; `None` where the tar is the
+/// blob. For gzip, Go's encoder first (it needs no correction data, and tells a blob it did
+/// not write within its first block), then preflate-rs's model of the zlib family.
+const TAR_REBUILDERS: [(&str, Option<Analyze>); 1] = [(TAR, None)];
+const GZIP_REBUILDERS: [(&str, Option<Analyze>); 2] = [
+    (goflate::REBUILDER, Some(goflate::analyze)),
+    (gzip::REBUILDER, Some(gzip::analyze)),
+];
+
+/// The delta of one layer at most `max` bytes long, its `diff_id` and its rebuilder; or why
+/// it goes whole. A gzip layer is read again for each rebuilder tried.
 fn make(
     source: &dyn Source,
     layer: &Descriptor,
@@ -335,31 +342,52 @@ fn make(
     config_diff_id: Option<&Digest>,
     index: &SourceIndex,
     max: u64,
-) -> Result<(Digest, Vec<u8>), String> {
-    let mut blob = source.open_blob(layer).map_err(|e| e.to_string())?;
-    let mut differ = Differ::new(index, max);
-    let mut hasher = Sha256::new();
-    let rebuild = {
+) -> Result<(Digest, Vec<u8>, &'static str), String> {
+    let rebuilders: &[(&'static str, Option<Analyze>)] = match encoding {
+        Encoding::Tar => &TAR_REBUILDERS,
+        Encoding::Gzip => &GZIP_REBUILDERS,
+    };
+    let mut why = String::new();
+    for &(rebuilder, analyze) in rebuilders {
+        let mut blob = source.open_blob(layer).map_err(|e| e.to_string())?;
+        let mut differ = Differ::new(index, max);
+        let mut hasher = Sha256::new();
         let mut tee = Tee {
             differ: &mut differ,
             hasher: &mut hasher,
         };
-        match encoding {
-            Encoding::Gzip => {
-                let analysis =
-                    gzip::analyze(&mut blob, &mut tee, max).map_err(|e| e.to_string())?;
-                if Digest::from_sha256(analysis.compressed_sha256) != layer.digest {
-                    return Err("the blob read is not the layer its digest names".into());
+        let rebuild = match analyze {
+            Some(analyze) => match analyze(&mut blob, &mut tee, max) {
+                Ok(a) if Digest::from_sha256(a.compressed_sha256) == layer.digest => a.data,
+                Ok(_) => return Err("the blob read is not the layer its digest names".into()),
+                // Not this encoder's: the next rebuilder may know it.
+                Err(e @ (RebuildError::NotReproducible | RebuildError::Unsupported(_))) => {
+                    why = e.to_string();
+                    continue;
                 }
-                analysis.data
-            }
-            Encoding::Tar => {
+                Err(e) => return Err(e.to_string()),
+            },
+            None => {
                 io::copy(&mut blob, &mut tee).map_err(|e| e.to_string())?;
                 vec![]
             }
-        }
-    };
-    let encoded = differ.finish().map_err(|e| e.to_string())?;
+        };
+        let encoded = differ.finish().map_err(|e| e.to_string())?;
+        return finish(layer, config_diff_id, hasher, &rebuild, &encoded.ops, max)
+            .map(|(diff_id, blob)| (diff_id, blob, rebuilder));
+    }
+    Err(why)
+}
+
+/// Checks a made delta against the config's `diff_id` and the size it may have.
+fn finish(
+    layer: &Descriptor,
+    config_diff_id: Option<&Digest>,
+    hasher: Sha256,
+    rebuild: &[u8],
+    ops: &[u8],
+    max: u64,
+) -> Result<(Digest, Vec<u8>), String> {
     let diff_id = Digest::from_hasher(hasher);
     if let Some(expected) = config_diff_id
         && *expected != diff_id
@@ -368,7 +396,7 @@ fn make(
             "its tar hashes to {diff_id}, not to the diff_id {expected} its config names"
         ));
     }
-    let blob = delta::encode(&rebuild, &encoded.ops);
+    let blob = delta::encode(rebuild, ops);
     if blob.len() as u64 > max {
         return Err(format!(
             "a delta would take {} of its {} bytes",
@@ -445,6 +473,9 @@ pub fn rebuilt<'a>(
         TAR if data.is_empty() => Ok(Box::new(tar)),
         gzip::REBUILDER => Ok(Box::new(
             Rebuild::new(&data, Box::new(tar)).map_err(|e| e.to_string())?,
+        )),
+        goflate::REBUILDER => Ok(Box::new(
+            goflate::Rebuild::new(&data, Box::new(tar)).map_err(|e| e.to_string())?,
         )),
         other => Err(format!(
             "it names rebuilder {other:?}, which this imo lacks: push it with a newer imo"
