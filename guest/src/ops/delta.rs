@@ -209,6 +209,12 @@ pub fn plan(
                 );
                 continue;
             };
+            if budget == 0 {
+                let why =
+                    format!("this pull's deltas already take the {MEMORY_BUDGET} bytes it holds");
+                whole(&mut planned.travel, layer, why);
+                continue;
+            }
             let max = (layer.size / WORTH).min(budget);
             let diff_id = facts.diff_ids.get(i).cloned().flatten();
             match make(*source, layer, encoding, diff_id.as_ref(), &index, max) {
