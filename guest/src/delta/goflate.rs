@@ -2043,4 +2043,41 @@ mod tests {
             );
         }
     }
+
+    /// A reader that hands out a few bytes at a time.
+    struct Trickle<'b>(&'b [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(3);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn named_headers_and_tiny_reads_round_trip() {
+        let plain = [json_tar(), text(80 << 10)].concat();
+        let Some(gz) = go_gzip(6, &plain) else {
+            return;
+        };
+        // What Go writes with Name, Comment and Extra set: the same stream after a longer
+        // header.
+        let mut named = gz[..10].to_vec();
+        named[3] = 4 | 8 | 16;
+        named.extend_from_slice(&[3, 0, 1, 2, 3]);
+        named.extend_from_slice(b"layer.tar\0made by a test\0");
+        named.extend_from_slice(&gz[10..]);
+        let a = round_trip(&named, &plain);
+        assert_eq!(a.data[8], 6);
+        let mut written = Vec::new();
+        let a = analyze(&mut Trickle(&named), &mut written, u64::MAX).unwrap();
+        assert!(written == plain);
+        let mut out = Vec::new();
+        Rebuild::new(&a.data, Box::new(Trickle(&plain)))
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == named);
+    }
 }
