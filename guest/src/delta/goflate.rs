@@ -2121,4 +2121,49 @@ mod tests {
             }
         }
     }
+
+    /// Many small mixtures (text, noise, runs, repeats at near and far distances) at every
+    /// level against Go: the rare paths (fixed blocks, short tails, 4-byte matches beyond
+    /// 4096) show up here. `cargo test -p imo-guest --lib goflate::tests::many_small -- --ignored`.
+    #[test]
+    #[ignore = "spawns Go a few hundred times"]
+    fn many_small_mixtures_match_go() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut failed = Vec::new();
+        let cases = std::env::var("IMO_GOFLATE_CASES").map_or(60, |n| n.parse().unwrap());
+        for case in 0..cases {
+            let mut plain = Vec::new();
+            let target = [100, 1000, 5000, 40_000, 100_000][case % 5];
+            while plain.len() < target {
+                match next(5) {
+                    0 => plain.extend(text(next(3000) as usize + 1)),
+                    1 => plain.extend(
+                        random(next(2000) as usize + 1)
+                            .iter()
+                            .map(|b| b ^ case as u8),
+                    ),
+                    2 => plain.extend(std::iter::repeat_n(next(256) as u8, next(600) as usize + 1)),
+                    _ if !plain.is_empty() => {
+                        let from = next(plain.len() as u64) as usize;
+                        let len = (next(300) as usize + 4).min(plain.len() - from);
+                        let piece = plain[from..from + len].to_vec();
+                        plain.extend(piece);
+                    }
+                    _ => {}
+                }
+            }
+            for level in [-2, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9] {
+                if let Some(why) = compare(level, &plain) {
+                    failed.push(format!("case {case}: {why}"));
+                }
+            }
+        }
+        assert!(failed.is_empty(), "{failed:#?}");
+    }
 }
