@@ -1270,12 +1270,15 @@ struct Candidate {
 /// holds at most 64 KiB of plain text unencoded; a blob further ahead is not Go's.
 const MAX_AHEAD: usize = 4 << 20;
 
+/// Deflate bytes after which levels that all still match give way to the first of them.
+const SETTLE: u64 = 8 << 20;
+
 /// Reads a whole gzip blob, writes its plain text to `plain` as it goes, and returns the data
 /// that rebuilds the blob byte for byte when Go's `compress/gzip` wrote it at a level this
 /// module models. Every candidate level re-encodes the plain text as it is decompressed and
 /// is dropped at its first byte that differs from the blob: a result is never a guess. The
 /// level the header's XFL byte names (9 or 1) is the only one tried; otherwise Go's default
-/// first. `max_data`: fail with [`RebuildError::TooLarge`] if the rebuild data exceeds it.
+/// first, and when several levels still match after [`SETTLE`] bytes, only the first goes on. `max_data`: fail with [`RebuildError::TooLarge`] if the rebuild data exceeds it.
 pub fn analyze(
     gz: &mut dyn Read,
     plain: &mut dyn Write,
@@ -1388,6 +1391,12 @@ pub fn analyze(
         });
         if alive.is_empty() {
             return Err(not_go());
+        }
+        if alive.len() > 1 && alive.iter().all(|c| c.matched >= SETTLE) {
+            // Levels still tied after this much are tied on incompressible text; running
+            // them all to the end costs CPU for nothing but a rare rescue, so the first in
+            // order (Go's default before the rest) goes on alone.
+            alive.truncate(1);
         }
         let low = alive.iter().map(|c| c.matched).min().unwrap_or(base);
         let drop = (low - base) as usize;
