@@ -1697,15 +1697,38 @@ impl Read for Rebuild<'_> {
 mod tests {
     use super::*;
 
-    const GOGZ: &str = "/var/tmp/gogz/gogz";
+    /// Go's compress/gzip as a command (`gogz LEVEL < plain > gz`), built once per test run
+    /// with the Go toolchain (scripts/setup installs it); `None` without one.
+    fn gogz() -> Option<&'static std::path::Path> {
+        static TOOL: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+        const MAIN: &str = "package main\n\nimport (\n\t\"bufio\"\n\t\"compress/gzip\"\n\t\"io\"\n\
+                            \t\"os\"\n\t\"strconv\"\n)\n\nfunc main() {\n\tlevel, _ := \
+                            strconv.Atoi(os.Args[1])\n\tout := bufio.NewWriter(os.Stdout)\n\t\
+                            w, err := gzip.NewWriterLevel(out, level)\n\tif err != nil {\n\t\t\
+                            panic(err)\n\t}\n\tif _, err := io.Copy(w, os.Stdin); err != nil \
+                            {\n\t\tpanic(err)\n\t}\n\tw.Close()\n\tout.Flush()\n}\n";
+        TOOL.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("imo-gogz-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).ok()?;
+            std::fs::write(dir.join("main.go"), MAIN).ok()?;
+            let built = std::process::Command::new("go")
+                .args(["build", "-o", "gogz", "main.go"])
+                .current_dir(&dir)
+                .status();
+            match built {
+                Ok(s) if s.success() => Some(dir.join("gogz")),
+                _ => {
+                    eprintln!("skipped: no Go toolchain to build Go's compress/gzip with");
+                    None
+                }
+            }
+        })
+        .as_deref()
+    }
 
-    /// `plain` gzipped by Go's compress/gzip at `level`, or `None` (with a note) when the
-    /// helper tool is not built here.
+    /// `plain` gzipped by Go's compress/gzip at `level`, or `None` (with a note) without Go.
     fn go_gzip(level: i8, plain: &[u8]) -> Option<Vec<u8>> {
-        if !std::path::Path::new(GOGZ).exists() {
-            eprintln!("skipped: {GOGZ} (Go's compress/gzip as a command) is not built here");
-            return None;
-        }
+        let tool = gogz()?;
         // A file, not a pipe, so Go reads (and writes) whole 32 KiB pieces.
         let dir = std::env::temp_dir().join(format!(
             "imo-goflate-{}-{}",
@@ -1716,7 +1739,7 @@ mod tests {
                 .replace(':', "_")
         ));
         std::fs::write(&dir, plain).unwrap();
-        let out = std::process::Command::new(GOGZ)
+        let out = std::process::Command::new(tool)
             .arg(level.to_string())
             .stdin(std::fs::File::open(&dir).unwrap())
             .output()
