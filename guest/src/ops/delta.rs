@@ -368,10 +368,10 @@ fn make(
                 Ok(_) => return Err("the blob read is not the layer its digest names".into()),
                 // Not this encoder's: the next rebuilder may know it.
                 Err(e @ (RebuildError::NotReproducible | RebuildError::Unsupported(_))) => {
-                    why = e.to_string();
+                    why = first_line(&e.to_string());
                     continue;
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(first_line(&e.to_string())),
             },
             None => {
                 io::copy(&mut blob, &mut tee).map_err(|e| e.to_string())?;
@@ -383,6 +383,15 @@ fn make(
             .map(|(diff_id, blob)| (diff_id, blob, rebuilder));
     }
     Err(why)
+}
+
+/// A reason to print on one line: a rebuilder's error may carry its library's trace.
+fn first_line(why: &str) -> String {
+    let line = why.lines().next().unwrap_or_default();
+    match line.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_owned(),
+    }
 }
 
 /// Checks a made delta against the config's `diff_id` and the size it may have.
