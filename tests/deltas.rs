@@ -145,52 +145,6 @@ const GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
-/// An image as an OCI layout, of layers given as (media type, blob, uncompressed tar).
-fn layout_of(tag: &str, layers: &[(&str, Vec<u8>, Vec<u8>)]) -> Layout {
-    let dir = TempDir::new("layout");
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| {
-        let d = sha256(data);
-        std::fs::write(dir.join(&format!("blobs/sha256/{}", &d[7..])), data).unwrap();
-        d
-    };
-    let mut descs = Vec::new();
-    let mut layer_digests = Vec::new();
-    let mut diff_ids = Vec::new();
-    for (media_type, blob, plain) in layers {
-        let d = put(blob);
-        descs.push(serde_json::json!({"mediaType": media_type, "digest": d, "size": blob.len()}));
-        layer_digests.push(d);
-        diff_ids.push(sha256(plain));
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    }))
-    .unwrap();
-    let config_digest = put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let manifest_digest = put(&manifest);
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest,
-        "size": manifest.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    Layout {
-        dir,
-        tag: tag.into(),
-        manifest_digest,
-        config_digest,
-        layer_digests,
-    }
-}
-
 /// Two versions of an image. v1: a gzip layer of a source tree, an uncompressed layer of
 /// another and a layer of a third written by Go. v2: the same tree with three files changed
 /// and one added (gzip), the other with one file changed (tar), the third with one file

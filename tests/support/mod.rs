@@ -204,6 +204,19 @@ pub struct Layout {
 }
 
 pub fn oci_layout(tag: &str, layers: &[(&str, usize)]) -> Layout {
+    let tars: Vec<(&str, Vec<u8>, Vec<u8>)> = layers
+        .iter()
+        .map(|(seed, size)| {
+            let l = layer(seed, *size);
+            ("application/vnd.oci.image.layer.v1.tar", l.clone(), l)
+        })
+        .collect();
+    layout_of(tag, &tars)
+}
+
+/// An image as an OCI layout, of layers given as (media type, blob, uncompressed tar); its
+/// config names the tag, so that each tag's config is its own.
+pub fn layout_of(tag: &str, layers: &[(&str, Vec<u8>, Vec<u8>)]) -> Layout {
     let dir = TempDir::new("layout");
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let put = |data: &[u8]| {
@@ -213,15 +226,16 @@ pub fn oci_layout(tag: &str, layers: &[(&str, usize)]) -> Layout {
     };
     let mut descs = Vec::new();
     let mut layer_digests = Vec::new();
-    for (seed, size) in layers {
-        let l = layer(seed, *size);
-        let d = put(&l);
-        layer_digests.push(d.clone());
-        descs.push(serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": l.len()}));
+    let mut diff_ids = Vec::new();
+    for (media_type, blob, plain) in layers {
+        let d = put(blob);
+        descs.push(serde_json::json!({"mediaType": media_type, "digest": d, "size": blob.len()}));
+        layer_digests.push(d);
+        diff_ids.push(sha256(plain));
     }
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": layer_digests},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "config": {"Labels": {"imo.test.tag": tag}},
     }))
     .unwrap();

@@ -39,7 +39,7 @@ use std::io::{self, Read, Write};
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 use sha2::{Digest as _, Sha256};
 
-use super::gzip::{Analysis, RebuildError};
+use super::gzip::{Analysis, RebuildError, header_len, read_some, trailer_fields, unsupported};
 
 /// Names this rebuilder (and its version) in archives.
 pub const REBUILDER: &str = "gzip+go-flate/1";
@@ -51,7 +51,6 @@ pub const WRITE: usize = 32 << 10;
 pub const LEVELS: [i8; 11] = [6, 2, 3, 4, 5, 7, 8, 9, 1, 0, -2];
 
 const MAGIC: &[u8; 8] = b"IMOGOFL\x01";
-const MAX_HEADER: usize = 64 << 10;
 
 // ---------------------------------------------------------------------------------------
 // Deflate symbols.
@@ -1188,75 +1187,6 @@ impl Fast {
 // ---------------------------------------------------------------------------------------
 // Gzip: analysis and rebuild.
 
-fn unsupported(why: impl Into<String>) -> RebuildError {
-    RebuildError::Unsupported(why.into())
-}
-
-/// Length of the gzip header at the start of `b`: `Ok(None)` when more bytes are needed to
-/// tell. `at_eof`: no more bytes will come.
-fn header_len(b: &[u8], at_eof: bool) -> Result<Option<usize>, RebuildError> {
-    for (i, &m) in [0x1f, 0x8b, 8].iter().enumerate() {
-        match b.get(i) {
-            Some(&x) if x != m => return Err(RebuildError::NotGzip),
-            None if at_eof => return Err(RebuildError::NotGzip),
-            _ => {}
-        }
-    }
-    let more = |n: usize| {
-        if n > MAX_HEADER {
-            Err(unsupported(format!(
-                "its gzip header is longer than {} KiB",
-                MAX_HEADER >> 10
-            )))
-        } else if at_eof {
-            Err(RebuildError::Damaged("it ends inside its header".into()))
-        } else {
-            Ok(None)
-        }
-    };
-    if b.len() < 10 {
-        return more(10);
-    }
-    let flags = b[3];
-    if flags & 0xe0 != 0 {
-        return Err(unsupported(format!(
-            "its gzip header sets reserved flags ({flags:#04x})"
-        )));
-    }
-    let mut at = 10;
-    if flags & 4 != 0 {
-        let Some(x) = b.get(at..at + 2) else {
-            return more(at + 2);
-        };
-        at += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
-    }
-    for flag in [8, 16] {
-        if flags & flag != 0 {
-            match b
-                .get(at..)
-                .and_then(|rest| rest.iter().position(|&c| c == 0))
-            {
-                Some(end) => at += end + 1,
-                None => return more(b.len().max(at) + 1),
-            }
-        }
-    }
-    if flags & 2 != 0 {
-        at += 2;
-    }
-    if b.len() < at || at > MAX_HEADER {
-        return more(at);
-    }
-    Ok(Some(at))
-}
-
-fn trailer_fields(t: &[u8]) -> (u32, u32) {
-    (
-        u32::from_le_bytes([t[0], t[1], t[2], t[3]]),
-        u32::from_le_bytes([t[4], t[5], t[6], t[7]]),
-    )
-}
-
 /// A level still in the running during [`analyze`]: its output so far matched the blob.
 struct Candidate {
     level: i8,
@@ -1651,15 +1581,6 @@ impl<'a> Rebuild<'a> {
             Phase::Done | Phase::Failed => {}
         }
         Ok(())
-    }
-}
-
-fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
     }
 }
 

@@ -165,13 +165,13 @@ impl RebuildError {
     }
 }
 
-fn unsupported(why: impl Into<String>) -> RebuildError {
+pub(super) fn unsupported(why: impl Into<String>) -> RebuildError {
     RebuildError::Unsupported(why.into())
 }
 
 /// Length of the gzip header at the start of `b`: `Ok(None)` when more bytes are needed to
 /// tell. `at_eof`: no more bytes will come.
-fn header_len(b: &[u8], at_eof: bool) -> Result<Option<usize>, RebuildError> {
+pub(super) fn header_len(b: &[u8], at_eof: bool) -> Result<Option<usize>, RebuildError> {
     let need_more = |n: usize| {
         if at_eof && b.len() < n {
             Err(RebuildError::Damaged("it ends inside its header".into()))
@@ -456,7 +456,7 @@ fn classify(e: &preflate_rs::PreflateError) -> RebuildError {
     }
 }
 
-fn trailer_fields(t: &[u8]) -> (u32, u32) {
+pub(super) fn trailer_fields(t: &[u8]) -> (u32, u32) {
     (
         u32::from_le_bytes([t[0], t[1], t[2], t[3]]),
         u32::from_le_bytes([t[4], t[5], t[6], t[7]]),
@@ -700,7 +700,7 @@ impl<'a> Rebuild<'a> {
     }
 }
 
-fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match r.read(buf) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
