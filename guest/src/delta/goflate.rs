@@ -39,7 +39,9 @@ use std::io::{self, Read, Write};
 use flate2::{Crc, Decompress, FlushDecompress, Status};
 use sha2::{Digest as _, Sha256};
 
-use super::gzip::{Analysis, RebuildError, header_len, read_some, trailer_fields, unsupported};
+use super::gzip::{
+    Analysis, RebuildError, Staged, header_len, read_some, read_staged, trailer_fields, unsupported,
+};
 
 /// Names this rebuilder (and its version) in archives.
 pub const REBUILDER: &str = "gzip+go-flate/1";
@@ -1584,33 +1586,28 @@ impl<'a> Rebuild<'a> {
     }
 }
 
+impl Staged for Rebuild<'_> {
+    fn stage(&mut self) -> Result<(), RebuildError> {
+        self.advance()
+    }
+    fn staged(&mut self) -> (&mut Vec<u8>, &mut usize) {
+        (&mut self.out, &mut self.out_at)
+    }
+    fn ended(&self) -> Option<bool> {
+        match self.phase {
+            Phase::Done => Some(true),
+            Phase::Failed => Some(false),
+            _ => None,
+        }
+    }
+    fn fail(&mut self) {
+        self.phase = Phase::Failed;
+    }
+}
+
 impl Read for Rebuild<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.out_at == self.out.len() {
-            match self.phase {
-                Phase::Done => return Ok(0),
-                Phase::Failed => {
-                    return Err(io::Error::other("the layer's rebuild failed earlier"));
-                }
-                _ => {}
-            }
-            if let Err(e) = self.advance() {
-                self.phase = Phase::Failed;
-                self.out.clear();
-                self.out_at = 0;
-                return Err(match e {
-                    RebuildError::Io(e) => e,
-                    e => io::Error::new(io::ErrorKind::InvalidData, e),
-                });
-            }
-        }
-        let n = buf.len().min(self.out.len() - self.out_at);
-        buf[..n].copy_from_slice(&self.out[self.out_at..self.out_at + n]);
-        self.out_at += n;
-        Ok(n)
+        read_staged(self, buf)
     }
 }
 

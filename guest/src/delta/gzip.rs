@@ -709,33 +709,71 @@ pub(super) fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// A rebuilder that stages its output a piece at a time, for [`read_staged`].
+pub(super) trait Staged {
+    /// Stages the next piece of output (or ends); an error fails the rebuild for good.
+    fn stage(&mut self) -> Result<(), RebuildError>;
+    /// The output staged, and how much of it has been handed out.
+    fn staged(&mut self) -> (&mut Vec<u8>, &mut usize);
+    /// `Some(true)` once every byte is staged, `Some(false)` once it failed.
+    fn ended(&self) -> Option<bool>;
+    fn fail(&mut self);
+}
+
+/// The `read` of a [`Staged`] rebuilder: hands out what is staged, staging more while none is
+/// left; after a failure every read fails.
+pub(super) fn read_staged(r: &mut impl Staged, buf: &mut [u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        let (out, at) = r.staged();
+        if *at < out.len() {
+            let n = buf.len().min(out.len() - *at);
+            buf[..n].copy_from_slice(&out[*at..*at + n]);
+            *at += n;
+            return Ok(n);
+        }
+        match r.ended() {
+            Some(true) => return Ok(0),
+            Some(false) => return Err(io::Error::other("the layer's rebuild failed earlier")),
+            None => {}
+        }
+        if let Err(e) = r.stage() {
+            r.fail();
+            let (out, at) = r.staged();
+            out.clear();
+            *at = 0;
+            return Err(match e {
+                RebuildError::Io(e) => e,
+                e => io::Error::new(io::ErrorKind::InvalidData, e),
+            });
+        }
+    }
+}
+
+impl Staged for Rebuild<'_> {
+    fn stage(&mut self) -> Result<(), RebuildError> {
+        self.advance()
+    }
+    fn staged(&mut self) -> (&mut Vec<u8>, &mut usize) {
+        (&mut self.out, &mut self.out_at)
+    }
+    fn ended(&self) -> Option<bool> {
+        match self.phase {
+            Phase::Done => Some(true),
+            Phase::Failed => Some(false),
+            _ => None,
+        }
+    }
+    fn fail(&mut self) {
+        self.phase = Phase::Failed;
+    }
+}
+
 impl Read for Rebuild<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        while self.out_at == self.out.len() {
-            match self.phase {
-                Phase::Done => return Ok(0),
-                Phase::Failed => {
-                    return Err(io::Error::other("the layer's rebuild failed earlier"));
-                }
-                _ => {}
-            }
-            if let Err(e) = self.advance() {
-                self.phase = Phase::Failed;
-                self.out.clear();
-                self.out_at = 0;
-                return Err(match e {
-                    RebuildError::Io(e) => e,
-                    e => io::Error::new(io::ErrorKind::InvalidData, e),
-                });
-            }
-        }
-        let n = buf.len().min(self.out.len() - self.out_at);
-        buf[..n].copy_from_slice(&self.out[self.out_at..self.out_at + n]);
-        self.out_at += n;
-        Ok(n)
+        read_staged(self, buf)
     }
 }
 
