@@ -198,7 +198,14 @@ fn a_push_into_a_layout_stopped_by_sigterm_leaves_no_temporary_file() {
     stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
     let blobs = site.join("blobs/sha256");
     let started = std::time::Instant::now();
-    while !blobs.is_dir() || !hidden(&blobs).iter().any(|n| n.ends_with(".partial")) {
+    // The big layer's temporary, not a small blob's that is about to be renamed.
+    let big_partial = || {
+        hidden(&blobs).iter().any(|n| {
+            n.ends_with(".partial")
+                && std::fs::metadata(blobs.join(n)).is_ok_and(|m| m.len() > 1_000_000)
+        })
+    };
+    while !blobs.is_dir() || !big_partial() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(30),
             "no temporary blob file after 30 s"

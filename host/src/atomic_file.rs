@@ -122,13 +122,26 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// here, and (on Linux, from `/proc/self/fd`) those the component holds open in the layouts
 /// it was granted, whose names imo's own pattern tells apart. Leaves the pending list locked,
 /// so no new one is made before the process exits.
+///
+/// The component keeps running meanwhile and may open a new temporary just after a look (it
+/// finished one blob, starts the next), so the look is repeated until two in a row, a few
+/// milliseconds apart, find nothing; bounded at about a second.
 pub fn remove_temporaries() {
     let pending = pending();
     for temp in pending.iter() {
         let _ = std::fs::remove_file(temp);
     }
-    for temp in open_temporaries() {
-        let _ = std::fs::remove_file(temp);
+    let mut quiet = 0;
+    for _ in 0..50 {
+        let open = open_temporaries();
+        quiet = if open.is_empty() { quiet + 1 } else { 0 };
+        if quiet == 2 {
+            break;
+        }
+        for temp in open {
+            let _ = std::fs::remove_file(temp);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::mem::forget(pending);
 }
