@@ -130,7 +130,7 @@ fn credentials(flag: &str, value: &str) -> Result<Credentials, String> {
 /// A size in bytes: a number, optionally followed by `K`, `M` or `G` (binary multiples,
 /// with or without `i`/`iB`/`B`), as `--chunk-size` takes it. At least 1.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("a size is a number of bytes, optionally with K, M or G, not {s:?}");
+    let bad = || format!("a size is a number of bytes, optionally with K, M, G or T, not {s:?}");
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(digits);
@@ -139,6 +139,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "K" | "KB" | "KI" | "KIB" => 10,
         "M" | "MB" | "MI" | "MIB" => 20,
         "G" | "GB" | "GI" | "GIB" => 30,
+        "T" | "TB" | "TI" | "TIB" => 40,
         _ => return Err(bad()),
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
@@ -334,8 +335,9 @@ mod tests {
         assert_eq!(parse_size("16M"), Ok(16 << 20));
         assert_eq!(parse_size("64k"), Ok(64 << 10));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4T"), Ok(4 << 40));
         assert_eq!(parse_size("5MB"), Ok(5 << 20));
-        for bad in ["", "0", "M", "1.5M", "-1", "12T", "99999999999999G"] {
+        for bad in ["", "0", "M", "1.5M", "-1", "12P", "99999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
         assert!(

@@ -51,6 +51,7 @@ mod runtime;
 mod sandbox;
 mod streams;
 mod trust;
+pub mod volumes;
 
 /// The HTTP client's former name: `imo::tls::…` paths keep working.
 #[doc(hidden)]

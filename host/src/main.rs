@@ -3,9 +3,11 @@
 mod progress;
 
 use clap::{Args, Parser, Subcommand};
+use imo::volumes::{self, Archive};
 use imo::{Error, Imo, Summary};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +51,11 @@ enum Command {
         /// byte for byte go whole
         #[arg(long)]
         deltas: bool,
+        /// Write FILE as volumes FILE.001, FILE.002, … of at most SIZE bytes each (K, M, G,
+        /// T: binary multiples), for media with a size limit; each volume checks alone, and
+        /// vet, push, verify and ls read the set
+        #[arg(long, value_name = "SIZE", value_parser = imo_guest::cli::parse_size)]
+        volume_size: Option<u64>,
     },
     /// Write an inventory of what a site holds: every blob and manifest of the SOURCE
     /// repositories (all tags, or the tag named) and of archives already shipped there
@@ -65,8 +72,9 @@ enum Command {
     },
     /// Check that DESTINATION holds every blob ARCHIVE leaves out
     Vet {
-        /// The archive; `-` for stdin
-        archive: String,
+        /// The archive; `-` for stdin; or its volumes: the first, all, or their directory
+        #[arg(required = true, num_args = 1..)]
+        archive: Vec<String>,
         /// A repository; for an archive of several images, a prefix REGISTRY[/PATH]
         destination: String,
         /// Where one image of the archive goes, overriding DESTINATION (repeatable)
@@ -75,8 +83,9 @@ enum Command {
     },
     /// Upload what DESTINATION lacks from ARCHIVE, then tag the image there
     Push {
-        /// The archive; `-` for stdin
-        archive: String,
+        /// The archive; `-` for stdin; or its volumes: the first, all, or their directory
+        #[arg(required = true, num_args = 1..)]
+        archive: Vec<String>,
         /// A repository; for an archive of several images, a prefix REGISTRY[/PATH] under
         /// which each image keeps its repository path and tag
         destination: String,
@@ -93,15 +102,18 @@ enum Command {
     /// with no registry; print what the destination must already hold; exit 1 naming each
     /// problem
     Verify {
-        /// The archive; `-` for stdin
-        archive: String,
+        /// The archive; `-` for stdin; or its volumes: the first, all, or their directory
+        /// (a volume whose set is not all here is checked alone)
+        #[arg(required = true, num_args = 1..)]
+        archive: Vec<String>,
     },
     /// List what ARCHIVE holds, from its head alone: images, tags, platforms, attached
     /// signatures, what is carried and what is left to the destination (--json for JSON)
     #[command(alias = "inspect")]
     Ls {
-        /// The archive; `-` for stdin
-        archive: String,
+        /// The archive; `-` for stdin; or its volumes: the first, all, or their directory
+        #[arg(required = true, num_args = 1..)]
+        archive: Vec<String>,
     },
     /// Write the embedded WebAssembly component, to run under any WASI 0.2 host
     Component {
@@ -403,14 +415,48 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
     imo::atomic_file::write(path.as_ref(), bytes).map_err(|e| io(path, e))
 }
 
-async fn open_archive(path: &str) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
-    if path == "-" {
-        return Ok(Box::new(tokio::io::stdin()));
+/// The archive the arguments name, as one stream: a file, stdin, or a set of volumes, each
+/// volume checked as it passes (`watch` says how far reading got and, if lenient, collects
+/// damaged volumes rather than failing).
+async fn open_archive(
+    args: &[String],
+    watch: &Arc<volumes::Watch>,
+) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
+    let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
+    Ok(match volumes::resolve(args).await.map_err(Error::Io)? {
+        Archive::Stdin => volumes::sniff(tokio::io::stdin())
+            .await
+            .map_err(|e| io("stdin", e))?,
+        Archive::Plain(path) => Box::new(
+            tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| io(&path.display().to_string(), e))?,
+        ),
+        Archive::Volumes(set) => {
+            let names = set.iter().map(|(p, _)| p.clone()).collect();
+            Box::new(volumes::deframe(
+                volumes::concatenated(&set),
+                names,
+                watch.clone(),
+            ))
+        }
+        Archive::Partial(_, why) => return Err(Error::InvalidArchive(why.0)),
+    })
+}
+
+/// After a failed read of a set of volumes: the first volume read so far that is damaged,
+/// which is the cause to name, whatever the component made of its bytes.
+async fn damaged_volume(args: &[String], watch: &volumes::Watch) -> Option<String> {
+    let Ok(Archive::Volumes(set)) = volumes::resolve(args).await else {
+        return None;
+    };
+    let reached = watch.reached.load(std::sync::atomic::Ordering::Relaxed) as usize;
+    for (path, _) in set.iter().take(reached) {
+        if let Err(why) = volumes::check_alone(path).await {
+            return Some(why);
+        }
     }
-    let f = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| Error::Io(format!("{path}: {e}")))?;
-    Ok(Box::new(f))
+    None
 }
 
 /// Prints a report line by line, each made safe: an archive's names are untrusted.
@@ -423,24 +469,84 @@ fn print_lines(text: &str) {
 /// `imo vet` (or, with `push`, `imo push`): the headline and the summary.
 async fn vet_or_push(
     g: &Global,
-    archive: &str,
+    args: &[String],
     destination: &str,
     map: &[String],
     push: bool,
     chunk_size: u64,
 ) -> Result<(String, Summary), Error> {
     let imo = for_destination(g, destination, map, chunk_size)?;
-    let archive = open_archive(archive).await?;
-    if push {
-        let s = imo.push(archive, destination).await?;
-        Ok((
-            format!("pushed {} to {destination}", s.images.join(", ")),
-            s,
-        ))
+    let watch = Arc::default();
+    let archive = open_archive(args, &watch).await?;
+    let done = if push {
+        imo.push(archive, destination).await
     } else {
-        let s = imo.push_vet(archive, destination).await?;
-        let headline = format!("vetted {destination}: holds every blob the archive leaves out");
-        Ok((headline, s))
+        imo.push_vet(archive, destination).await
+    };
+    let s = match done {
+        Ok(s) => s,
+        // A damaged volume is the cause, whatever the component made of its bytes.
+        Err(e @ (Error::DigestMismatch(_) | Error::InvalidArchive(_) | Error::Io(_))) => {
+            return Err(match damaged_volume(args, &watch).await {
+                // Said once, when the read itself already failed on it.
+                Some(why) if e.to_string().contains(&why) => Error::InvalidArchive(why),
+                Some(why) => Error::InvalidArchive(format!("{why} (what failed: {e})")),
+                None => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let headline = if push {
+        format!("pushed {} to {destination}", s.images.join(", "))
+    } else {
+        format!("vetted {destination}: holds every blob the archive leaves out")
+    };
+    Ok((headline, s))
+}
+
+/// `imo verify` of volumes whose set is not all at hand: each checked alone.
+async fn verify_volumes_alone(
+    present: &[(PathBuf, Result<volumes::Header, String>)],
+    why: &str,
+    json: bool,
+) -> Result<(), Error> {
+    let mut problems = vec![];
+    let mut lines = vec![];
+    for (path, _) in present {
+        match volumes::check_alone(path).await {
+            Ok(h) => lines.push(format!(
+                "{}: volume {} of {} of set {}, bytes {}..{} of the archive: intact",
+                path.display(),
+                h.index,
+                h.count,
+                volumes::set_name(&h.set),
+                h.offset,
+                h.offset + h.size
+            )),
+            Err(e) => problems.push(e),
+        }
+    }
+    if json {
+        let v = serde_json::json!({ "volumes": lines, "problems": problems, "note": why });
+        println!("{v}");
+    } else {
+        for line in &lines {
+            print_lines(line);
+        }
+        for p in &problems {
+            print_lines(&format!("problem: {p}"));
+        }
+        print_lines(&format!(
+            "note: checked each volume alone, not the archive, because {why}"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArchive(format!(
+            "{} damaged volume(s)",
+            problems.len()
+        )))
     }
 }
 
@@ -459,7 +565,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             output,
             resume,
             deltas,
+            volume_size,
         } => {
+            if volume_size.is_some() && (resume || output == "-") {
+                return Err(Error::InvalidReference(
+                    "--volume-size writes volumes FILE.001, FILE.002, … of -o FILE: not to \
+                     stdout, and not with --resume"
+                        .into(),
+                ));
+            }
             if resume && output == "-" {
                 return Err(Error::InvalidReference(
                     "--resume needs a file to write (-o FILE), not stdout".into(),
@@ -469,7 +583,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             // its plan is checked before anything in it is kept.
             let partial = imo::atomic_file::ResumableFile::partial_for(output.as_ref());
             let resume = resume
-                || (output != "-" && {
+                || (output != "-" && volume_size.is_none() && {
                     let found = partial.symlink_metadata().is_ok();
                     if found && !quiet {
                         eprintln!(
@@ -506,7 +620,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 dest: vec![],
             };
             let imo = builder(&cli.global, roles)?.deltas(deltas).build()?;
-            let s = if output == "-" {
+            let s = if let Some(size) = volume_size {
+                let (s, paths) = imo
+                    .pull_bundle_to_volumes(&bundle, output.as_ref(), size)
+                    .await?;
+                if !quiet {
+                    let first = paths.first().map(|p| p.display().to_string());
+                    eprintln!(
+                        "imo: wrote {} volume(s) of at most {size} bytes: {}{}",
+                        paths.len(),
+                        first.unwrap_or_default(),
+                        if paths.len() > 1 { " …" } else { "" }
+                    );
+                }
+                s
+            } else if output == "-" {
                 imo.pull_bundle_to_writer(&bundle, tokio::io::stdout())
                     .await?
             } else if resume {
@@ -557,8 +685,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
             return Ok(());
         }
         Command::Verify { archive } => {
+            if let Ok(Archive::Partial(present, why)) = volumes::resolve(&archive).await {
+                return verify_volumes_alone(&present, &why.0, cli.global.json).await;
+            }
             let imo = builder(&cli.global, Roles::default())?.build()?;
-            let report = imo.verify(open_archive(&archive).await?).await?;
+            let watch = Arc::new(volumes::Watch {
+                lenient: true,
+                ..volumes::Watch::default()
+            });
+            let mut report = imo.verify(open_archive(&archive, &watch).await?).await?;
+            // Damaged volumes first: they are the cause of what else is found.
+            let mut problems = watch.damage();
+            problems.append(&mut report.problems);
+            report.problems = problems;
             if cli.global.json {
                 println!(
                     "{}",
@@ -571,13 +710,32 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 return Ok(());
             }
             return Err(Error::InvalidArchive(format!(
-                "{} problem(s) found in {archive}",
-                report.problems.len()
+                "{} problem(s) found in {}",
+                report.problems.len(),
+                archive.join(" ")
             )));
         }
         Command::Ls { archive } => {
             let imo = builder(&cli.global, Roles::default())?.build()?;
-            let report = imo.inspect(open_archive(&archive).await?).await?;
+            // Its head is in the first volume: that one is enough.
+            let input = match volumes::resolve(&archive).await {
+                Ok(Archive::Partial(present, why)) => {
+                    let first = present
+                        .iter()
+                        .find(|(_, h)| h.as_ref().is_ok_and(|h| h.index == 1))
+                        .ok_or(Error::InvalidArchive(why.0))?;
+                    let file = tokio::fs::File::open(&first.0)
+                        .await
+                        .map_err(|e| Error::Io(format!("{}: {e}", first.0.display())))?;
+                    Box::new(volumes::deframe(
+                        file,
+                        vec![first.0.clone()],
+                        Arc::default(),
+                    ))
+                }
+                _ => open_archive(&archive, &Arc::default()).await?,
+            };
+            let report = imo.inspect(input).await?;
             if cli.global.json {
                 println!(
                     "{}",
