@@ -1013,6 +1013,12 @@ fn volumes_carry_an_archive_in_pieces_and_a_bad_one_is_named() {
         "{text}"
     );
     assert!(text.contains("checked each volume alone"), "{text}");
+    // The head is in the first volume: `ls` needs no other.
+    let lone = work.join("lone");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::copy(&first, lone.join("update.tar.001")).unwrap();
+    let listed = imo_ok(&["ls", path_str(&lone.join("update.tar.001"))]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("app:v2"));
     let out = imo(&["verify", path_str(&alone.join("update.tar.002"))]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(volume 2 of 3) is damaged"));

@@ -727,10 +727,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     let file = tokio::fs::File::open(&first.0)
                         .await
                         .map_err(|e| Error::Io(format!("{}: {e}", first.0.display())))?;
+                    let watch = volumes::Watch {
+                        first_only: true,
+                        ..volumes::Watch::default()
+                    };
                     Box::new(volumes::deframe(
                         file,
                         vec![first.0.clone()],
-                        Arc::default(),
+                        Arc::new(watch),
                     ))
                 }
                 _ => open_archive(&archive, &Arc::default()).await?,

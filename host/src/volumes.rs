@@ -570,6 +570,9 @@ pub async fn resolve(args: &[String]) -> Result<Archive, String> {
 pub struct Watch {
     /// Record a damaged volume here and read on, rather than fail.
     pub lenient: bool,
+    /// Only the first volumes of the set are given (for `ls`, which needs the head alone):
+    /// their end is the stream's end, not an error.
+    pub first_only: bool,
     /// Each damaged volume found, as a message naming it.
     pub damage: Mutex<Vec<String>>,
     /// The index of the last volume reading started.
@@ -690,6 +693,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             if got == 0 {
                 match &first {
                     Some(f) if expected > f.count => break,
+                    Some(_) if self.watch.first_only => return Ok(()),
                     Some(f) => {
                         return Err(bad(format!(
                             "the archive's volumes end after volume {} of {}: give the rest, in \
