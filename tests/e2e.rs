@@ -341,12 +341,62 @@ fn damaged_archives_and_bad_references_are_refused_clearly() {
     assert!(!work.join("x.tar").exists());
 }
 
+/// imo's component travels as a Wasm OCI artifact: pushed to a registry, carried across in an
+/// archive like any image, pulled out on the far side, and run there by the wasmtime CLI.
 #[test]
 fn the_component_runs_under_the_wasmtime_cli() {
     let src = two_versions(None);
+    let site = Registry::start();
     let work = TempDir::new("work");
+    let embedded = work.join("embedded.wasm");
+    imo_ok(&["component", "-o", path_str(&embedded)]);
+    imo_ok(&["component", "push", &src.image("tools/imo:v1")]);
+    let raw: serde_json::Value =
+        serde_json::from_slice(&raw_manifest(&src.image("tools/imo:v1"))).unwrap();
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.wasm.config.v0+json"
+    );
+    assert_eq!(raw["layers"].as_array().unwrap().len(), 1);
+    assert_eq!(raw["layers"][0]["mediaType"], "application/wasm");
+    let carried = work.join("imo-artifact.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("tools/imo:v1"),
+        "-o",
+        path_str(&carried),
+    ]);
+    imo_ok(&[
+        "push",
+        "-q",
+        path_str(&carried),
+        &site.image("tools/imo:v1"),
+    ]);
+    copy_out(&site.image("tools/imo:v1"));
     let wasm = work.join("imo.wasm");
-    imo_ok(&["component", "-o", path_str(&wasm)]);
+    imo_ok(&[
+        "component",
+        "pull",
+        &site.image("tools/imo:v1"),
+        "-o",
+        path_str(&wasm),
+    ]);
+    assert!(
+        std::fs::read(&wasm).unwrap() == std::fs::read(&embedded).unwrap(),
+        "the component pulled is the one embedded, byte for byte"
+    );
+    // An image is not a component.
+    let err = imo_err(&[
+        "component",
+        "pull",
+        &src.image("app:v2"),
+        "-o",
+        path_str(&work.join("x.wasm")),
+    ]);
+    assert!(err.contains("not a Wasm artifact"), "{err}");
+    assert!(!work.join("x.wasm").exists());
     imo_ok(&[
         "pull",
         "-q",

@@ -39,6 +39,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 mod api;
+pub mod artifact;
 #[doc(hidden)]
 pub mod atomic_file;
 mod authority;

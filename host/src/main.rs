@@ -115,8 +115,28 @@ enum Command {
         #[arg(required = true, num_args = 1..)]
         archive: Vec<String>,
     },
-    /// Write the embedded WebAssembly component, to run under any WASI 0.2 host
+    /// Write the embedded WebAssembly component, to run under any WASI 0.2 host (-o FILE);
+    /// or store it in a registry as a Wasm OCI artifact, or fetch it from one
     Component {
+        #[command(subcommand)]
+        action: Option<ComponentAction>,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ComponentAction {
+    /// Store the component in DESTINATION as a Wasm OCI artifact (config
+    /// application/vnd.wasm.config.v0+json, one application/wasm layer)
+    Push {
+        /// A repository reference, REGISTRY/PATH[:TAG], or oci:DIR[:TAG]
+        destination: String,
+    },
+    /// Fetch the component of a Wasm OCI artifact into FILE
+    Pull {
+        /// A reference, REGISTRY/PATH:TAG or @DIGEST, or oci:DIR:TAG
+        reference: String,
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
@@ -554,9 +574,48 @@ async fn run(cli: Cli) -> Result<(), Error> {
     let quiet = cli.global.quiet;
     let archive_on_stdout = matches!(&cli.command, Command::Pull { output, .. } if output == "-");
     let (headline, summary) = match cli.command {
-        Command::Component { output } => {
-            return imo::atomic_file::write(&output, imo::COMPONENT)
-                .map_err(|e| Error::Io(format!("{}: {e}", output.display())));
+        Command::Component { action, output } => {
+            let write = |output: &PathBuf, bytes: &[u8]| {
+                imo::atomic_file::write(output, bytes)
+                    .map_err(|e| Error::Io(format!("{}: {e}", output.display())))
+            };
+            match (action, output) {
+                (None, Some(output)) => return write(&output, imo::COMPONENT),
+                (Some(ComponentAction::Push { destination }), None) => {
+                    let roles = Roles {
+                        dest: vec![destination.as_str()],
+                        ..Roles::default()
+                    };
+                    let s = builder(&cli.global, roles)?
+                        .build()?
+                        .push_component(&destination)
+                        .await?;
+                    (format!("pushed the component to {destination}"), s)
+                }
+                (Some(ComponentAction::Pull { reference, output }), None) => {
+                    let roles = Roles {
+                        final_: vec![reference.as_str()],
+                        ..Roles::default()
+                    };
+                    let imo = builder(&cli.global, roles)?.build()?;
+                    let wasm = imo.pull_component(&reference).await?;
+                    write(&output, &wasm)?;
+                    if !quiet {
+                        eprintln!(
+                            "imo: wrote the component of {reference} to {} ({} bytes)",
+                            output.display(),
+                            wasm.len()
+                        );
+                    }
+                    return Ok(());
+                }
+                _ => {
+                    return Err(Error::InvalidReference(
+                        "component takes -o FILE, or push DESTINATION, or pull REFERENCE -o FILE"
+                            .into(),
+                    ));
+                }
+            }
         }
         Command::Pull {
             images,

@@ -58,6 +58,15 @@ impl Runtime {
         })
     }
 
+    /// The names of the component's imports and exports, as its world has them.
+    pub fn world(&self) -> (Vec<String>, Vec<String>) {
+        let ty = self.component.component_type();
+        let names = |items: &mut dyn Iterator<Item = &str>| items.map(str::to_owned).collect();
+        let imports = names(&mut ty.imports(&self.engine).map(|(n, _)| n));
+        let exports = names(&mut ty.exports(&self.engine).map(|(n, _)| n));
+        (imports, exports)
+    }
+
     /// A store for one operation: network limited by `policy`, each linear memory of the
     /// component to `memory_limit` bytes, the component's stderr lines handed to `report`
     /// (if any), and no files, environment or sockets. `args` only matter to the
