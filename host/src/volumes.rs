@@ -603,6 +603,16 @@ pub struct Chunks {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Chunks {
+    fn new(receiver: mpsc::Receiver<io::Result<Bytes>>, task: tokio::task::JoinHandle<()>) -> Self {
+        Chunks {
+            receiver,
+            current: Bytes::new(),
+            task,
+        }
+    }
+}
+
 impl Drop for Chunks {
     fn drop(&mut self) {
         self.task.abort();
@@ -651,11 +661,7 @@ pub fn deframe<R: AsyncRead + Send + Unpin + 'static>(
             let _ = reader.sender.send(Err(e)).await;
         }
     });
-    Chunks {
-        receiver,
-        current: Bytes::new(),
-        task,
-    }
+    Chunks::new(receiver, task)
 }
 
 struct Reader<R> {
@@ -810,44 +816,31 @@ pub fn concatenated(set: &[(PathBuf, Header)]) -> Chunks {
     let (sender, receiver) = mpsc::channel::<io::Result<Bytes>>(4);
     let task = tokio::spawn(async move {
         for p in paths {
-            let mut f = match tokio::fs::File::open(&p).await {
-                Ok(f) => f,
+            match send_file(&p, &sender).await {
+                Ok(true) => {}
+                Ok(false) => return,
                 Err(e) => {
-                    let _ = sender
-                        .send(Err(io::Error::new(
-                            e.kind(),
-                            format!("{}: {e}", p.display()),
-                        )))
-                        .await;
+                    let e = io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+                    let _ = sender.send(Err(e)).await;
                     return;
-                }
-            };
-            loop {
-                let mut buf = BytesMut::with_capacity(1 << 20);
-                match f.read_buf(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(_) => {
-                        if sender.send(Ok(buf.freeze())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = sender
-                            .send(Err(io::Error::new(
-                                e.kind(),
-                                format!("{}: {e}", p.display()),
-                            )))
-                            .await;
-                        return;
-                    }
                 }
             }
         }
     });
-    Chunks {
-        receiver,
-        current: Bytes::new(),
-        task,
+    Chunks::new(receiver, task)
+}
+
+/// Sends the bytes of `path`; `false` when the reader went away.
+async fn send_file(path: &Path, sender: &mpsc::Sender<io::Result<Bytes>>) -> io::Result<bool> {
+    let mut f = tokio::fs::File::open(path).await?;
+    loop {
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        if f.read_buf(&mut buf).await? == 0 {
+            return Ok(true);
+        }
+        if sender.send(Ok(buf.freeze())).await.is_err() {
+            return Ok(false);
+        }
     }
 }
 
