@@ -114,13 +114,19 @@ mod python {
         })
     }
 
-    /// Runs `examples/python_host.py COMPONENT ARGS…` with no stdin.
+    /// Runs `examples/python_host.py COMPONENT ARGS…` with no stdin, its compiled component
+    /// cached with the `imo` command's.
     fn python_host(component: &Path, args: &[&str]) -> Output {
+        python_host_caching_in(&cache_dir(), component, args)
+    }
+
+    fn python_host_caching_in(cache: &Path, component: &Path, args: &[&str]) -> Output {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/python_host.py");
         Command::new(python())
             .arg(script)
             .arg(component)
             .args(args)
+            .env("IMO_CACHE_DIR", cache)
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -248,6 +254,83 @@ mod python {
         );
         assert_eq!(raw_manifest(&target), raw_manifest(&v2));
         copy_out(&target);
+    }
+
+    /// The compiled component is kept, private, and a second run loads it rather than
+    /// compiling (compiling always writes a new file); a damaged one is compiled again, and a
+    /// cache others can write is not used.
+    #[test]
+    fn python_host_compiles_the_component_once() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let t = setup("python-host-cache");
+        let (v1, v2) = (t.src.image("app:v1"), t.src.image("app:v2"));
+        let cache = t.work.join("cache");
+        let pull = |name: &str| {
+            let started = std::time::Instant::now();
+            let out = python_host_caching_in(
+                &cache,
+                &t.component,
+                &["pull", &v1, &v2, s(&t.work.join(name)), "-q"],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (
+                started.elapsed(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let cached = || -> (PathBuf, u64) {
+            let files: Vec<_> = std::fs::read_dir(&cache)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            assert_eq!(
+                files.len(),
+                1,
+                "one cache file, no temporary left: {files:?}"
+            );
+            let meta = std::fs::metadata(&files[0]).unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600, "the cache file is private");
+            (files[0].clone(), meta.ino())
+        };
+
+        let (compiling, _) = pull("first.tar");
+        assert_eq!(std::fs::metadata(&cache).unwrap().mode() & 0o777, 0o700);
+        let (file, first) = cached();
+        let (loading, _) = pull("second.tar");
+        assert_eq!(
+            cached().1,
+            first,
+            "the second run loaded the file, not compiled anew"
+        );
+        eprintln!("python host: first run {compiling:?} (compiling), second {loading:?}");
+
+        // Damaged: compiled again and replaced.
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        pull("third.tar");
+        let (_, third) = cached();
+        assert_ne!(third, first, "a damaged cache file is compiled again");
+
+        // A cache directory its group can write is passed over, saying why.
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o770)).unwrap();
+        let (_, stderr) = pull("fourth.tar");
+        assert!(
+            stderr.contains("not using the compiled-code cache") && stderr.contains("group"),
+            "{stderr}"
+        );
+        assert_eq!(cached().1, third, "nothing written to an untrusted cache");
+        for name in ["second.tar", "third.tar", "fourth.tar"] {
+            assert!(
+                std::fs::read(t.work.join(name)).unwrap()
+                    == std::fs::read(t.work.join("first.tar")).unwrap()
+            );
+        }
     }
 
     #[test]
