@@ -451,6 +451,13 @@ mod node {
             .collect();
         assert!(left.is_empty(), "no temporary file is left: {left:?}");
 
+        // The component's stdout, through the worker to the host's: the same bytes.
+        let out = node_host_ok(&t.component, &["pull", "-q", &v1, &v2, "-o", "-"]);
+        assert!(
+            out.stdout == expected,
+            "the archive on the Node host's stdout differs"
+        );
+
         // The export, with a stream the host opened: the same bytes.
         let summary = node_host_ok(
             &t.component,
@@ -513,6 +520,19 @@ mod node {
             ]
             .concat(),
         );
+        // And with the archive on stdin, no directory granted.
+        let vet_stdin = Command::new("node")
+            .arg(host_js())
+            .arg(&t.component)
+            .args([&["vet", "-", &target][..], &mount].concat())
+            .stdin(std::fs::File::open(&by_imo).unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            vet_stdin.status.success(),
+            "vet of the archive on stdin: {}",
+            String::from_utf8_lossy(&vet_stdin.stderr)
+        );
         node_host_ok(
             &t.component,
             &[
@@ -524,10 +544,23 @@ mod node {
         assert_eq!(raw_manifest(&target), raw_manifest(&v2));
         copy_out(&target);
 
-        // The exports vet and push too, where the destination repository holds the base.
-        let beside = dst.image("site/app:v2");
-        node_host_ok(&t.component, &["--call", "push-vet", s(&by_imo), &beside]);
-        node_host_ok(&t.component, &["--call", "push", s(&by_imo), &beside]);
+        // The exports vet and push too, with `options` as JSON.
+        let beside = dst.image("other/app:v2");
+        let call = |export| node_host(&t.component, &["--call", export, s(&by_imo), &beside]);
+        let err = call("push-vet");
+        assert_eq!(err.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&err.stderr);
+        assert!(
+            err.contains("error: the destination lacks sha256:"),
+            "{err}"
+        );
+        let mount = r#"{"mountFrom": ["site/app"]}"#;
+        for export in ["push-vet", "push"] {
+            node_host_ok(
+                &t.component,
+                &["--options", mount, "--call", export, s(&by_imo), &beside],
+            );
+        }
         assert_eq!(raw_manifest(&beside), raw_manifest(&v2));
 
         // A push into an `oci:` layout: blobs, index.json and its lock, all made by the
@@ -549,6 +582,18 @@ mod node {
         assert_eq!(
             skopeo(&["inspect", "--raw", &layout]).stdout,
             raw_manifest(&v2)
+        );
+    }
+
+    /// The allow-list's pure logic, with Node's own test runner.
+    #[test]
+    fn node_host_allow_list() {
+        host_js();
+        run_checked(
+            Command::new("node")
+                .args(["--test", "allowlist.test.js"])
+                .current_dir(example()),
+            "node --test examples/node/allowlist.test.js",
         );
     }
 

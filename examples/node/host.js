@@ -11,7 +11,8 @@
 // HOST-OPTIONs: `--dir HOST_DIR[::GUEST_DIR]` grants a directory (writable; none by default),
 // `--allow-host HOST[:PORT]` allows one more host, `--only-registry HOST[:PORT]` allows that
 // registry instead of those the command names (repeatable), `--no-learn` allows no realm or
-// redirect they point to, `--timing` reports how soon the component's first request came. Exports (`--call`): `pull BASE FINAL FILE`, `inventory
+// redirect they point to, `--timing` reports how soon the component's first request came,
+// `--options JSON` sets fields of the exports' `options` record (`{"mountFrom": ["org/base"]}`). Exports (`--call`): `pull BASE FINAL FILE`, `inventory
 // SOURCE...`, `push-vet FILE DESTINATION`, `push FILE DESTINATION`, `verify FILE`, `inspect
 // FILE`; the result is printed as JSON. Exit status: 0, 1 when the component fails (its
 // message on stderr), 2 on a usage error.
@@ -27,7 +28,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { Worker } from "node:worker_threads";
-import { referencesOf } from "./policy.js";
+import { referencesOf } from "./allowlist.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -89,7 +90,8 @@ function policyFor(references, insecure, { learn = true, allowHosts = [], regist
  */
 export async function run(module, args, grants = {}) {
   const { references, insecure } = referencesOf(args);
-  return inWorker({ module, args, preopens: grants.preopens ?? {}, policy: policyFor(references, insecure, grants) });
+  const preopens = Object.fromEntries(Object.entries(grants.preopens ?? {}).map(([guest, host]) => [guest, resolve(host)]));
+  return inWorker({ module, args, preopens, policy: policyFor(references, insecure, grants) });
 }
 
 /** What every export takes as `options`, as imo's command line sets it by default. */
@@ -147,7 +149,8 @@ export async function call(module, name, params, grants = {}) {
   return answer.result;
 }
 
-const USAGE = `usage: node host.js IMO.wasm [--dir HOST[::GUEST]]... [--allow-host HOST]... [--no-learn]
+const USAGE = `usage: node host.js IMO.wasm [--dir HOST[::GUEST]]... [--allow-host HOST]...
+         [--only-registry HOST]... [--no-learn] [--timing] [--options JSON]
          (COMMAND ARG... | --call EXPORT ARG...)`;
 
 async function main(argv) {
@@ -168,6 +171,11 @@ async function main(argv) {
       grants.learn = false;
     } else if (rest[i] === "--timing") {
       timing = true;
+    } else if (rest[i] === "--options" && rest[i + 1]) {
+      // JSON, with `chunkSize` as a number.
+      const options = JSON.parse(rest[++i]);
+      if ("chunkSize" in options) options.chunkSize = BigInt(options.chunkSize);
+      grants.options = options;
     } else {
       break;
     }

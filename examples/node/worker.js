@@ -7,7 +7,8 @@ import { parentPort, workerData } from "node:worker_threads";
 import { renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { cli, filesystem } from "@bytecodealliance/preview2-shim";
-import { NetworkPolicy, setPolicy } from "./policy.js";
+import { NetworkPolicy } from "./allowlist.js";
+import { setPolicy } from "./policy.js";
 
 const { module, args, preopens, call, policy: policyOptions } = workerData;
 const started = performance.timeOrigin + performance.now();
