@@ -1,6 +1,6 @@
 // The allow-list of the Node host, as plain data and pure functions (no I/O): which
 // registries the component may reach, built as the Rust host builds its policy
-// (host/src/policy.rs). policy.js applies it to every request; policy.test.js tests it.
+// (host/src/policy.rs). policy.js applies it to every request; allowlist.test.js tests it.
 //
 // - The registries the command names are allowed; plain HTTP only to loopback ones and to
 //   those named with --insecure.

@@ -22,7 +22,7 @@ setPolicy(policy);
 
 const imo = await import(module);
 
-/** A component error (`result::err`) as the message it carries, prefixed by its kind. */
+/** A component error (`result::err`) as its case (`kind`) and the message it carries. */
 function message(e) {
   const p = e?.payload;
   if (p && typeof p === "object" && "tag" in p) {
@@ -32,8 +32,8 @@ function message(e) {
   return { kind: "host", message: e instanceof Error ? e.message : String(e) };
 }
 
-/** A file for the component: a stream (or descriptor) the shim makes, in a directory
- *  granted for this one file. Returns the object and what finishes or undoes it. */
+/** A file for the component: a stream the shim makes, through a directory opened for this
+ *  one file. Returns the stream and what finishes or undoes the file. */
 function open(path, how) {
   const dir = dirname(path);
   const name = basename(path);
@@ -44,10 +44,9 @@ function open(path, how) {
   }
   // Written under a fresh name and renamed once whole, as the component's own `-o` does.
   const partial = `.${name}.node-${process.pid}-${Date.now()}.partial`;
-  const file = root.openAt({}, partial, { create: true, exclusive: true }, { write: true, read: how === "descriptor" });
-  const value = how === "descriptor" ? file : file.writeViaStream(0n);
+  const file = root.openAt({}, partial, { create: true, exclusive: true }, { write: true });
   return {
-    value,
+    value: file.writeViaStream(0n),
     done() {
       renameSync(join(dir, partial), path);
     },
