@@ -164,11 +164,7 @@ impl OciDir {
         let started = Instant::now();
         let mut delay = Duration::from_millis(5);
         loop {
-            match std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            match tempfile::create_new(&path) {
                 Ok(file) => return Ok(IndexLock(path, file)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(self.io(&path, e)),
@@ -200,7 +196,7 @@ impl OciDir {
 
 /// The lock on `index.json`, removed when dropped; kept open so that the host, told to stop,
 /// finds it among the files its process holds.
-struct IndexLock(PathBuf, #[allow(dead_code)] std::fs::File);
+struct IndexLock(PathBuf, #[allow(dead_code)] tempfile::NewFile);
 
 impl Drop for IndexLock {
     fn drop(&mut self) {
