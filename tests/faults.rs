@@ -1094,4 +1094,38 @@ fn a_fault_in_one_instances_share_is_retried_alone_and_a_lost_blob_fails_the_who
         std::fs::read_dir(&out).unwrap().next().is_none(),
         "files left behind"
     );
+
+    // The failure stops the others at once: the instance whose blob never answers is not
+    // waited for.
+    let layer = gets[gets.len() - 2];
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![
+            Rule::new("GET", large, 1, Fault::Delay(Duration::from_secs(60))),
+            Rule::new("GET", layer, 1, Fault::Status(500, None)),
+        ],
+    );
+    let image = proxy.image("app:v2");
+    let started = std::time::Instant::now();
+    let err = imo_err(&[
+        "pull",
+        "--retries",
+        "0",
+        "--instances",
+        "3",
+        "scratch",
+        &image,
+        "-o",
+        s(&archive),
+    ]);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the pull waited {:?} for the stalled instance",
+        started.elapsed()
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "files left behind"
+    );
 }
