@@ -239,6 +239,9 @@ impl Imo {
 
     /// [`Imo::pull_bundle_to_writer`] into `path`, written under a temporary name until it
     /// is complete and verified.
+    /// The blobs are spread over [`Builder::instances`](crate::Builder::instances) instances of
+    /// the component (one per core by default), each hashing on its own core; the bytes are
+    /// the same whatever their number.
     ///
     /// Here the site's holdings come from an inventory rather than a base image:
     ///
