@@ -954,3 +954,178 @@ fn a_resumed_pull_fetches_only_what_was_cut_and_starts_over_when_the_source_chan
         "the restarted archive differs from an uninterrupted pull of the new v2"
     );
 }
+
+/// A registry holding many:v1, six layers (seven blobs with the config) for a pool to share.
+fn many_blobs() -> Registry {
+    let src = Registry::start();
+    let layers: Vec<(String, usize)> = (0..6)
+        .map(|i| (format!("m-{i}"), 200_000 + 100_000 * i))
+        .collect();
+    let layers: Vec<(&str, usize)> = layers.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    seed(&oci_layout("v1", &layers), &src.image("many:v1"), None);
+    src
+}
+
+#[test]
+fn a_pull_spread_over_instances_fetches_in_all_at_once_and_writes_the_same_bytes() {
+    let src = many_blobs();
+    let work = TempDir::new("pool");
+    // One instance fetches at most four blobs at once: five answers are held until all
+    // five were asked for, which only several instances at once can do.
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", "/blobs/sha256:", 5, Fault::Gather(5))],
+    );
+    let pooled = work.join("pooled.tar");
+    let image = proxy.image("many:v1");
+    let out = imo_ok(&[
+        "pull",
+        "--instances",
+        "3",
+        "scratch",
+        &image,
+        "-o",
+        s(&pooled),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("fetching 7 blob(s) in 3 instances"),
+        "{stderr}"
+    );
+    assert_eq!(
+        proxy.holds(),
+        [true; 5],
+        "five blob GETs were never in flight together"
+    );
+    // Each blob fetched once, the manifests once (by the instance that planned).
+    assert_eq!(proxy.count("GET", "/blobs/sha256:"), 7);
+
+    // The same reference (the proxy's, its faults spent): the archive names it.
+    let single = work.join("single.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "--instances",
+        "1",
+        "scratch",
+        &image,
+        "-o",
+        s(&single),
+    ]);
+    let streamed = imo_ok(&["pull", "-q", "scratch", &image, "-o", "-"]);
+    let pooled = std::fs::read(&pooled).unwrap();
+    assert!(
+        pooled == std::fs::read(&single).unwrap(),
+        "one instance wrote other bytes"
+    );
+    assert!(pooled == streamed.stdout, "the stream differs");
+}
+
+#[test]
+fn a_fault_in_one_instances_share_is_retried_alone_and_a_lost_blob_fails_the_whole_pull() {
+    let src = source();
+    let work = TempDir::new("pool-faults");
+    let full = full_archive(&src, &work);
+    let gets = blob_gets(&full);
+    let large = *gets.last().unwrap();
+    // Three blobs over three instances: the cut one is in a share of its own.
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", large, 1, Fault::CutResponseAfter(100_000))],
+    );
+    let out = work.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let archive = out.join("cut.tar");
+    let image = proxy.image("app:v2");
+    let pulled = imo_ok(&[
+        "pull",
+        "--instances",
+        "3",
+        "scratch",
+        &image,
+        "-o",
+        s(&archive),
+    ]);
+    let stderr = String::from_utf8_lossy(&pulled.stderr);
+    assert!(stderr.contains("alone after"), "{stderr}");
+    assert_eq!(proxy.faults(), 1);
+    assert_eq!(
+        proxy.count("GET", large),
+        2,
+        "the cut blob, then again alone"
+    );
+    // The config and the two layers, and the cut one again: no other blob fetched again.
+    assert_eq!(proxy.count("GET", "/blobs/sha256:"), 4);
+    // The bytes of one instance's pull through the same proxy, its fault spent.
+    let single = work.join("single.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "--instances",
+        "1",
+        "scratch",
+        &image,
+        "-o",
+        s(&single),
+    ]);
+    assert!(std::fs::read(&archive).unwrap() == std::fs::read(&single).unwrap());
+    std::fs::remove_file(&archive).unwrap();
+
+    // A blob that cannot be had fails the pull, and stops the other instances: no archive,
+    // no temporary left.
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", large, 100, Fault::Status(500, None))],
+    );
+    let image = proxy.image("app:v2");
+    let err = imo_err(&[
+        "pull",
+        "--retries",
+        "1",
+        "--instances",
+        "3",
+        "scratch",
+        &image,
+        "-o",
+        s(&archive),
+    ]);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "files left behind"
+    );
+
+    // The failure stops the others at once: the instance whose blob never answers is not
+    // waited for.
+    let layer = gets[gets.len() - 2];
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![
+            Rule::new("GET", large, 1, Fault::Delay(Duration::from_secs(60))),
+            Rule::new("GET", layer, 1, Fault::Status(500, None)),
+        ],
+    );
+    let image = proxy.image("app:v2");
+    let started = std::time::Instant::now();
+    let err = imo_err(&[
+        "pull",
+        "--retries",
+        "0",
+        "--instances",
+        "3",
+        "scratch",
+        &image,
+        "-o",
+        s(&archive),
+    ]);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the pull waited {:?} for the stalled instance",
+        started.elapsed()
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "files left behind"
+    );
+}

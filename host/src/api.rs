@@ -238,6 +238,7 @@ impl Bundle {
 
 /// A local OCI layout directory the component may use, at the same path as on the host.
 #[doc(hidden)]
+#[derive(Clone, Debug)]
 pub struct LayoutGrant {
     pub dir: PathBuf,
     pub writable: bool,

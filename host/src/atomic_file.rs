@@ -69,7 +69,9 @@ impl AtomicFile {
         // Registered while the lock is held, so a stop never misses a file just made.
         let mut pending = pending();
         let mut options = File::options();
-        options.mode(mode);
+        // Readable too: a pull spread over several instances has each check the plan
+        // against what the file holds.
+        options.read(true).mode(mode);
         let (file, temp) = tempfile::create_with(path, options)?;
         pending.insert(temp.clone());
         Ok(Self {

@@ -32,6 +32,7 @@ impl Default for Builder {
             mount_from_archive: false,
             deltas: false,
             memory_limit: Builder::DEFAULT_MEMORY_LIMIT,
+            instances: 0,
         }
     }
 }
@@ -75,6 +76,8 @@ pub struct Builder {
     pub(crate) mount_from_archive: bool,
     pub(crate) deltas: bool,
     pub(crate) memory_limit: u64,
+    /// Instances a pull into a file spreads its blobs over; 0 for one per core.
+    pub(crate) instances: usize,
 }
 
 /// The progress callback, opaque to `Debug`.
@@ -463,6 +466,25 @@ impl Builder {
     /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.memory_limit = bytes;
+        self
+    }
+
+    /// How many instances of the component a pull into a file
+    /// ([`Imo::pull_bundle_to_file`](crate::Imo::pull_bundle_to_file) and its siblings)
+    /// spreads its blobs over, so that each hashes on its own core: one per core available
+    /// by default (or with 0). One instance plans the archive (fetching the manifests once),
+    /// then each fetches a share of the blobs into its place in the file: largest blobs
+    /// first, each to the instance with the fewest bytes so far. A single blob is never
+    /// split, so a one-layer image gains nothing. Every instance gets the same sandbox (the
+    /// same registries, credentials and files) and its own [`memory_limit`](Builder::memory_limit);
+    /// 1 runs the whole pull in one instance, as the component does alone.
+    ///
+    /// ```rust
+    /// let imo = imo::Imo::builder().instances(1).build()?;
+    /// # Ok::<(), imo::Error>(())
+    /// ```
+    pub fn instances(mut self, n: usize) -> Self {
+        self.instances = n;
         self
     }
 

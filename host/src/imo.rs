@@ -239,6 +239,9 @@ impl Imo {
 
     /// [`Imo::pull_bundle_to_writer`] into `path`, written under a temporary name until it
     /// is complete and verified.
+    /// The blobs are spread over [`Builder::instances`](crate::Builder::instances) instances of
+    /// the component (one per core by default), each hashing on its own core; the bytes are
+    /// the same whatever their number.
     ///
     /// Here the site's holdings come from an inventory rather than a base image:
     ///
@@ -300,7 +303,7 @@ impl Imo {
     }
 
     /// Pulls into `file`, which the component may write at any offset (and nothing else), so
-    /// that it fetches several blobs at once.
+    /// that it fetches several blobs at once, spread over [`Builder::instances`] instances.
     /// `mode` lets it read the file too, for a resumed pull.
     async fn pull_into(
         &self,
@@ -309,24 +312,119 @@ impl Imo {
         mode: OpenMode,
     ) -> Result<Summary, Error> {
         let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
-        // Its writes run on the calling thread: the component waits for each anyway.
-        let descriptor = Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, mode, true));
-        let own = store
-            .data_mut()
-            .table
-            .push(descriptor)
-            .map_err(runtime_error)?;
+        let instances = self.instances();
+        let options = self.options();
+        if instances == 1 {
+            let own = push_file(&mut store, file, mode)?;
+            let result = imo
+                .imo_overlay_overlay()
+                .call_pull_bundle_to_file(
+                    &mut store,
+                    &request,
+                    Resource::new_borrow(own.rep()),
+                    &options,
+                )
+                .await;
+            let _ = store.data_mut().table.delete(own);
+            return finish(result, &witness);
+        }
+
+        // Every instance checks the plan against the file, so each may read it.
+        let mode = mode | OpenMode::READ;
+        let io = |e: std::io::Error| Error::Io(format!("the archive file: {e}"));
+        let own = push_file(&mut store, file.try_clone().map_err(io)?, mode)?;
         let result = imo
             .imo_overlay_overlay()
-            .call_pull_bundle_to_file(
+            .call_pull_bundle_to_file_plan(
                 &mut store,
                 &request,
                 Resource::new_borrow(own.rep()),
-                &self.options(),
+                &options,
             )
             .await;
         let _ = store.data_mut().table.delete(own);
-        finish(result, &witness)
+        let plan = finish_with(result, &witness)?;
+        let sizes: Vec<u64> = plan.blobs.iter().map(|b| b.size).collect();
+        let shares = shares(&sizes, instances);
+        if shares.len() > 1 {
+            self.report(&format!(
+                "fetching {} blob(s) in {} instances",
+                plan.blobs.len(),
+                shares.len()
+            ));
+        }
+        let plan = Arc::new(plan);
+        let request = Arc::new(request);
+        let options = Arc::new(options);
+        let mut first = Some((store, imo));
+        let mut tasks = tokio::task::JoinSet::new();
+        for share in shares {
+            let (plan, request, options) = (plan.clone(), request.clone(), options.clone());
+            let (this, witness) = (self.clone(), witness.clone());
+            let file = file.try_clone().map_err(io)?;
+            let instance = first.take();
+            tasks.spawn(async move {
+                // The planner takes the first share; each other share gets a twin of it.
+                let (mut store, imo) = match instance {
+                    Some(i) => i,
+                    None => this.twin(&witness).await?,
+                };
+                let own = push_file(&mut store, file, mode)?;
+                let result = imo
+                    .imo_overlay_overlay()
+                    .call_pull_bundle_to_file_share(
+                        &mut store,
+                        &request,
+                        &plan,
+                        &share,
+                        Resource::new_borrow(own.rep()),
+                        &options,
+                    )
+                    .await;
+                let _ = store.data_mut().table.delete(own);
+                finish_with(result, &witness)
+            });
+        }
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(runtime_error).and_then(|r| r) {
+                Ok(done) => {
+                    blobs += u64::from(done.blobs_fetched);
+                    bytes += done.bytes_fetched;
+                }
+                Err(e) => {
+                    // One failure stops every instance; each ends at its next wait, before
+                    // the caller drops (or keeps, to resume) the file.
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(e);
+                }
+            }
+        }
+        let planned: u64 = sizes.iter().sum();
+        if (blobs, bytes) != (plan.blobs.len() as u64, planned) {
+            return Err(Error::Runtime(format!(
+                "the instances fetched {blobs} blob(s), {bytes} bytes of the {} blob(s), \
+                 {planned} bytes planned",
+                plan.blobs.len()
+            )));
+        }
+        Ok(plan.summary.clone().into())
+    }
+
+    /// The instances a pull into a file uses: as set, else one per core.
+    fn instances(&self) -> usize {
+        match self.settings.instances {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// A line for the reporter, among the component's.
+    fn report(&self, line: &str) {
+        if let Some(report) = self.reporter() {
+            report(line);
+        }
     }
 
     /// Checks, before anything is uploaded, that `destination` holds every blob the archive
@@ -633,5 +731,59 @@ impl AsyncRead for PullStream {
             Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e.clone()))),
             _ => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// Hands `file` to the component as a descriptor it may use in `mode`, and nothing else.
+fn push_file(
+    store: &mut wasmtime::Store<crate::runtime::State>,
+    file: std::fs::File,
+    mode: OpenMode,
+) -> Result<Resource<Descriptor>, Error> {
+    // Its writes run on the calling thread: the component waits for each anyway.
+    let descriptor = Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, mode, true));
+    store
+        .data_mut()
+        .table
+        .push(descriptor)
+        .map_err(runtime_error)
+}
+
+/// Splits blobs of `sizes` into at most `n` shares (indices, as a pull plan numbers its
+/// blobs) of about equal bytes: largest first, each to the share with the fewest bytes so far
+/// (the lowest on a tie), so the same plan always splits the same way. Empty shares are left
+/// out; each share lists its blobs largest first, to start the longest early.
+fn shares(sizes: &[u64], n: usize) -> Vec<Vec<u32>> {
+    let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i as usize]), i));
+    let mut shares: Vec<(u64, Vec<u32>)> = vec![(0, Vec::new()); n.clamp(1, sizes.len().max(1))];
+    for i in order {
+        let least = (0..shares.len())
+            .min_by_key(|&k| (shares[k].0, k))
+            .expect("at least one share");
+        shares[least].0 += sizes[i as usize];
+        shares[least].1.push(i);
+    }
+    shares
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shares;
+
+    #[test]
+    fn shares_go_largest_first_to_the_least_loaded() {
+        // 100 alone; 60 and 30 and 10 together make 100 too.
+        assert_eq!(shares(&[10, 100, 30, 60], 2), vec![vec![1], vec![3, 2, 0]]);
+        // Ties: the lower index first, to the lower share.
+        assert_eq!(shares(&[5, 5, 5], 2), vec![vec![0, 2], vec![1]]);
+        // More instances than blobs: one blob each, no empty share.
+        assert_eq!(shares(&[1, 2], 8), vec![vec![1], vec![0]]);
+        assert_eq!(shares(&[7, 3], 1), vec![vec![0, 1]]);
+        assert!(shares(&[], 4).is_empty());
     }
 }

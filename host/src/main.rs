@@ -201,6 +201,11 @@ struct Global {
     #[arg(long, global = true, value_name = "SIZE", default_value = "256M",
           value_parser = imo_guest::cli::parse_size)]
     memory_limit: u64,
+    /// Spread a pull into a file over N instances of the component, each hashing on its own
+    /// core (default: one per core; 1 for a single instance)
+    #[arg(long, global = true, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    instances: Option<u64>,
     /// Print no progress and no summary
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -317,6 +322,9 @@ fn builder(g: &Global, roles: Roles<'_>) -> Result<imo::Builder, Error> {
         .max_retries(g.retries)
         .timeout(std::time::Duration::from_secs(g.timeout))
         .memory_limit(g.memory_limit);
+    if let Some(n) = g.instances {
+        b = b.instances(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     for h in &g.allow_host {
         b = b.allow_host(h);
     }

@@ -159,7 +159,41 @@ impl Imo {
             .instantiate(&mut store)
             .await
             .map_err(trap_error)?;
-        Ok((Witness { policy, connector }, store, imo))
+        let grants = grants.to_vec();
+        Ok((
+            Witness {
+                policy,
+                connector,
+                grants,
+            },
+            store,
+            imo,
+        ))
+    }
+
+    /// Another instance in the sandbox `witness` watches, for a pull spread over several:
+    /// the same policy (and what it has learned), TLS, files and memory limit, nothing wider.
+    pub(crate) async fn twin(
+        &self,
+        witness: &Witness,
+    ) -> Result<(wasmtime::Store<runtime::State>, runtime::bindings::Imo), Error> {
+        let mut store = self
+            .runtime
+            .store(
+                witness.policy.clone(),
+                witness.connector.clone(),
+                self.reporter(),
+                &[],
+                &witness.grants,
+                self.settings.memory_limit,
+            )
+            .map_err(runtime_error)?;
+        let imo = self
+            .runtime
+            .instantiate(&mut store)
+            .await
+            .map_err(trap_error)?;
+        Ok((store, imo))
     }
 }
 
@@ -209,10 +243,12 @@ pub(crate) fn destination_references(destination: &str, map: &[(String, String)]
 }
 
 /// What watched an operation's traffic, to explain its failure: the requests the policy
-/// refused and the registries that stopped answering.
+/// refused and the registries that stopped answering; and what it was granted, for twins.
+#[derive(Clone)]
 pub(crate) struct Witness {
     policy: Arc<NetworkPolicy>,
     connector: Arc<Connector>,
+    grants: Vec<LayoutGrant>,
 }
 
 /// Turns the component's answer into the host's, adding what the policy refused and which

@@ -45,6 +45,10 @@ pub enum Fault {
     /// is answered 416 when its session had a short one already (only the last may be
     /// short). Give it a rule for each method.
     ChunkMinLength(usize),
+    /// Forward, but hold the answer until this many requests given this fault are held at
+    /// once, or [`HOLD_LIMIT`] passes (recorded in [`Proxy::holds`]): proves that many were
+    /// in flight together. Give the rule as many `times`.
+    Gather(usize),
 }
 
 /// How long [`Fault::HoldAnswer`] waits for the next request at most.
@@ -103,6 +107,8 @@ struct State {
     authorized: Vec<String>,
     /// Upload sessions (paths without query) that had a `PATCH` shorter than the minimum.
     short_chunks: Vec<String>,
+    /// Requests given [`Fault::Gather`] so far.
+    gathered: usize,
 }
 
 pub struct Proxy {
@@ -310,6 +316,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
     let mut response_limit = usize::MAX;
     let mut fault_cut = None;
     let mut hold = false;
+    let mut gather = None;
     let mut min_length = None;
     match fault {
         Some(Fault::Status(code, retry_after)) => {
@@ -358,6 +365,10 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
         Some(Fault::Reset) => return Ok(()),
         Some(Fault::Delay(d)) => std::thread::sleep(d),
         Some(Fault::HoldAnswer) => hold = true,
+        Some(Fault::Gather(n)) => {
+            state.lock().unwrap().gathered += 1;
+            gather = Some(n);
+        }
         Some(Fault::CutResponseAfter(n)) => response_limit = n,
         Some(Fault::CutRequestAfter(n)) => {
             request_limit = n.min(body_len);
@@ -459,6 +470,19 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             std::thread::sleep(Duration::from_millis(10));
         };
         state.lock().unwrap().holds.push(next_came);
+    }
+    if let Some(n) = gather {
+        let started = std::time::Instant::now();
+        let all_came = loop {
+            if state.lock().unwrap().gathered >= n {
+                break true;
+            }
+            if started.elapsed() > HOLD_LIMIT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        state.lock().unwrap().holds.push(all_came);
     }
     let response_head = match min_length {
         Some(min) => format!(

@@ -11,7 +11,8 @@ mod tree;
 
 pub use inventory::inventory;
 pub use pull::{
-    ArchiveFile, FETCH_WIDTH, Fetch, Fetcher, PullRequest, pull_bundle, pull_bundle_to_file,
+    ArchiveFile, FETCH_WIDTH, Fetch, Fetcher, FilePlan, PlannedBlob, PullRequest, ShareDone,
+    fetch_share, plan_bundle_to_file, pull_bundle, pull_bundle_to_file,
 };
 pub use push::{push, push_vet};
 pub use targets::{Mapping, Route, Target, targets};

@@ -161,6 +161,8 @@ pub const FETCH_WIDTH: usize = 4;
 /// A file that is not empty is the partial of an earlier pull to resume: if it begins with
 /// the head this plan writes, each blob already whole in it is kept and not fetched;
 /// otherwise the source changed, and the pull starts over, saying so.
+///
+/// It is [`plan_bundle_to_file`] and [`fetch_share`] of every blob, in one instance.
 pub fn pull_bundle_to_file(
     transport: &dyn Transport,
     fetcher: &dyn Fetcher,
@@ -170,6 +172,200 @@ pub fn pull_bundle_to_file(
     file: &dyn ArchiveFile,
 ) -> Result<Summary> {
     let pull = prepare(transport, options, report, request)?;
+    let plan = lay_out(&pull, report, file)?;
+    let blobs: Vec<Descriptor> = plan.blobs.iter().map(PlannedBlob::descriptor).collect();
+    let jobs: Vec<Job<'_>> = (plan.blobs.iter().zip(&blobs))
+        .map(|(b, d)| Job {
+            d,
+            offset: b.offset,
+            source: pull.clients[b.source as usize].as_ref(),
+        })
+        .collect();
+    fetch_blobs(fetcher, options, report, file, &jobs)?;
+    Ok(plan.summary)
+}
+
+/// A blob a planned pull into a file has yet to fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedBlob {
+    /// As the manifests declare it: a digest (checked where it is used, for a plan comes
+    /// back from the host) and a size.
+    pub digest: String,
+    pub size: u64,
+    /// Where its bytes go in the archive file; its tar header lies in the block before.
+    pub offset: u64,
+    /// The final image it is fetched from: an index into [`PullRequest::finals`].
+    pub source: u32,
+}
+
+impl PlannedBlob {
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest: Digest::parse(&self.digest).expect("a plan made here holds digests"),
+            size: self.size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+/// A pull into a file, planned and laid out: the blobs left to fetch, and the summary the
+/// pull ends with once they are in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePlan {
+    /// In archive order.
+    pub blobs: Vec<PlannedBlob>,
+    /// The archive file's length.
+    pub archive_bytes: u64,
+    pub summary: Summary,
+}
+
+/// What [`fetch_share`] fetched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShareDone {
+    pub blobs: u32,
+    pub bytes: u64,
+}
+
+/// The first half of [`pull_bundle_to_file`], for a pull spread over several instances:
+/// fetches the manifests, plans the archive and writes into `file` everything but the bytes
+/// of the blobs to fetch (head, headers, padding, end marker, deltas; on a resume, keeping
+/// what the partial holds whole). Each blob of the plan is then fetched by [`fetch_share`],
+/// in any instance, each exactly once.
+pub fn plan_bundle_to_file(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    file: &dyn ArchiveFile,
+) -> Result<FilePlan> {
+    let pull = prepare(transport, options, report, request)?;
+    lay_out(&pull, report, file)
+}
+
+/// The second half of [`pull_bundle_to_file`]: fetches the blobs `share` names (indices into
+/// `plan.blobs`) into their places in `file`, several at once, each checked against its
+/// digest as it streams, a failed one again alone. `request` and `options` are those the
+/// plan was made with; its sources are opened again here.
+///
+/// The plan comes from the host, so it is trusted no further than it can be checked: it must
+/// fit the file (every blob within the archive, after a tar header naming exactly it, none
+/// overlapping another) and each blob's bytes must match its digest, or nothing is written.
+#[allow(clippy::too_many_arguments)]
+pub fn fetch_share(
+    transport: &dyn Transport,
+    fetcher: &dyn Fetcher,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    plan: &FilePlan,
+    share: &[u32],
+    file: &dyn ArchiveFile,
+) -> Result<ShareDone> {
+    let blobs = check_share(plan, share, request.finals.len(), file)?;
+    let mut sources: Vec<Option<Box<dyn Source + '_>>> =
+        request.finals.iter().map(|_| None).collect();
+    for (_, _, source) in &blobs {
+        if sources[*source].is_none() {
+            let fin = parse_location("final image", &request.finals[*source])?;
+            let role = options.final_credentials.as_ref();
+            sources[*source] = Some(open_source(transport, &fin, role, options, report)?);
+        }
+    }
+    let jobs: Vec<Job<'_>> = (blobs.iter())
+        .map(|(d, offset, source)| Job {
+            d,
+            offset: *offset,
+            source: sources[*source].as_deref().expect("opened above"),
+        })
+        .collect();
+    fetch_blobs(fetcher, options, report, file, &jobs)?;
+    Ok(ShareDone {
+        blobs: blobs.len() as u32,
+        bytes: blobs.iter().map(|(d, ..)| d.size).sum(),
+    })
+}
+
+/// The blobs of `share` as descriptors, with their offsets and sources, once the plan is
+/// found to fit `file`: else why not.
+fn check_share(
+    plan: &FilePlan,
+    share: &[u32],
+    finals: usize,
+    file: &dyn ArchiveFile,
+) -> Result<Vec<(Descriptor, u64, usize)>> {
+    let bad = |why: String| {
+        Error::InvalidArchive(format!(
+            "the pull plan does not fit the archive file: {why}; make the plan again with \
+             pull-bundle-to-file-plan on this file"
+        ))
+    };
+    const B: u64 = tar::BLOCK as u64;
+    let len = file.size()?;
+    if len != plan.archive_bytes {
+        return Err(bad(format!(
+            "the file holds {len} bytes, the plan {}",
+            plan.archive_bytes
+        )));
+    }
+    // Every blob between its header and the end marker, none over another's bytes.
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(plan.blobs.len());
+    for (i, b) in plan.blobs.iter().enumerate() {
+        let end = b.offset.checked_add(b.size);
+        if b.offset < B || end.is_none_or(|e| e > plan.archive_bytes.saturating_sub(2 * B)) {
+            return Err(bad(format!(
+                "blob {i} ({} bytes at byte {}) lies outside the archive",
+                b.size, b.offset
+            )));
+        }
+        spans.push((b.offset - B, b.offset + b.size));
+    }
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[0].1 > w[1].0) {
+        return Err(bad("two blobs overlap".into()));
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(share.len());
+    for &i in share {
+        let b = (plan.blobs.get(i as usize))
+            .ok_or_else(|| bad(format!("the share names blob {i} of {}", plan.blobs.len())))?;
+        if !seen.insert(i) {
+            return Err(bad(format!("the share names blob {i} twice")));
+        }
+        if b.source as usize >= finals {
+            return Err(bad(format!(
+                "blob {i} comes from final image {} of {finals}",
+                b.source
+            )));
+        }
+        let digest = Digest::parse(&b.digest).map_err(|e| bad(format!("blob {i}: {e}")))?;
+        let mut header = Vec::with_capacity(tar::BLOCK);
+        file.read_at(b.offset - B)?
+            .take(B)
+            .read_to_end(&mut header)
+            .map_err(|e| Error::Io(format!("reading the archive file: {e}")))?;
+        if header[..] != tar::file_header(&archive::blob_path(&digest), b.size)[..] {
+            return Err(bad(format!(
+                "the tar header before byte {} is not that of {digest} ({} bytes)",
+                b.offset, b.size
+            )));
+        }
+        let d = Descriptor {
+            media_type: "application/octet-stream".into(),
+            digest,
+            size: b.size,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        out.push((d, b.offset, b.source as usize));
+    }
+    Ok(out)
+}
+
+/// Writes into `file` everything of the planned archive but the bytes of the blobs to fetch,
+/// and says which those are.
+fn lay_out(pull: &Prepared<'_>, report: &dyn Reporter, file: &dyn ArchiveFile) -> Result<FilePlan> {
     let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
     let blobs = &pull.meta.blobs;
     let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
@@ -237,9 +433,12 @@ pub fn pull_bundle_to_file(
         }
         w.into_parts().0.flush().map_err(io)?;
     }
+    if resuming {
+        // Whatever a foreign partial held past this archive's end goes.
+        file.set_len(end)?;
+    }
 
-    let mut jobs = Vec::new();
-    let mut alone = Vec::new();
+    let mut to_fetch = Vec::new();
     for (i, d) in blobs.iter().enumerate() {
         if kept[i] {
             continue;
@@ -250,20 +449,60 @@ pub fn pull_bundle_to_file(
             out.flush().map_err(io)?;
             continue;
         }
-        let source = pull.source(d);
-        if source.fetches_by_request() {
-            jobs.push(Fetch {
-                d,
-                source,
-                out: file.at(offsets[i])?,
-                report,
-            });
+        to_fetch.push(PlannedBlob {
+            digest: d.digest.to_string(),
+            size: d.size,
+            offset: offsets[i],
+            source: pull.source_of[&d.digest] as u32,
+        });
+    }
+    let mut summary = pull.summary();
+    summary.archive_bytes = end;
+    (summary.blobs_kept, summary.bytes_kept) = kept_total;
+    Ok(FilePlan {
+        blobs: to_fetch,
+        archive_bytes: end,
+        summary,
+    })
+}
+
+/// One blob to fetch into the archive file.
+struct Job<'a> {
+    d: &'a Descriptor,
+    offset: u64,
+    source: &'a dyn Source,
+}
+
+/// Fetches `jobs` into their places in `file`: those whose source gives requests up to
+/// [`FETCH_WIDTH`] at once, in the order given; then, alone and in that order, the others
+/// and each whose concurrent fetch failed, with the usual retries and resumes.
+fn fetch_blobs(
+    fetcher: &dyn Fetcher,
+    options: &Options,
+    report: &dyn Reporter,
+    file: &dyn ArchiveFile,
+    jobs: &[Job<'_>],
+) -> Result<()> {
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let mut concurrent = Vec::new();
+    let mut alone = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if job.source.fetches_by_request() {
+            concurrent.push((
+                i,
+                Fetch {
+                    d: job.d,
+                    source: job.source,
+                    out: file.at(job.offset)?,
+                    report,
+                },
+            ));
         } else {
             alone.push(i);
         }
     }
-    let fetched: Vec<&Descriptor> = jobs.iter().map(|j| j.d).collect();
-    for (d, outcome) in fetched.into_iter().zip(fetcher.fetch(jobs, FETCH_WIDTH)) {
+    let (which, fetches): (Vec<usize>, Vec<Fetch<'_>>) = concurrent.into_iter().unzip();
+    for (i, outcome) in which.into_iter().zip(fetcher.fetch(fetches, FETCH_WIDTH)) {
         let Err(why) = outcome else { continue };
         // What the host refused, it refuses again: no second try.
         if matches!(why, Error::Denied(_)) {
@@ -277,40 +516,28 @@ pub fn pull_bundle_to_file(
         if options.max_retries == 0 {
             return Err(Error::Unreachable(format!(
                 "fetching blob {} failed: {why} (retries are off)",
-                d.digest
+                jobs[i].d.digest
             )));
         }
         report.line(&format!(
             "retrying GET of blob {} alone after {why}",
-            d.digest
+            jobs[i].d.digest
         ));
-        alone.push(
-            blobs
-                .iter()
-                .position(|b| b == d)
-                .expect("a job is one of the blobs"),
-        );
+        alone.push(i);
     }
     alone.sort_unstable();
     for i in alone {
-        let d = &blobs[i];
-        let mut out = file.at(offsets[i])?;
+        let Job { d, offset, source } = jobs[i];
+        let mut out = file.at(offset)?;
         let mut progress = Progress::start(report, ("copying", "copied"), d);
-        pull.source(d).blob(d, &mut |chunk| {
+        source.blob(d, &mut |chunk| {
             progress.advance(chunk.len());
             out.write_all(chunk).map_err(io)
         })?;
         out.flush().map_err(io)?;
         progress.end();
     }
-    if resuming {
-        // Whatever a foreign partial held past this archive's end goes.
-        file.set_len(end)?;
-    }
-    let mut summary = pull.summary();
-    summary.archive_bytes = end;
-    (summary.blobs_kept, summary.bytes_kept) = kept_total;
-    Ok(summary)
+    Ok(())
 }
 
 /// A pull, planned: what the archive holds and where each carried blob comes from.
@@ -612,5 +839,82 @@ mod tests {
         // Nor does a partial cut inside its head.
         let short = Memory(RefCell::new(head[..head.len() - 1].to_vec()));
         assert_eq!(kept_blobs(&short, &head, &blobs, &offsets).unwrap(), None);
+    }
+
+    #[test]
+    fn a_share_is_fetched_only_where_the_plan_fits_the_file() {
+        let datas: [&[u8]; 2] = [&[7u8; 1500], b"second"];
+        let blobs: Vec<Descriptor> = datas.iter().map(|d| blob(d)).collect();
+        let mut w = tar::Writer::new(Vec::new());
+        w.file("imo.json", b"{}").unwrap();
+        let head = w.into_parts().0.len() as u64;
+        let sizes: Vec<u64> = blobs.iter().map(|d| d.size).collect();
+        let (offsets, end) = tar::data_offsets(head, &sizes).unwrap();
+        // Laid out as the plan step does: headers written, the blobs' bytes not yet.
+        let mut bytes = vec![0u8; end as usize];
+        for (d, &at) in blobs.iter().zip(&offsets) {
+            let h = tar::file_header(&archive::blob_path(&d.digest), d.size);
+            bytes[at as usize - tar::BLOCK..at as usize].copy_from_slice(&h);
+        }
+        let file = Memory(RefCell::new(bytes));
+        let plan = FilePlan {
+            blobs: (blobs.iter().zip(&offsets))
+                .map(|(d, &offset)| PlannedBlob {
+                    digest: d.digest.to_string(),
+                    size: d.size,
+                    offset,
+                    source: 0,
+                })
+                .collect(),
+            archive_bytes: end,
+            summary: Summary::default(),
+        };
+        let fits = check_share(&plan, &[1, 0], 1, &file).unwrap();
+        assert_eq!(fits.len(), 2);
+        assert_eq!(
+            (fits[0].0.digest.clone(), fits[0].1),
+            (blobs[1].digest.clone(), offsets[1])
+        );
+
+        let refused = |plan: &FilePlan, share: &[u32], finals: usize| match check_share(
+            plan, share, finals, &file,
+        ) {
+            Err(Error::InvalidArchive(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(&plan, &[2], 1).contains("names blob 2 of 2"));
+        assert!(refused(&plan, &[0, 0], 1).contains("twice"));
+        assert!(refused(&plan, &[0], 0).contains("final image 0 of 0"));
+        let mut other = plan.clone();
+        other.archive_bytes += 512;
+        assert!(refused(&other, &[0], 1).contains("the file holds"));
+        // A blob moved, swapped for another or resized: its header does not name it there.
+        let mut other = plan.clone();
+        other.blobs.remove(0);
+        other.blobs[0].offset = offsets[0] + 512;
+        assert!(refused(&other, &[0], 1).contains("tar header"));
+        let mut other = plan.clone();
+        other.blobs[0].digest = blobs[1].digest.to_string();
+        assert!(refused(&other, &[0], 1).contains("tar header"));
+        let mut other = plan.clone();
+        other.blobs[1].size += 1;
+        assert!(refused(&other, &[1], 1).contains("tar header"));
+        // Out of the archive, over its head or the end marker, or over another blob: refused
+        // even where the share does not name it.
+        let mut other = plan.clone();
+        other.blobs[1].offset = end - 512;
+        assert!(refused(&other, &[0], 1).contains("outside the archive"));
+        let mut other = plan.clone();
+        other.blobs[1].offset = u64::MAX - 2;
+        assert!(refused(&other, &[0], 1).contains("outside the archive"));
+        let mut other = plan.clone();
+        other.blobs[0].offset = 0;
+        assert!(refused(&other, &[1], 1).contains("outside the archive"));
+        let mut other = plan.clone();
+        other.blobs[1].offset = offsets[0] + 512;
+        assert!(refused(&other, &[0], 1).contains("overlap"));
+        let mut other = plan;
+        other.blobs[0].digest = "sha256:nothex".into();
+        assert!(refused(&other, &[0], 1).contains("blob 0"));
     }
 }

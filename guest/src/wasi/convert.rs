@@ -109,3 +109,38 @@ pub(super) fn pull_request(request: wit::Bundle) -> ops::PullRequest {
         finals: request.finals,
     }
 }
+
+impl From<ops::FilePlan> for wit::PullPlan {
+    fn from(p: ops::FilePlan) -> Self {
+        wit::PullPlan {
+            blobs: (p.blobs.into_iter())
+                .map(|b| wit::PlannedBlob {
+                    digest: b.digest,
+                    size: b.size,
+                    offset: b.offset,
+                    source: b.source,
+                })
+                .collect(),
+            archive_bytes: p.archive_bytes,
+            summary: p.summary.into(),
+        }
+    }
+}
+
+impl From<wit::PullPlan> for ops::FilePlan {
+    fn from(p: wit::PullPlan) -> Self {
+        ops::FilePlan {
+            blobs: (p.blobs.into_iter())
+                .map(|b| ops::PlannedBlob {
+                    digest: b.digest,
+                    size: b.size,
+                    offset: b.offset,
+                    source: b.source,
+                })
+                .collect(),
+            archive_bytes: p.archive_bytes,
+            // The share reports only what it fetched; the plan's summary is the host's.
+            summary: Summary::default(),
+        }
+    }
+}

@@ -146,6 +146,48 @@ impl wit::Guest for Component {
         Ok(serde_json::to_string(&report).expect("a report serialises"))
     }
 
+    fn pull_bundle_to_file_plan(
+        request: wit::Bundle,
+        archive: &Descriptor,
+        options: wit::Options,
+    ) -> Result<wit::PullPlan, wit::Error> {
+        let options = Options::from(options);
+        ops::plan_bundle_to_file(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &FileArchive(archive),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
+    fn pull_bundle_to_file_share(
+        request: wit::Bundle,
+        plan: wit::PullPlan,
+        share: Vec<u32>,
+        archive: &Descriptor,
+        options: wit::Options,
+    ) -> Result<wit::ShareSummary, wit::Error> {
+        let options = Options::from(options);
+        let http = WasiHttp::default();
+        let done = ops::fetch_share(
+            &http,
+            &http,
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &plan.into(),
+            &share,
+            &FileArchive(archive),
+        )?;
+        Ok(wit::ShareSummary {
+            blobs_fetched: done.blobs,
+            bytes_fetched: done.bytes,
+        })
+    }
+
     fn inspect(archive: &InputStream) -> Result<String, wit::Error> {
         let report = crate::archive::inspect(&mut StreamReader(archive))
             .map_err(|e| wit::Error::from(Error::InvalidArchive(e)))?;
