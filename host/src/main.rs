@@ -169,8 +169,8 @@ struct Global {
     #[arg(long, global = true, value_name = "SIZE", default_value = "256M",
           value_parser = imo_guest::cli::parse_size)]
     memory_limit: u64,
-    /// Spread a pull into a file over N instances of the component, each hashing on its own
-    /// core (default: one per core; 1 for a single instance)
+    /// Spread a pull into a file, or a push from one, over N instances of the component,
+    /// each hashing on its own core (default: one per core; 1 for a single instance)
     #[arg(long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     instances: Option<u64>,
@@ -438,6 +438,14 @@ async fn vet_or_push(
     chunk_size: u64,
 ) -> Result<(String, Summary), Error> {
     let imo = for_destination(g, destination, map, chunk_size)?;
+    if push && archive != "-" {
+        // From a file, the uploads are spread over the instances.
+        let s = imo.push_from_file(archive.as_ref(), destination).await?;
+        return Ok((
+            format!("pushed {} to {destination}", s.images.join(", ")),
+            s,
+        ));
+    }
     let archive = open_archive(archive).await?;
     if push {
         let s = imo.push(archive, destination).await?;
