@@ -651,7 +651,14 @@ fn a_registry_that_takes_only_patches_gets_the_blobs_in_chunks() {
         &dst.addr,
         vec![Rule::new("PUT", "/blobs/uploads/", usize::MAX, refuse)],
     );
-    let out = imo(&["push", s(&archive), &proxy.image("app:v2")]);
+    // One instance: each instance learns the registry's refusal for itself.
+    let out = imo(&[
+        "push",
+        "--instances",
+        "1",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(

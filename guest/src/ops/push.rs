@@ -9,7 +9,7 @@ use super::{
     ArchiveFile, Options, Progress, Reporter, Summary, open_archive, open_destination, short,
     summary_of, summary_of_meta,
 };
-use crate::archive::Opened;
+use crate::archive::{Opened, blob_path};
 use crate::digest::{Digest, Verifying};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
@@ -664,33 +664,24 @@ fn locate_blobs<R: Read>(
     head: &Opened<R>,
 ) -> Result<(Vec<(Descriptor, u64)>, u64)> {
     const B: u64 = tar::BLOCK as u64;
-    let bad = |why: String| Error::InvalidArchive(why);
+    let bad = Error::InvalidArchive;
     let len = file.size()?;
     let mut pending: BTreeMap<&Digest, &Descriptor> =
         head.meta.blobs.iter().map(|d| (&d.digest, d)).collect();
     let mut located = Vec::with_capacity(pending.len());
     let mut at = head.offset().div_ceil(B) * B;
     loop {
-        if at >= len {
-            return Err(bad(format!(
-                "the archive ends at byte {len}, before its end-of-archive marker: it is \
-                 truncated"
-            )));
-        }
+        // Offsets in messages count from the archive's start, as when it streams.
         let mut entries = tar::Reader::new(file.read_at(at)?);
-        let entry = entries.next_entry().map_err(|e| {
-            bad(format!(
-                "the archive's entries from byte {at}: {e} (counted from there)"
-            ))
-        })?;
-        let Some(entry) = entry else {
+        entries.offset = at;
+        let Some(entry) = entries.next_entry().map_err(bad)? else {
             if let Some(d) = pending.keys().next() {
                 return Err(bad(format!(
                     "the archive ends without blob {d} (and {} more): it is truncated",
                     pending.len() - 1
                 )));
             }
-            return Ok((located, at + entries.offset));
+            return Ok((located, entries.offset));
         };
         let path = tar::normalise(&entry.path);
         let d = path
@@ -698,10 +689,12 @@ fn locate_blobs<R: Read>(
             .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
             .and_then(|d| pending.remove(&d));
         let Some(d) = d else {
-            return Err(bad(format!(
-                "archive entry {:?} at byte {at} appears twice or is not one imo.json lists",
-                entry.path
-            )));
+            let what = if head.meta.blobs.iter().any(|d| blob_path(&d.digest) == path) {
+                "appears twice"
+            } else {
+                "is not one imo.json lists"
+            };
+            return Err(bad(format!("archive entry {:?} {what}", entry.path)));
         };
         if entry.size != d.size {
             return Err(bad(format!(
@@ -709,17 +702,28 @@ fn locate_blobs<R: Read>(
                 d.digest, entry.size, d.size
             )));
         }
-        let data = at + entries.offset;
+        let data = entries.offset;
         if data.checked_add(d.size).is_none_or(|e| e > len) {
             return Err(bad(format!(
-                "the archive ends at byte {len} inside blob {} (from byte {data}): it is \
-                 truncated",
-                d.digest
+                "the archive ends at byte {len} with {} bytes of entry {:?} still to come: it \
+                 is truncated",
+                data.saturating_add(d.size) - len,
+                entry.path
             )));
         }
         located.push((d.clone(), data));
         at = data + d.size + tar::padding(d.size) as u64;
     }
+}
+
+/// One upload of a plan, checked.
+#[derive(Debug)]
+struct Job<'m> {
+    /// As the archive lists it.
+    d: &'m Descriptor,
+    offset: u64,
+    target: usize,
+    also: Vec<usize>,
 }
 
 /// The uploads `share` names (all, with `None`), as the archive's descriptors with their
@@ -732,7 +736,7 @@ fn check_uploads<'m>(
     blobs: &'m [Descriptor],
     (head_end, len): (u64, u64),
     targets: usize,
-) -> Result<Vec<(&'m Descriptor, u64, usize, Vec<usize>)>> {
+) -> Result<Vec<Job<'m>>> {
     let bad = |why: String| {
         Error::InvalidArchive(format!(
             "the push plan does not fit the archive: {why}; make the plan again with \
@@ -777,7 +781,12 @@ fn check_uploads<'m>(
             )));
         }
         let first = to.remove(0);
-        out.push((d, u.offset, first, to));
+        out.push(Job {
+            d,
+            offset: u.offset,
+            target: first,
+            also: to,
+        });
     }
     Ok(out)
 }
@@ -833,8 +842,11 @@ pub fn push_file_share(
     let jobs = check_uploads(plan, Some(share), &archive.meta.blobs, fits, targets.len())?;
     let mut done = Uploaded::default();
     let mut committing: Option<(Committing<'_>, Progress<'_>)> = None;
-    for (d, offset, first, _) in jobs {
-        let client = targets[first].client.as_ref();
+    for Job {
+        d, offset, target, ..
+    } in jobs
+    {
+        let client = targets[target].client.as_ref();
         let mut progress = Progress::start(report, ("uploading", "uploaded"), d);
         let upload = upload_from_file(client, file, offset, d, &mut progress)?;
         done.blobs += 1;
@@ -867,8 +879,7 @@ fn upload_from_file<'c>(
             .read(b)
             .map_err(|e| Error::Io(format!("reading the archive file: {e}")))
     };
-    let mismatch =
-        |m| Error::DigestMismatch(format!("archive blob {} at byte {offset}: {m}", d.digest));
+    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
     let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
     client.upload(d, &mut |b| {
         let n = blob.read(b)?;
@@ -896,14 +907,15 @@ pub fn push_file_finish(
     let mut summary = summary_of_meta(&archive.meta);
     summary.archive_bytes = plan.archive_bytes;
     let mut placed = Placed::new();
-    for (d, _, first, _) in &uploads {
-        placed.insert((
-            targets[*first].client.repository().to_owned(),
-            d.digest.clone(),
-        ));
+    for u in &uploads {
+        let into = targets[u.target].client.repository();
+        placed.insert((into.to_owned(), u.d.digest.clone()));
     }
-    for (d, _, first, also) in &uploads {
-        let from = targets[*first].client.repository();
+    for Job {
+        d, target, also, ..
+    } in &uploads
+    {
+        let from = targets[*target].client.repository();
         for &other in also {
             let into = targets[other].client.as_ref();
             place(into, d, from, true, report, &mut summary, &mut placed)?;
@@ -1175,7 +1187,7 @@ mod tests {
         let ok = check_uploads(&plan, Some(&[1]), &meta.blobs, fits, 1).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(
-            (ok[0].0, ok[0].1, ok[0].2),
+            (ok[0].d, ok[0].offset, ok[0].target),
             (&meta.blobs[1], located[1].1, 0)
         );
         assert_eq!(
