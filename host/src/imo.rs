@@ -523,7 +523,9 @@ impl Imo {
     /// ```
     pub async fn push_from_file(&self, path: &Path, destination: &str) -> Result<Summary, Error> {
         let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Opened off the runtime's threads: a named pipe waits for its writer.
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let file = file.into_std().await;
         let regular = file.metadata().map_err(io)?.is_file();
         let instances = self.instances();
         if instances == 1 || !regular {
