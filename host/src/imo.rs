@@ -634,8 +634,9 @@ impl Imo {
                 plan.uploads.len()
             )));
         }
-        // Every upload is answered: an instance that uploaded puts the manifests.
-        let (mut store, imo) = match last {
+        // Every upload is answered: an instance that uploaded (or, with nothing to upload,
+        // the planner) puts the manifests.
+        let (mut store, imo) = match last.or_else(|| first.take()) {
             Some(i) => i,
             None => self.twin(&witness).await?,
         };
