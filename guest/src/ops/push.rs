@@ -1231,4 +1231,79 @@ mod tests {
             assert!(refused(&other, &[1], 1).contains("outside"), "{offset}");
         }
     }
+
+    /// A destination that takes uploads only, keeping the bytes each was handed.
+    struct Drain(RefCell<Vec<u8>>);
+
+    impl Destination for Drain {
+        fn describe(&self) -> String {
+            "drain".into()
+        }
+        fn repository(&self) -> &str {
+            "drain"
+        }
+        fn has_blob(&self, _: &Digest) -> Result<bool> {
+            unreachable!()
+        }
+        fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
+            unreachable!()
+        }
+        fn mount(&self, _: &Digest, _: &str) -> Result<Mount> {
+            unreachable!()
+        }
+        fn open_blob_in(&self, _: Option<&str>, _: &Descriptor) -> Result<Box<dyn Read + '_>> {
+            unreachable!()
+        }
+        fn copy_from(
+            &self,
+            _: &Descriptor,
+            _: &str,
+            _: Option<Url>,
+            _: &mut dyn FnMut(usize),
+        ) -> Result<Committing<'_>> {
+            unreachable!()
+        }
+        fn upload(&self, _: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
+            let mut buf = [0u8; 4];
+            loop {
+                let n = source(&mut buf)?;
+                if n == 0 {
+                    return Ok(Committing::done());
+                }
+                self.0.borrow_mut().extend_from_slice(&buf[..n]);
+            }
+        }
+        fn put_manifest(&self, _: &str, _: &Descriptor, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_blob_read_at_a_wrong_offset_fails_its_upload_before_its_last_byte() {
+        let (bytes, meta) = crate::archive::tests::sample();
+        let (located, _) = locate(bytes.clone()).unwrap();
+        let file = Memory(bytes);
+        let (d, at) = &located[1];
+        let upload = |offset: u64| {
+            let drain = Drain(RefCell::default());
+            let report = |_: &str| {};
+            let mut progress = Progress::start(&report, ("uploading", "uploaded"), d);
+            let done = upload_from_file(&drain, &file, offset, d, &mut progress)
+                .and_then(Committing::finish);
+            (done, drain.0.into_inner())
+        };
+        let (done, sent) = upload(*at);
+        done.unwrap();
+        assert_eq!(sent, b"layer two");
+        assert_eq!(d, &meta.blobs[1]);
+        // One byte off, or past the end of the file (a short blob): never handed out whole.
+        for offset in [*at + 1, *at - 1, file.0.len() as u64 - 4, u64::MAX] {
+            let (done, sent) = upload(offset);
+            assert!(
+                matches!(done, Err(Error::DigestMismatch(_))),
+                "{offset}: {done:?}"
+            );
+            assert!(sent.len() < d.size as usize, "{offset}: {sent:?}");
+        }
+    }
 }
