@@ -1,7 +1,10 @@
 //! Vet and push: every blob an archive's images need is found at their destinations
 //! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
 //! what another repository holds (or, where the registry declines mounts, copies it across),
-//! and puts the manifests.
+//! and puts the manifests. From a file, a push can also be split so that several instances
+//! upload at once: [`plan_push_file`] (vet, mounts, each blob's place in the file),
+//! [`push_file_share`] (some of the uploads, each read at its offset) and
+//! [`push_file_finish`] (the manifests).
 
 use super::targets::{Route, Target, mount_sources, targets};
 use super::tree::{children_first, image_blobs};
