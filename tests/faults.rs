@@ -651,7 +651,14 @@ fn a_registry_that_takes_only_patches_gets_the_blobs_in_chunks() {
         &dst.addr,
         vec![Rule::new("PUT", "/blobs/uploads/", usize::MAX, refuse)],
     );
-    let out = imo(&["push", s(&archive), &proxy.image("app:v2")]);
+    // One instance: each instance learns the registry's refusal for itself.
+    let out = imo(&[
+        "push",
+        "--instances",
+        "1",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
@@ -1128,4 +1135,167 @@ fn a_fault_in_one_instances_share_is_retried_alone_and_a_lost_blob_fails_the_who
         std::fs::read_dir(&out).unwrap().next().is_none(),
         "files left behind"
     );
+}
+
+#[test]
+fn a_push_spread_over_instances_uploads_at_once_and_tags_the_same_image() {
+    let src = many_blobs();
+    let work = TempDir::new("push-pool");
+    let archive = work.join("many.tar");
+    imo_ok(&[
+        "pull",
+        "-q",
+        "scratch",
+        &src.image("many:v1"),
+        "-o",
+        s(&archive),
+    ]);
+    let digest = sha256(&raw_manifest(&src.image("many:v1")));
+    let dst = Registry::start();
+    // One instance has at most two uploads awaiting an answer (one committing, the next
+    // sent): three answers are held until three uploads were sent, which only several
+    // instances at once can do.
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", "/blobs/uploads/", 3, Fault::Gather(3))],
+    );
+    let out = imo_ok(&[
+        "push",
+        "--instances",
+        "3",
+        s(&archive),
+        &proxy.image("pooled/many:v1"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uploading 7 blob(s) in 3 instances"),
+        "{stderr}"
+    );
+    assert_eq!(
+        proxy.holds(),
+        [true; 3],
+        "three uploads were never in flight together"
+    );
+    // Each blob uploaded once; the manifest once.
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 7);
+    assert_eq!(proxy.count("PUT", "/manifests/"), 1);
+    assert_eq!(sha256(&raw_manifest(&dst.image("pooled/many:v1"))), digest);
+    copy_out(&dst.image("pooled/many:v1"));
+    // One summary for all: every blob uploaded, counted once, as one instance says it
+    // (after the headline, which names the proxy or the registry).
+    let summary = |out: &std::process::Output| -> String {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let lines = stderr.lines().filter(|l| !l.starts_with("imo: ")).skip(1);
+        lines.collect::<Vec<_>>().join("\n")
+    };
+    let pooled = summary(&out);
+    assert!(pooled.contains("uploaded 7 blob(s)"), "{pooled}");
+    let single = imo_ok(&[
+        "push",
+        "--instances",
+        "1",
+        s(&archive),
+        &dst.image("single/many:v1"),
+    ]);
+    assert_eq!(sha256(&raw_manifest(&dst.image("single/many:v1"))), digest);
+    copy_out(&dst.image("single/many:v1"));
+    assert_eq!(pooled, summary(&single), "the summaries differ");
+    // Again, with nothing left to upload: the planner alone puts the manifest.
+    let again = imo_ok(&[
+        "push",
+        "--instances",
+        "3",
+        s(&archive),
+        &dst.image("pooled/many:v1"),
+    ]);
+    let again = summary(&again);
+    assert!(
+        again.contains("uploaded 0 blob(s)") && again.contains("7 already at the destination"),
+        "{again}"
+    );
+}
+
+#[test]
+fn an_upload_failing_in_one_share_stops_the_push_and_tags_nothing() {
+    let src = source();
+    let work = TempDir::new("push-pool-faults");
+    let archive = full_archive(&src, &work);
+    let digest = sha256(&raw_manifest(&src.image("app:v2")));
+    let (layer, put) = largest_blob(&archive);
+
+    // A cut upload is resumed within its instance, alone; the push goes on.
+    let dst = Registry::start();
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", put, 1, Fault::CutRequestAfter(700_000))],
+    );
+    let out = imo_ok(&[
+        "push",
+        "--instances",
+        "3",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("uploading 3 blob(s) in 3 instances"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("resuming upload of blob {layer}")),
+        "{stderr}"
+    );
+    assert_eq!(proxy.count("PUT", put), 2, "the cut upload, then again");
+    assert_eq!(
+        proxy.count("PUT", "/blobs/uploads/"),
+        4,
+        "no other blob again"
+    );
+    assert_eq!(sha256(&raw_manifest(&dst.image("app:v2"))), digest);
+    copy_out(&dst.image("app:v2"));
+
+    // An upload that cannot succeed stops every instance: no manifest, no tag.
+    let dst = Registry::start();
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("PUT", put, 100, Fault::Status(500, None))],
+    );
+    let err = imo_err(&[
+        "push",
+        "--retries",
+        "1",
+        "--instances",
+        "3",
+        s(&archive),
+        &proxy.image("app:v2"),
+    ]);
+    assert!(err.contains("HTTP 500"), "{err}");
+    assert!(err.contains("uploading 3 blob(s) in 3 instances"), "{err}");
+    assert_eq!(proxy.count("PUT", "/manifests/"), 0);
+    assert!(!exists(&dst.image("app:v2")), "a tag was left");
+    assert!(!exists(&dst.image(&format!("app@{digest}"))));
+
+    // A damaged blob fails its upload as it streams: never committed, nothing tagged.
+    let damaged = work.join("damaged.tar");
+    let hex = layer.strip_prefix("sha256:").unwrap().to_owned();
+    rewrite_entries(&archive, &damaged, |path, data| {
+        if path.ends_with(&hex) {
+            data[1_000_000] ^= 1;
+        }
+    });
+    let dst = Registry::start();
+    let err = imo_err(&[
+        "push",
+        "--instances",
+        "3",
+        s(&damaged),
+        &dst.image("app:v2"),
+    ]);
+    assert!(err.contains(&format!("archive blob {layer}")), "{err}");
+    assert!(err.contains("uploading 3 blob(s) in 3 instances"), "{err}");
+    assert!(
+        !dst.blob_file(&layer).exists(),
+        "the damaged blob was committed"
+    );
+    assert!(!exists(&dst.image("app:v2")), "a tag was left");
 }

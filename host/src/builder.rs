@@ -76,7 +76,7 @@ pub struct Builder {
     pub(crate) mount_from_archive: bool,
     pub(crate) deltas: bool,
     pub(crate) memory_limit: u64,
-    /// Instances a pull into a file spreads its blobs over; 0 for one per core.
+    /// Instances a pull into a file (or a push from one) spreads its blobs over; 0 for one per core.
     pub(crate) instances: usize,
 }
 
@@ -477,7 +477,9 @@ impl Builder {
     /// first, each to the instance with the fewest bytes so far. A single blob is never
     /// split, so a one-layer image gains nothing. Every instance gets the same sandbox (the
     /// same registries, credentials and files) and its own [`memory_limit`](Builder::memory_limit);
-    /// 1 runs the whole pull in one instance, as the component does alone.
+    /// 1 runs the whole pull in one instance, as the component does alone. A push from a
+    /// file ([`Imo::push_from_file`](crate::Imo::push_from_file)) spreads its uploads the
+    /// same way.
     ///
     /// ```rust
     /// let imo = imo::Imo::builder().instances(1).build()?;

@@ -498,6 +498,173 @@ impl Imo {
         self.with_archive(archive, destination, true).await
     }
 
+    /// [`push`](Imo::push) from the archive file at `path`, spread over
+    /// [`Builder::instances`] instances so that each hashes on its own core: one instance
+    /// reads the head, vets and plans (finding where each blob lies in the file from its tar
+    /// headers), each uploads a share of the blobs, read from the file at their offsets and
+    /// verified as they stream, and once every share is done one puts the manifests. A
+    /// failure in any stops them all, and nothing is tagged. With one instance, a file that
+    /// is not a regular file (a pipe), or an archive carrying layer deltas, the archive is
+    /// pushed as one stream, as [`push`](Imo::push) does. Every instance gets the same
+    /// sandbox, and the file read-only.
+    ///
+    /// ```rust
+    /// # include!(concat!(env!("CARGO_MANIFEST_DIR"), "/doctest/layouts.rs"));
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let work = scratch("push-from-file");
+    /// # let v2 = layout(&work.join("build"), "v2", &["os", "app"]);
+    /// # let archive = work.join("app-v2-full.tar");
+    /// let imo = imo::Imo::builder().instances(2).build()?;
+    /// imo.pull_to_file("scratch", &v2, &archive).await?;
+    ///
+    /// let mirror = format!("oci:{}", work.join("mirror").display());
+    /// let summary = imo.push_from_file(&archive, &mirror).await?;
+    /// assert_eq!(summary.blobs_uploaded, summary.blobs_in_archive);
+    /// # std::fs::remove_dir_all(&work)?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn push_from_file(&self, path: &Path, destination: &str) -> Result<Summary, Error> {
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
+        // Opened off the runtime's threads: a named pipe waits for its writer.
+        let file = tokio::fs::File::open(path).await.map_err(io)?;
+        let file = file.into_std().await;
+        let regular = file.metadata().map_err(io)?.is_file();
+        let instances = self.instances();
+        if instances == 1 || !regular {
+            return self
+                .push(tokio::fs::File::from_std(file), destination)
+                .await;
+        }
+        let (destination, grants) = layout_grant(destination, true)?;
+        let destination = Arc::new(destination);
+        let grants: Vec<_> = grants.into_iter().collect();
+        let references = destination_references(&destination, &self.settings.destination_map);
+        let references: Vec<&str> = references.iter().map(String::as_str).collect();
+        let (witness, mut store, imo) = self.sandbox(&references, &grants).await?;
+        let options = self.options();
+        let own = read_only(&mut store, file.try_clone().map_err(io)?)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_push_file_plan(
+                &mut store,
+                Resource::new_borrow(own.rep()),
+                &destination,
+                &options,
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        let Some(plan) = finish_with(result, &witness)? else {
+            // Layer deltas are rebuilt as the archive streams past: one instance, as ever.
+            let stream: DynInputStream =
+                Box::new(streams::ReadAhead::new(tokio::fs::File::from_std(file)));
+            let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
+            let result = imo
+                .imo_overlay_overlay()
+                .call_push(
+                    &mut store,
+                    Resource::new_borrow(own.rep()),
+                    &destination,
+                    &options,
+                )
+                .await;
+            let _ = store.data_mut().table.delete(own);
+            return finish(result, &witness);
+        };
+        let sizes: Vec<u64> = plan.uploads.iter().map(|u| u.size).collect();
+        let shares = shares(&sizes, instances);
+        if shares.len() > 1 {
+            self.report(&format!(
+                "uploading {} blob(s) in {} instances",
+                plan.uploads.len(),
+                shares.len()
+            ));
+        }
+        let plan = Arc::new(plan);
+        let options = Arc::new(options);
+        let mut first = Some((store, imo));
+        let mut tasks = tokio::task::JoinSet::new();
+        for share in shares {
+            let (plan, options, destination) = (plan.clone(), options.clone(), destination.clone());
+            let (this, witness) = (self.clone(), witness.clone());
+            let file = file.try_clone().map_err(io)?;
+            let instance = first.take();
+            tasks.spawn(async move {
+                // The planner takes the first share; each other share gets a twin of it.
+                let (mut store, imo) = match instance {
+                    Some(i) => i,
+                    None => this.twin(&witness).await?,
+                };
+                let own = read_only(&mut store, file)?;
+                let result = imo
+                    .imo_overlay_overlay()
+                    .call_push_file_share(
+                        &mut store,
+                        Resource::new_borrow(own.rep()),
+                        &destination,
+                        &plan,
+                        &share,
+                        &options,
+                    )
+                    .await;
+                let _ = store.data_mut().table.delete(own);
+                finish_with(result, &witness).map(|done| (done, store, imo))
+            });
+        }
+        let (mut blobs, mut bytes) = (0u64, 0u64);
+        let mut last = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(runtime_error).and_then(|r| r) {
+                Ok((done, store, imo)) => {
+                    blobs += u64::from(done.blobs_uploaded);
+                    bytes += done.bytes_uploaded;
+                    last = Some((store, imo));
+                }
+                Err(e) => {
+                    // One failure stops every instance, each at its next wait: no manifest
+                    // is put.
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(e);
+                }
+            }
+        }
+        let planned: u64 = sizes.iter().sum();
+        if (blobs, bytes) != (plan.uploads.len() as u64, planned) {
+            return Err(Error::Runtime(format!(
+                "the instances uploaded {blobs} blob(s), {bytes} bytes of the {} blob(s), \
+                 {planned} bytes planned",
+                plan.uploads.len()
+            )));
+        }
+        // Every upload is answered: an instance that uploaded (or, with nothing to upload,
+        // the planner) puts the manifests.
+        let (mut store, imo) = match last.or_else(|| first.take()) {
+            Some(i) => i,
+            None => self.twin(&witness).await?,
+        };
+        let own = read_only(&mut store, file)?;
+        let result = imo
+            .imo_overlay_overlay()
+            .call_push_file_finish(
+                &mut store,
+                Resource::new_borrow(own.rep()),
+                &destination,
+                &plan,
+                &options,
+            )
+            .await;
+        let _ = store.data_mut().table.delete(own);
+        let finished = finish(result, &witness)?;
+        // One summary: what the plan found and placed, every share's uploads, the finish's
+        // mounts and copies.
+        let mut summary: Summary = plan.summary.clone().into();
+        summary.blobs_uploaded += blobs as u32 + finished.blobs_uploaded;
+        summary.bytes_uploaded += bytes + finished.bytes_uploaded;
+        summary.blobs_mounted += finished.blobs_mounted;
+        Ok(summary)
+    }
+
     /// Describes what `sources` (repositories: all tags, or the tag named; `oci:` layouts)
     /// and the `archives` already shipped hold, as an inventory's JSON text for
     /// [`Bundle::inventories`]. Registries are read with the push credentials.
@@ -742,6 +909,19 @@ fn push_file(
 ) -> Result<Resource<Descriptor>, Error> {
     // Its writes run on the calling thread: the component waits for each anyway.
     let descriptor = Descriptor::File(FsFile::new(file, FsPerms::ReadWrite, mode, true));
+    store
+        .data_mut()
+        .table
+        .push(descriptor)
+        .map_err(runtime_error)
+}
+
+/// Hands `file` to the component as a descriptor it may only read.
+fn read_only(
+    store: &mut wasmtime::Store<crate::runtime::State>,
+    file: std::fs::File,
+) -> Result<Resource<Descriptor>, Error> {
+    let descriptor = Descriptor::File(FsFile::new(file, FsPerms::ReadOnly, OpenMode::READ, true));
     store
         .data_mut()
         .table

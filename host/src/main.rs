@@ -201,8 +201,8 @@ struct Global {
     #[arg(long, global = true, value_name = "SIZE", default_value = "256M",
           value_parser = imo_guest::cli::parse_size)]
     memory_limit: u64,
-    /// Spread a pull into a file over N instances of the component, each hashing on its own
-    /// core (default: one per core; 1 for a single instance)
+    /// Spread a pull into a file, or a push from one, over N instances of the component,
+    /// each hashing on its own core (default: one per core; 1 for a single instance)
     #[arg(long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..))]
     instances: Option<u64>,
@@ -450,8 +450,16 @@ async fn open_archive(
     args: &[String],
     watch: &Arc<volumes::Watch>,
 ) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
+    open(volumes::resolve(args).await.map_err(Error::Io)?, watch).await
+}
+
+/// [`open_archive`] of arguments already resolved.
+async fn open(
+    archive: Archive,
+    watch: &Arc<volumes::Watch>,
+) -> Result<Box<dyn tokio::io::AsyncRead + Send + Unpin>, Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("{what}: {e}"));
-    Ok(match volumes::resolve(args).await.map_err(Error::Io)? {
+    Ok(match archive {
         Archive::Stdin => volumes::sniff(tokio::io::stdin())
             .await
             .map_err(|e| io("stdin", e))?,
@@ -505,11 +513,15 @@ async fn vet_or_push(
 ) -> Result<(String, Summary), Error> {
     let imo = for_destination(g, destination, map, chunk_size)?;
     let watch = Arc::default();
-    let archive = open_archive(args, &watch).await?;
-    let done = if push {
-        imo.push(archive, destination).await
-    } else {
-        imo.push_vet(archive, destination).await
+    let resolved = volumes::resolve(args).await.map_err(Error::Io)?;
+    let done = match resolved {
+        // From one archive file, the uploads are spread over the instances.
+        Archive::Plain(path) if push => imo.push_from_file(&path, destination).await,
+        resolved if push => imo.push(open(resolved, &watch).await?, destination).await,
+        resolved => {
+            imo.push_vet(open(resolved, &watch).await?, destination)
+                .await
+        }
     };
     let s = match done {
         Ok(s) => s,

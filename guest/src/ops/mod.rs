@@ -14,7 +14,10 @@ pub use pull::{
     ArchiveFile, FETCH_WIDTH, Fetch, Fetcher, FilePlan, PlannedBlob, PullRequest, ShareDone,
     fetch_share, plan_bundle_to_file, pull_bundle, pull_bundle_to_file,
 };
-pub use push::{push, push_vet};
+pub use push::{
+    PlannedUpload, PushPlan, Uploaded, plan_push_file, push, push_file_finish, push_file_share,
+    push_vet,
+};
 pub use targets::{Mapping, Route, Target, targets};
 
 use crate::archive::{self, Metadata, Opened};

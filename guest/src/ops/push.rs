@@ -1,19 +1,24 @@
 //! Vet and push: every blob an archive's images need is found at their destinations
 //! (or the vet fails naming what is missing); push then uploads what is lacking, mounts
 //! what another repository holds (or, where the registry declines mounts, copies it across),
-//! and puts the manifests.
+//! and puts the manifests. From a file, a push can also be split so that several instances
+//! upload at once: [`plan_push_file`] (vet, mounts, each blob's place in the file),
+//! [`push_file_share`] (some of the uploads, each read at its offset) and
+//! [`push_file_finish`] (the manifests).
 
 use super::targets::{Route, Target, mount_sources, targets};
 use super::tree::{children_first, image_blobs};
 use super::{
-    Options, Progress, Reporter, Summary, open_archive, open_destination, short, summary_of,
+    ArchiveFile, Options, Progress, Reporter, Summary, open_archive, open_destination, short,
+    summary_of, summary_of_meta,
 };
-use crate::archive::Opened;
+use crate::archive::{Opened, blob_path};
 use crate::digest::{Digest, Verifying};
 use crate::error::{Error, Result};
 use crate::manifest::Descriptor;
 use crate::registry::{Committing, Mount, Transport};
 use crate::store::Destination;
+use crate::tar;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
@@ -264,36 +269,8 @@ pub fn push(
 
     // Everything is known to be available: only now does anything change at the destination.
     let mut summary = summary_of(&archive);
-    // Per image, the blobs it still lacks; the first image lacking a carried blob receives
-    // its upload, the others mount it from there.
-    let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
-    let mut skipped = BTreeSet::new();
     let mut placed = Placed::new();
-    for (t, c) in targets.iter().enumerate() {
-        for (d, found) in c.omitted.iter().chain(&c.carried) {
-            let carried = c.carried.iter().any(|(x, _)| x == d);
-            match found {
-                Found::Here => {
-                    if carried {
-                        skipped.insert(d.digest.clone());
-                    }
-                }
-                // Where the mount is declined, a blob the archive carries is uploaded from
-                // it; one it omits is copied across.
-                Found::In(repo) => {
-                    let into = c.client.as_ref();
-                    let put = place(into, d, repo, !carried, report, &mut summary, &mut placed)?;
-                    if !put {
-                        lacking[t].insert(d.digest.clone());
-                    }
-                }
-                Found::Nowhere => {
-                    lacking[t].insert(d.digest.clone());
-                }
-            }
-        }
-    }
-    summary.blobs_skipped = skipped.len() as u32;
+    let lacking = place_found(&targets, report, &mut summary, &mut placed)?;
 
     // A registry answers an upload once it has stored the blob, which takes it a while (it
     // syncs the file to disk): the next blob streams meanwhile.
@@ -339,9 +316,61 @@ pub fn push(
         stored(sent, &targets, &lacking, report, &mut summary, &mut placed)?;
     }
 
+    put_manifests(&archive.meta, &archive.manifests, &targets, report)?;
+    summary.archive_bytes = archive.offset();
+    Ok(summary)
+}
+
+/// Puts in place, before any upload, what a HEAD found elsewhere at the destination: counts
+/// the carried blobs the destination holds as skipped, and mounts (or copies) those another
+/// repository holds. Returns, per image, the blobs it still lacks: the first image lacking a
+/// carried blob receives its upload, the others mount it from there.
+fn place_found(
+    targets: &[Connected<'_>],
+    report: &dyn Reporter,
+    summary: &mut Summary,
+    placed: &mut Placed,
+) -> Result<Vec<BTreeSet<Digest>>> {
+    let mut lacking: Vec<BTreeSet<Digest>> = vec![BTreeSet::new(); targets.len()];
+    let mut skipped = BTreeSet::new();
+    for (t, c) in targets.iter().enumerate() {
+        for (d, found) in c.omitted.iter().chain(&c.carried) {
+            let carried = c.carried.iter().any(|(x, _)| x == d);
+            match found {
+                Found::Here => {
+                    if carried {
+                        skipped.insert(d.digest.clone());
+                    }
+                }
+                // Where the mount is declined, a blob the archive carries is uploaded from
+                // it; one it omits is copied across.
+                Found::In(repo) => {
+                    let into = c.client.as_ref();
+                    let put = place(into, d, repo, !carried, report, summary, placed)?;
+                    if !put {
+                        lacking[t].insert(d.digest.clone());
+                    }
+                }
+                Found::Nowhere => {
+                    lacking[t].insert(d.digest.clone());
+                }
+            }
+        }
+    }
+    summary.blobs_skipped = skipped.len() as u32;
+    Ok(lacking)
+}
+
+/// Puts every image's manifests, once all its blobs are in place.
+fn put_manifests(
+    meta: &crate::archive::Metadata,
+    manifests: &[crate::plan::Fetched],
+    targets: &[Connected<'_>],
+    report: &dyn Reporter,
+) -> Result<()> {
     // Per image: children before the indexes that name them and the top-level manifest last
     // under its tag; then what is attached to it, each under its own tag.
-    for (image, c) in archive.meta.images.iter().zip(&targets) {
+    for (image, c) in meta.images.iter().zip(targets) {
         let mut roots = vec![(image.manifest.clone(), c.target.key.clone())];
         for a in &image.attached {
             roots.push((
@@ -352,7 +381,7 @@ pub fn push(
         let mut done = BTreeSet::new();
         for (root, root_key) in roots {
             let mut order = Vec::new();
-            children_first(&root, &archive.manifests, &mut order, &mut done);
+            children_first(&root, manifests, &mut order, &mut done);
             for m in order {
                 let key = if m.descriptor.digest == root {
                     root_key.as_str()
@@ -368,8 +397,7 @@ pub fn push(
             c.client.describe()
         ));
     }
-    summary.archive_bytes = archive.offset();
-    Ok(summary)
+    Ok(())
 }
 
 /// Uploads one archive blob, which the upload pulls through a verifying reader: the bytes
@@ -541,6 +569,363 @@ fn place(
     }
     placed.insert(key);
     Ok(true)
+}
+
+/// One blob a planned push still has to upload from the archive file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedUpload {
+    /// As `imo.json` lists it (checked where it is used: a plan comes back from the host).
+    pub digest: String,
+    pub size: u64,
+    /// Where its bytes lie in the archive file.
+    pub offset: u64,
+    /// The image whose destination receives the upload (an index into the archive's images).
+    pub target: u32,
+    /// The images whose destinations get it after, from there.
+    pub also: Vec<u32>,
+}
+
+/// A push from a file, vetted and planned: the uploads left, and what the plan did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushPlan {
+    /// In archive order.
+    pub uploads: Vec<PlannedUpload>,
+    /// The archive's length up to its end-of-archive marker.
+    pub archive_bytes: u64,
+    /// Blobs skipped, mounted or copied across by the plan.
+    pub summary: Summary,
+}
+
+/// What [`push_file_share`] uploaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    pub blobs: u32,
+    pub bytes: u64,
+}
+
+/// The head of an archive file, read through a buffer: the file is read a chunk per trip to
+/// the host, the head a block at a time.
+fn open_file_head(file: &dyn ArchiveFile) -> Result<Opened<Box<dyn Read + '_>>> {
+    let head: Box<dyn Read + '_> = Box::new(std::io::BufReader::with_capacity(
+        64 << 10,
+        file.read_at(0)?,
+    ));
+    open_archive(head)
+}
+
+/// The first part of [`push`] from a file, for a push spread over several instances: reads
+/// the head, vets the destination, puts in place what another repository holds, and finds
+/// where in the file each blob left to upload lies (reading only the tar headers). `None`
+/// for an archive with layer deltas, which is pushed as one stream; the destination is not
+/// touched then. Each upload of the plan is then done by [`push_file_share`], in any
+/// instance, each exactly once; then [`push_file_finish`] puts the manifests.
+pub fn plan_push_file(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    file: &dyn ArchiveFile,
+    destination: &str,
+) -> Result<Option<PushPlan>> {
+    let route = Route::parse(destination, &options.destination_map)?;
+    let archive = open_file_head(file)?;
+    if !archive.meta.deltas.is_empty() {
+        return Ok(None);
+    }
+    // A damaged archive fails here, before the destination is asked anything.
+    let (located, end) = locate_blobs(file, &archive)?;
+    let targets = connect_and_vet(transport, options, report, &archive, &route, true)?;
+    let mut summary = summary_of(&archive);
+    let mut placed = Placed::new();
+    let lacking = place_found(&targets, report, &mut summary, &mut placed)?;
+    let uploads = (located.into_iter())
+        .filter_map(|(d, offset)| {
+            let mut lack = (0..targets.len()).filter(|t| lacking[*t].contains(&d.digest));
+            let target = lack.next()? as u32;
+            Some(PlannedUpload {
+                digest: d.digest.to_string(),
+                size: d.size,
+                offset,
+                target,
+                also: lack.map(|t| t as u32).collect(),
+            })
+        })
+        .collect();
+    summary.archive_bytes = end;
+    Ok(Some(PushPlan {
+        uploads,
+        archive_bytes: end,
+        summary,
+    }))
+}
+
+/// Where each carried blob's bytes lie in the archive file, in archive order, and where the
+/// archive ends: found from the tar headers alone, with the checks [`Opened::next_blob`]
+/// makes while streaming (each entry a blob `imo.json` lists, once, of its size; none
+/// missing; nothing cut).
+fn locate_blobs<R: Read>(
+    file: &dyn ArchiveFile,
+    head: &Opened<R>,
+) -> Result<(Vec<(Descriptor, u64)>, u64)> {
+    const B: u64 = tar::BLOCK as u64;
+    let bad = Error::InvalidArchive;
+    let len = file.size()?;
+    let mut pending: BTreeMap<&Digest, &Descriptor> =
+        head.meta.blobs.iter().map(|d| (&d.digest, d)).collect();
+    let mut located = Vec::with_capacity(pending.len());
+    let mut at = head.offset().div_ceil(B) * B;
+    loop {
+        // Offsets in messages count from the archive's start, as when it streams.
+        let mut entries = tar::Reader::new(file.read_at(at)?);
+        entries.offset = at;
+        let Some(entry) = entries.next_entry().map_err(bad)? else {
+            if let Some(d) = pending.keys().next() {
+                return Err(bad(format!(
+                    "the archive ends without blob {d} (and {} more): it is truncated",
+                    pending.len() - 1
+                )));
+            }
+            return Ok((located, entries.offset));
+        };
+        let path = tar::normalise(&entry.path);
+        let d = path
+            .strip_prefix("blobs/sha256/")
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+            .and_then(|d| pending.remove(&d));
+        let Some(d) = d else {
+            let what = if head.meta.blobs.iter().any(|d| blob_path(&d.digest) == path) {
+                "appears twice"
+            } else {
+                "is not one imo.json lists"
+            };
+            return Err(bad(format!("archive entry {:?} {what}", entry.path)));
+        };
+        if entry.size != d.size {
+            return Err(bad(format!(
+                "blob {} is {} bytes in the archive, {} were declared",
+                d.digest, entry.size, d.size
+            )));
+        }
+        let data = entries.offset;
+        if data.checked_add(d.size).is_none_or(|e| e > len) {
+            return Err(bad(format!(
+                "the archive ends at byte {len} with {} bytes of entry {:?} still to come: it \
+                 is truncated",
+                data.saturating_add(d.size) - len,
+                entry.path
+            )));
+        }
+        located.push((d.clone(), data));
+        at = data + d.size + tar::padding(d.size) as u64;
+    }
+}
+
+/// One upload of a plan, checked.
+#[derive(Debug)]
+struct Job<'m> {
+    /// As the archive lists it.
+    d: &'m Descriptor,
+    offset: u64,
+    target: usize,
+    also: Vec<usize>,
+}
+
+/// The uploads `share` names (all, with `None`), as the archive's descriptors with their
+/// offsets and targets, once the plan is found to fit the archive: each upload a blob it
+/// carries (of that size), within the file past the head (`head_end`, `len`), to targets
+/// the destination has; else why not.
+fn check_uploads<'m>(
+    plan: &PushPlan,
+    share: Option<&[u32]>,
+    blobs: &'m [Descriptor],
+    (head_end, len): (u64, u64),
+    targets: usize,
+) -> Result<Vec<Job<'m>>> {
+    let bad = |why: String| {
+        Error::InvalidArchive(format!(
+            "the push plan does not fit the archive: {why}; make the plan again with \
+             push-file-plan on this file"
+        ))
+    };
+    let all: Vec<u32> = (0..plan.uploads.len() as u32).collect();
+    let share = share.unwrap_or(&all);
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(share.len());
+    for &i in share {
+        let u = (plan.uploads.get(i as usize)).ok_or_else(|| {
+            bad(format!(
+                "the share names upload {i} of {}",
+                plan.uploads.len()
+            ))
+        })?;
+        if !seen.insert(i) {
+            return Err(bad(format!("the share names upload {i} twice")));
+        }
+        let digest = Digest::parse(&u.digest).map_err(|e| bad(format!("upload {i}: {e}")))?;
+        let d = (blobs.iter())
+            .find(|d| d.digest == digest && d.size == u.size)
+            .ok_or_else(|| {
+                bad(format!(
+                    "upload {i} ({digest}, {} bytes) is not a blob the archive carries",
+                    u.size
+                ))
+            })?;
+        if u.offset < head_end || u.offset.checked_add(u.size).is_none_or(|e| e > len) {
+            return Err(bad(format!(
+                "upload {i} ({} bytes at byte {}) lies outside the archive's blobs (bytes \
+                 {head_end} to {len})",
+                u.size, u.offset
+            )));
+        }
+        let mut to = vec![u.target as usize];
+        to.extend(u.also.iter().map(|&t| t as usize));
+        if let Some(t) = to.iter().find(|&&t| t >= targets) {
+            return Err(bad(format!(
+                "upload {i} goes to image {t}; the archive has {targets}"
+            )));
+        }
+        let first = to.remove(0);
+        out.push(Job {
+            d,
+            offset: u.offset,
+            target: first,
+            also: to,
+        });
+    }
+    Ok(out)
+}
+
+/// Every image's destination, connected, with nothing surveyed.
+fn connect<'t, R: Read>(
+    transport: &'t dyn Transport,
+    options: &Options,
+    report: &'t dyn Reporter,
+    archive: &Opened<R>,
+    destination: &str,
+) -> Result<Vec<Connected<'t>>> {
+    let route = Route::parse(destination, &options.destination_map)?;
+    let targets = targets(&archive.meta, &route)?;
+    let also_pull = mount_sources(&targets, &archive.meta, options).all();
+    (targets.into_iter())
+        .map(|target| {
+            Ok(Connected {
+                client: open_destination(
+                    transport,
+                    &target.location,
+                    options,
+                    true,
+                    &also_pull,
+                    report,
+                )?,
+                target,
+                omitted: vec![],
+                carried: vec![],
+                delta_sources: BTreeMap::new(),
+            })
+        })
+        .collect()
+}
+
+/// The second part of a push from a file: uploads the blobs of `plan` that `share` names
+/// (indices into `plan.uploads`), each read from `file` at its offset and verified as it
+/// streams (one that does not match its digest is never committed), the next streaming
+/// while the registry stores the last, a cut one resumed or retried alone. `destination`
+/// and `options` are those of the plan; the head is read again here to check the plan.
+pub fn push_file_share(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    file: &dyn ArchiveFile,
+    destination: &str,
+    plan: &PushPlan,
+    share: &[u32],
+) -> Result<Uploaded> {
+    let archive = open_file_head(file)?;
+    let fits = (archive.offset(), file.size()?);
+    let targets = connect(transport, options, report, &archive, destination)?;
+    let jobs = check_uploads(plan, Some(share), &archive.meta.blobs, fits, targets.len())?;
+    let mut done = Uploaded::default();
+    let mut committing: Option<(Committing<'_>, Progress<'_>)> = None;
+    for Job {
+        d, offset, target, ..
+    } in jobs
+    {
+        let client = targets[target].client.as_ref();
+        let mut progress = Progress::start(report, ("uploading", "uploaded"), d);
+        let upload = upload_from_file(client, file, offset, d, &mut progress)?;
+        done.blobs += 1;
+        done.bytes += d.size;
+        if let Some((upload, progress)) = committing.replace((upload, progress)) {
+            upload.finish()?;
+            progress.end();
+        }
+    }
+    if let Some((upload, progress)) = committing {
+        upload.finish()?;
+        progress.end();
+    }
+    Ok(done)
+}
+
+/// Uploads one blob read from the archive file at `offset`, verified as it streams: the
+/// bytes completing it are handed out only once its digest checks out. No more than its
+/// size is read, and only from the file.
+fn upload_from_file<'c>(
+    client: &'c dyn Destination,
+    file: &dyn ArchiveFile,
+    offset: u64,
+    d: &Descriptor,
+    progress: &mut Progress<'_>,
+) -> Result<Committing<'c>> {
+    let mut bytes = file.read_at(offset)?.take(d.size);
+    let mut read = |b: &mut [u8]| {
+        bytes
+            .read(b)
+            .map_err(|e| Error::Io(format!("reading the archive file: {e}")))
+    };
+    let mismatch = |m| Error::DigestMismatch(format!("archive blob {}: {m}", d.digest));
+    let mut blob = Verifying::new(&d.digest, d.size, &mut read, &mismatch);
+    client.upload(d, &mut |b| {
+        let n = blob.read(b)?;
+        progress.advance(n);
+        Ok(n)
+    })
+}
+
+/// The last part of a push from a file, once every share is done: puts each uploaded blob
+/// into the other destinations that need it, then the manifests. Returns the head's summary
+/// with what this part mounted or copied; the plan's and the shares' counts are the
+/// caller's to add.
+pub fn push_file_finish(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    file: &dyn ArchiveFile,
+    destination: &str,
+    plan: &PushPlan,
+) -> Result<Summary> {
+    let archive = open_file_head(file)?;
+    let fits = (archive.offset(), file.size()?);
+    let targets = connect(transport, options, report, &archive, destination)?;
+    let uploads = check_uploads(plan, None, &archive.meta.blobs, fits, targets.len())?;
+    let mut summary = summary_of_meta(&archive.meta);
+    summary.archive_bytes = plan.archive_bytes;
+    let mut placed = Placed::new();
+    for u in &uploads {
+        let into = targets[u.target].client.repository();
+        placed.insert((into.to_owned(), u.d.digest.clone()));
+    }
+    for Job {
+        d, target, also, ..
+    } in &uploads
+    {
+        let from = targets[*target].client.repository();
+        for &other in also {
+            let into = targets[other].client.as_ref();
+            place(into, d, from, true, report, &mut summary, &mut placed)?;
+        }
+    }
+    put_manifests(&archive.meta, &archive.manifests, &targets, report)?;
+    Ok(summary)
 }
 
 #[cfg(test)]
@@ -718,5 +1103,210 @@ mod tests {
         assert_eq!(calls, ["HEAD", "mount from app"]);
         assert_eq!(summary, Summary::default());
         assert!(lines[0].contains("declined") && lines[0].ends_with("uploading it"));
+    }
+
+    /// An archive file in memory, read only.
+    struct Memory(Vec<u8>);
+
+    impl ArchiveFile for Memory {
+        fn at(&self, _: u64) -> Result<Box<dyn std::io::Write + '_>> {
+            unreachable!("a push only reads")
+        }
+        fn size(&self) -> Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+        fn read_at(&self, offset: u64) -> Result<Box<dyn Read + '_>> {
+            let from = (offset as usize).min(self.0.len());
+            Ok(Box::new(&self.0[from..]))
+        }
+        fn set_len(&self, _: u64) -> Result<()> {
+            unreachable!("a push only reads")
+        }
+    }
+
+    fn locate(bytes: Vec<u8>) -> Result<(Vec<(Descriptor, u64)>, u64)> {
+        let file = Memory(bytes);
+        let head = open_file_head(&file)?;
+        locate_blobs(&file, &head)
+    }
+
+    #[test]
+    fn blobs_are_found_in_the_file_from_their_headers_alone() {
+        let (bytes, meta) = crate::archive::tests::sample();
+        let (located, end) = locate(bytes.clone()).unwrap();
+        assert_eq!(end, bytes.len() as u64);
+        let found: Vec<&Descriptor> = located.iter().map(|(d, _)| d).collect();
+        assert_eq!(found, meta.blobs.iter().collect::<Vec<_>>());
+        for (d, at) in &located {
+            let data = &bytes[*at as usize..(*at + d.size) as usize];
+            assert_eq!(Digest::of(data), d.digest);
+        }
+
+        // Cut anywhere past the head: in a blob, in a header, in the end marker.
+        let head_end = {
+            let file = Memory(bytes.clone());
+            open_file_head(&file).unwrap().offset()
+        };
+        for cut in [located[1].1 + 3, located[1].1 - 100, end - 700, end - 1] {
+            let err = locate(bytes[..cut as usize].to_vec()).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "cut at {cut}: {err}");
+        }
+        let err = locate(bytes[..head_end.div_ceil(512) as usize * 512].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+
+        // A blob listed twice, or one imo.json does not list.
+        let twice = crate::archive::tests::rewritten(&|e| {
+            let last = e.last().unwrap().clone();
+            e.push(last);
+        });
+        let err = locate(twice).unwrap_err();
+        assert!(err.to_string().contains("appears twice"), "{err}");
+        let missing = crate::archive::tests::rewritten(&|e| {
+            e.pop();
+        });
+        let err = locate(missing).unwrap_err();
+        assert!(err.to_string().contains("ends without blob"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_is_used_only_where_it_fits_the_archive() {
+        let (bytes, meta) = crate::archive::tests::sample();
+        let (located, end) = locate(bytes.clone()).unwrap();
+        let head_end = located[0].1 - 512;
+        let plan = PushPlan {
+            uploads: (located.iter())
+                .map(|(d, at)| PlannedUpload {
+                    digest: d.digest.to_string(),
+                    size: d.size,
+                    offset: *at,
+                    target: 0,
+                    also: vec![],
+                })
+                .collect(),
+            archive_bytes: end,
+            summary: Summary::default(),
+        };
+        let fits = (head_end, bytes.len() as u64);
+        let ok = check_uploads(&plan, Some(&[1]), &meta.blobs, fits, 1).unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(
+            (ok[0].d, ok[0].offset, ok[0].target),
+            (&meta.blobs[1], located[1].1, 0)
+        );
+        assert_eq!(
+            check_uploads(&plan, None, &meta.blobs, fits, 1)
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let refused = |plan: &PushPlan, share: &[u32], targets: usize| match check_uploads(
+            plan,
+            Some(share),
+            &meta.blobs,
+            fits,
+            targets,
+        ) {
+            Err(Error::InvalidArchive(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(refused(&plan, &[2], 1).contains("names upload 2 of 2"));
+        assert!(refused(&plan, &[0, 0], 1).contains("twice"));
+        assert!(refused(&plan, &[0], 0).contains("goes to image 0; the archive has 0"));
+        let mut other = plan.clone();
+        other.uploads[0].also = vec![3];
+        assert!(refused(&other, &[0], 2).contains("goes to image 3"));
+        // Not a blob the archive carries: the omitted layer, a wrong size, no digest.
+        let mut other = plan.clone();
+        other.uploads[0].digest = meta.omitted[0].digest.to_string();
+        other.uploads[0].size = meta.omitted[0].size;
+        assert!(refused(&other, &[0], 1).contains("not a blob the archive carries"));
+        let mut other = plan.clone();
+        other.uploads[1].size += 1;
+        assert!(refused(&other, &[1], 1).contains("not a blob the archive carries"));
+        let mut other = plan.clone();
+        other.uploads[0].digest = "sha256:nothex".into();
+        assert!(refused(&other, &[0], 1).contains("upload 0"));
+        // In the head, past the end, or past any end.
+        for offset in [0, head_end - 1, end, u64::MAX - 2] {
+            let mut other = plan.clone();
+            other.uploads[1].offset = offset;
+            assert!(refused(&other, &[1], 1).contains("outside"), "{offset}");
+        }
+    }
+
+    /// A destination that takes uploads only, keeping the bytes each was handed.
+    struct Drain(RefCell<Vec<u8>>);
+
+    impl Destination for Drain {
+        fn describe(&self) -> String {
+            "drain".into()
+        }
+        fn repository(&self) -> &str {
+            "drain"
+        }
+        fn has_blob(&self, _: &Digest) -> Result<bool> {
+            unreachable!()
+        }
+        fn has_blob_in(&self, _: &str, _: &Digest) -> Result<bool> {
+            unreachable!()
+        }
+        fn mount(&self, _: &Digest, _: &str) -> Result<Mount> {
+            unreachable!()
+        }
+        fn open_blob_in(&self, _: Option<&str>, _: &Descriptor) -> Result<Box<dyn Read + '_>> {
+            unreachable!()
+        }
+        fn copy_from(
+            &self,
+            _: &Descriptor,
+            _: &str,
+            _: Option<Url>,
+            _: &mut dyn FnMut(usize),
+        ) -> Result<Committing<'_>> {
+            unreachable!()
+        }
+        fn upload(&self, _: &Descriptor, source: BlobSource<'_>) -> Result<Committing<'_>> {
+            let mut buf = [0u8; 4];
+            loop {
+                let n = source(&mut buf)?;
+                if n == 0 {
+                    return Ok(Committing::done());
+                }
+                self.0.borrow_mut().extend_from_slice(&buf[..n]);
+            }
+        }
+        fn put_manifest(&self, _: &str, _: &Descriptor, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+    }
+
+    #[test]
+    fn a_blob_read_at_a_wrong_offset_fails_its_upload_before_its_last_byte() {
+        let (bytes, meta) = crate::archive::tests::sample();
+        let (located, _) = locate(bytes.clone()).unwrap();
+        let file = Memory(bytes);
+        let (d, at) = &located[1];
+        let upload = |offset: u64| {
+            let drain = Drain(RefCell::default());
+            let report = |_: &str| {};
+            let mut progress = Progress::start(&report, ("uploading", "uploaded"), d);
+            let done = upload_from_file(&drain, &file, offset, d, &mut progress)
+                .and_then(Committing::finish);
+            (done, drain.0.into_inner())
+        };
+        let (done, sent) = upload(*at);
+        done.unwrap();
+        assert_eq!(sent, b"layer two");
+        assert_eq!(d, &meta.blobs[1]);
+        // One byte off, or past the end of the file (a short blob): never handed out whole.
+        for offset in [*at + 1, *at - 1, file.0.len() as u64 - 4, u64::MAX] {
+            let (done, sent) = upload(offset);
+            assert!(
+                matches!(done, Err(Error::DigestMismatch(_))),
+                "{offset}: {done:?}"
+            );
+            assert!(sent.len() < d.size as usize, "{offset}: {sent:?}");
+        }
     }
 }

@@ -144,3 +144,40 @@ impl From<wit::PullPlan> for ops::FilePlan {
         }
     }
 }
+
+impl From<ops::PushPlan> for wit::PushPlan {
+    fn from(p: ops::PushPlan) -> Self {
+        wit::PushPlan {
+            uploads: (p.uploads.into_iter())
+                .map(|u| wit::PlannedUpload {
+                    digest: u.digest,
+                    size: u.size,
+                    offset: u.offset,
+                    target: u.target,
+                    also: u.also,
+                })
+                .collect(),
+            archive_bytes: p.archive_bytes,
+            summary: p.summary.into(),
+        }
+    }
+}
+
+impl From<wit::PushPlan> for ops::PushPlan {
+    fn from(p: wit::PushPlan) -> Self {
+        ops::PushPlan {
+            uploads: (p.uploads.into_iter())
+                .map(|u| ops::PlannedUpload {
+                    digest: u.digest,
+                    size: u.size,
+                    offset: u.offset,
+                    target: u.target,
+                    also: u.also,
+                })
+                .collect(),
+            archive_bytes: p.archive_bytes,
+            // Shares and the finish report only what they did; the plan's summary is the host's.
+            summary: Summary::default(),
+        }
+    }
+}

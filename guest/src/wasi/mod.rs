@@ -188,6 +188,64 @@ impl wit::Guest for Component {
         })
     }
 
+    fn push_file_plan(
+        archive: &Descriptor,
+        destination: String,
+        options: wit::Options,
+    ) -> Result<Option<wit::PushPlan>, wit::Error> {
+        let options = Options::from(options);
+        let plan = ops::plan_push_file(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &FileArchive(archive),
+            &destination,
+        )?;
+        Ok(plan.map(Into::into))
+    }
+
+    fn push_file_share(
+        archive: &Descriptor,
+        destination: String,
+        plan: wit::PushPlan,
+        share: Vec<u32>,
+        options: wit::Options,
+    ) -> Result<wit::PushShareSummary, wit::Error> {
+        let options = Options::from(options);
+        let done = ops::push_file_share(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &FileArchive(archive),
+            &destination,
+            &plan.into(),
+            &share,
+        )?;
+        Ok(wit::PushShareSummary {
+            blobs_uploaded: done.blobs,
+            bytes_uploaded: done.bytes,
+        })
+    }
+
+    fn push_file_finish(
+        archive: &Descriptor,
+        destination: String,
+        plan: wit::PushPlan,
+        options: wit::Options,
+    ) -> Result<wit::Summary, wit::Error> {
+        let options = Options::from(options);
+        ops::push_file_finish(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &FileArchive(archive),
+            &destination,
+            &plan.into(),
+        )
+        .map(Into::into)
+        .map_err(Into::into)
+    }
+
     fn inspect(archive: &InputStream) -> Result<String, wit::Error> {
         let report = crate::archive::inspect(&mut StreamReader(archive))
             .map_err(|e| wit::Error::from(Error::InvalidArchive(e)))?;
