@@ -92,7 +92,7 @@ enum Command {
         /// Where one image of the archive goes, overriding DESTINATION (repeatable)
         #[arg(long = "map", value_name = "FINAL=DESTINATION")]
         map: Vec<String>,
-        /// Upload blobs in PATCH chunks of SIZE bytes (K, M, G: binary multiples; the
+        /// Upload blobs in PATCH chunks of SIZE bytes (K, M, G, T: binary multiples; the
         /// registry's minimum chunk length if larger) instead of one PUT each; without it,
         /// chunks of 8M only once a registry refuses a whole-body upload
         #[arg(long, value_name = "SIZE", value_parser = imo_guest::cli::parse_size)]
@@ -120,6 +120,7 @@ enum Command {
     Component {
         #[command(subcommand)]
         action: Option<ComponentAction>,
+        /// Where to write the component
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -137,6 +138,7 @@ enum ComponentAction {
     Pull {
         /// A reference, REGISTRY/PATH:TAG or @DIGEST, or oci:DIR:TAG
         reference: String,
+        /// Where to write the component
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
     },
