@@ -1073,3 +1073,66 @@ fn volumes_carry_an_archive_in_pieces_and_a_bad_one_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("(volume 2 of 3) is damaged"));
 }
+
+/// An archive given as a named pipe (as `<(…)` gives one) is read once, as it comes: looking
+/// at its first bytes to tell an archive from volumes must not lose them. A plain archive and a
+/// stream of volumes alike.
+#[test]
+fn an_archive_through_a_named_pipe_is_read_as_it_comes() {
+    let src = two_versions(None);
+    let dst = Registry::start();
+    let work = TempDir::new("pipe");
+    let whole = work.join("whole.tar");
+    let final_ = src.image("app:v2");
+    imo_ok(&["pull", "-q", "scratch", &final_, "-o", path_str(&whole)]);
+    let set = work.join("set.tar");
+    let volume_size = ["--volume-size", "400K"];
+    imo_ok(
+        &[
+            &["pull", "-q", "scratch", &final_, "-o", path_str(&set)][..],
+            &volume_size,
+        ]
+        .concat(),
+    );
+    let mut stream = vec![];
+    for i in 1..=3 {
+        stream.extend(std::fs::read(work.join(&format!("set.tar.{i:03}"))).unwrap());
+    }
+    for (name, bytes) in [
+        ("plain", std::fs::read(&whole).unwrap()),
+        ("volumes", stream),
+    ] {
+        let fifo = work.join(&format!("{name}.fifo"));
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let path = fifo.clone();
+        let writer = std::thread::spawn(move || std::fs::write(path, bytes));
+        let push = std::process::Command::new(env!("CARGO_BIN_EXE_imo"))
+            .args([
+                "push",
+                "-q",
+                path_str(&fifo),
+                &dst.image(&format!("app:{name}")),
+            ])
+            .env("IMO_CACHE_DIR", cache_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = output_within(push, std::time::Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        writer.join().unwrap().unwrap();
+        assert_eq!(
+            raw_manifest(&dst.image(&format!("app:{name}"))),
+            raw_manifest(&final_)
+        );
+    }
+}

@@ -465,6 +465,13 @@ async fn open(
         Archive::Stdin => volumes::sniff(tokio::io::stdin())
             .await
             .map_err(|e| io("stdin", e))?,
+        Archive::Pipe(path) => volumes::sniff(
+            tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| io(&path.display().to_string(), e))?,
+        )
+        .await
+        .map_err(|e| io(&path.display().to_string(), e))?,
         Archive::Plain(path) => Box::new(
             tokio::fs::File::open(&path)
                 .await

@@ -499,6 +499,8 @@ pub enum Archive {
     Plain(PathBuf),
     /// Standard input: an archive, or volumes one after another, as its first bytes tell.
     Stdin,
+    /// A file that is not a regular one (a named pipe, `<(…)`): read once, as stdin is.
+    Pipe(PathBuf),
     /// A whole set of volumes, in order.
     Volumes(Vec<(PathBuf, Header)>),
     /// Some volumes of a set without the rest: each can be checked alone.
@@ -525,6 +527,18 @@ pub async fn resolve(args: &[String]) -> Result<Archive, String> {
                 }
             }
             continue;
+        }
+        // A pipe's first bytes, once read, are gone: it is looked at only as it is read.
+        let regular = std::fs::metadata(path).map_err(|e| io(path, e))?.is_file();
+        match (args.len(), regular) {
+            (_, true) => {}
+            (1, false) => return Ok(Archive::Pipe(path.to_owned())),
+            (_, false) => {
+                return Err(format!(
+                    "{} is not a regular file: give the volumes as files, or one stream",
+                    path.display()
+                ));
+            }
         }
         let c = candidate(path, true).await.map_err(|e| io(path, e))?;
         if args.len() == 1 && c.header.is_none() {
