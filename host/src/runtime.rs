@@ -94,18 +94,7 @@ impl Runtime {
             wasi.preopened_dir(&g.dir, g.dir.to_string_lossy(), perms)?;
         }
         if let Some(report) = report {
-            let (writer, reader) = tokio::io::duplex(64 * 1024);
-            wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
-                64 * 1024,
-                writer,
-            ));
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt as _;
-                let mut lines = tokio::io::BufReader::new(reader).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    report(line.strip_prefix("imo: ").unwrap_or(&line));
-                }
-            });
+            wasi.stderr(ReportLines(report));
         }
         let last_host = Arc::new(Mutex::new(None));
         let state = State {
@@ -343,6 +332,114 @@ fn load_component(engine: &Engine) -> Result<Component> {
 /// Receives the component's progress lines.
 pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
 
+/// The component's stderr, each line handed to a [`Reporter`] as the component writes it:
+/// synchronously, so that no line is still on its way when the call that wrote it returns
+/// (a pipe read by a task lost the last lines of a failing command to its exit).
+struct ReportLines(Reporter);
+
+impl wasmtime_wasi::cli::IsTerminal for ReportLines {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for ReportLines {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(LineSplitter::new(self.0.clone()))
+    }
+
+    fn p2_stream(&self) -> Box<dyn wasmtime_wasi::p2::OutputStream> {
+        Box::new(LineSplitter::new(self.0.clone()))
+    }
+}
+
+/// Bytes in, whole lines out to the reporter; what is left of a line when dropped, too.
+struct LineSplitter {
+    report: Reporter,
+    partial: Vec<u8>,
+}
+
+/// The most of one line held before it is reported anyway.
+const MAX_LINE: usize = 64 * 1024;
+
+impl LineSplitter {
+    fn new(report: Reporter) -> Self {
+        LineSplitter {
+            report,
+            partial: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        for piece in bytes.split_inclusive(|&b| b == b'\n') {
+            self.partial.extend_from_slice(piece);
+            if piece.ends_with(b"\n") || self.partial.len() >= MAX_LINE {
+                self.emit();
+            }
+        }
+    }
+
+    fn emit(&mut self) {
+        let text = String::from_utf8_lossy(&self.partial);
+        let line = text.trim_end_matches(['\n', '\r']);
+        (self.report)(line.strip_prefix("imo: ").unwrap_or(line));
+        self.partial.clear();
+    }
+}
+
+impl Drop for LineSplitter {
+    fn drop(&mut self) {
+        if !self.partial.is_empty() {
+            self.emit();
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for LineSplitter {
+    async fn ready(&mut self) {}
+}
+
+impl wasmtime_wasi::p2::OutputStream for LineSplitter {
+    fn write(&mut self, bytes: bytes::Bytes) -> wasmtime_wasi::p2::StreamResult<()> {
+        self.take(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> wasmtime_wasi::p2::StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> wasmtime_wasi::p2::StreamResult<usize> {
+        Ok(MAX_LINE)
+    }
+}
+
+impl tokio::io::AsyncWrite for LineSplitter {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.take(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 pub struct State {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -514,6 +611,27 @@ mod tests {
     use super::*;
 
     const ME: u32 = 1000;
+
+    #[test]
+    fn each_line_reaches_the_reporter_as_it_is_written() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = seen.clone();
+        let report: Reporter = Arc::new(move |l: &str| sink.lock().unwrap().push(l.to_owned()));
+        let mut s = LineSplitter::new(report);
+        s.take(b"imo: vet a: 0 of 1 pres");
+        assert!(seen.lock().unwrap().is_empty(), "half a line waits");
+        s.take(b"ent\nimo: vet a: sha256:x is missing\r\nlast");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["vet a: 0 of 1 present", "vet a: sha256:x is missing"]
+        );
+        drop(s);
+        assert_eq!(
+            seen.lock().unwrap().last().unwrap(),
+            "last",
+            "the rest, when dropped"
+        );
+    }
 
     #[test]
     fn only_the_users_own_private_directory_and_regular_file_are_trusted() {
