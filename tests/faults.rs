@@ -1028,6 +1028,76 @@ fn a_pull_spread_over_instances_fetches_in_all_at_once_and_writes_the_same_bytes
     assert!(pooled == streamed.stdout, "the stream differs");
 }
 
+/// A pull to a stream spread over instances: several fetch ahead at once (one instance
+/// streams one blob after another), the stream is the same bytes as one instance's, and a
+/// blob lost in one share fails the pull naming it.
+#[test]
+fn a_pull_to_a_stream_spread_over_instances_fetches_ahead_and_writes_the_same_bytes() {
+    let src = many_blobs();
+    let proxy = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", "/blobs/sha256:", 3, Fault::Gather(3))],
+    );
+    let image = proxy.image("many:v1");
+    let pooled = imo_ok(&["pull", "--instances", "3", "scratch", &image, "-o", "-"]);
+    let stderr = String::from_utf8_lossy(&pooled.stderr);
+    assert!(
+        stderr.contains("fetching 7 blob(s) in 3 instances"),
+        "{stderr}"
+    );
+    assert_eq!(
+        proxy.holds(),
+        [true; 3],
+        "three blob GETs were never in flight together"
+    );
+    assert_eq!(
+        proxy.count("GET", "/blobs/sha256:"),
+        7,
+        "each blob fetched once"
+    );
+    let single = imo_ok(&[
+        "pull",
+        "-q",
+        "--instances",
+        "1",
+        "scratch",
+        &image,
+        "-o",
+        "-",
+    ]);
+    assert!(
+        pooled.stdout == single.stdout,
+        "one instance streamed other bytes"
+    );
+
+    // A rule's path lives as long as the proxy: this test's own layer digest.
+    let raw: serde_json::Value =
+        serde_json::from_slice(&raw_manifest(&src.image("many:v1"))).unwrap();
+    let lost: &'static str = raw["layers"][2]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+        .leak();
+    let failing = Proxy::start(
+        &src.addr,
+        vec![Rule::new("GET", lost, 100, Fault::Status(500, None))],
+    );
+    let image = failing.image("many:v1");
+    let err = imo_err(&[
+        "pull",
+        "-q",
+        "--instances",
+        "3",
+        "--retries",
+        "0",
+        "scratch",
+        &image,
+        "-o",
+        "-",
+    ]);
+    assert!(err.contains(lost), "{err}");
+}
+
 #[test]
 fn a_fault_in_one_instances_share_is_retried_alone_and_a_lost_blob_fails_the_whole_pull() {
     let src = source();

@@ -189,6 +189,12 @@ impl Imo {
         W: AsyncWrite + Send + Unpin + 'static,
     {
         let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
+        if self.instances() > 1 && !self.settings.deltas {
+            let instance = (store, imo);
+            return self
+                .pull_to_writer_pooled(request, witness, instance, out)
+                .await;
+        }
         let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, out));
         let own = store.data_mut().table.push(stream).map_err(runtime_error)?;
         let result = imo
@@ -410,6 +416,121 @@ impl Imo {
             )));
         }
         Ok(plan.summary.clone().into())
+    }
+
+    /// [`Imo::pull_bundle_to_writer`] over a pool of instances: one plans; each fetches a
+    /// share of the blobs, in archive order, each blob into its own pipe; this task writes the
+    /// head, then each blob framed, read from its pipe when its turn comes. A pipe holds at
+    /// most [`STREAM_AHEAD`] bytes, so an instance fetches that far ahead of the writer at
+    /// most, and a failed instance's pipe ends short, which stops the writing.
+    async fn pull_to_writer_pooled<W>(
+        &self,
+        request: crate::runtime::bindings::exports::imo::overlay::overlay::Bundle,
+        witness: crate::sandbox::Witness,
+        (mut store, imo): (
+            wasmtime::Store<crate::runtime::State>,
+            crate::runtime::bindings::Imo,
+        ),
+        mut out: W,
+    ) -> Result<Summary, Error>
+    where
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let options = self.options();
+        let result = imo
+            .imo_overlay_overlay()
+            .call_pull_bundle_to_stream_plan(&mut store, &request, &options)
+            .await;
+        let planned = finish_with(result, &witness)?;
+        let (head, plan) = (planned.head, Arc::new(planned.plan));
+        let sizes: Vec<u64> = plan.blobs.iter().map(|b| b.size).collect();
+        let mut shares = shares(&sizes, self.instances());
+        if shares.len() > 1 {
+            self.report(&format!(
+                "fetching {} blob(s) in {} instances",
+                plan.blobs.len(),
+                shares.len()
+            ));
+        }
+        let mut pipes: Vec<Option<tokio::io::DuplexStream>> = Vec::new();
+        let mut readers = Vec::new();
+        for _ in &plan.blobs {
+            let (w, r) = tokio::io::duplex(STREAM_AHEAD);
+            pipes.push(Some(w));
+            readers.push(r);
+        }
+        let (request, options) = (Arc::new(request), Arc::new(options));
+        let mut first = Some((store, imo));
+        let mut tasks = tokio::task::JoinSet::new();
+        for share in &mut shares {
+            // The writer reads in archive order: so must each instance write.
+            share.sort_unstable();
+            let writers: Vec<_> = (share.iter())
+                .map(|&i| pipes[i as usize].take().expect("each blob in one share"))
+                .collect();
+            let (plan, request, options) = (plan.clone(), request.clone(), options.clone());
+            let (this, witness, share) = (self.clone(), witness.clone(), share.clone());
+            let instance = first.take();
+            tasks.spawn(async move {
+                let (mut store, imo) = match instance {
+                    Some(i) => i,
+                    None => this.twin(&witness).await?,
+                };
+                let mut streams = Vec::new();
+                for w in writers {
+                    let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, w));
+                    streams.push(store.data_mut().table.push(stream).map_err(runtime_error)?);
+                }
+                let result = imo
+                    .imo_overlay_overlay()
+                    .call_pull_bundle_to_stream_share(
+                        &mut store, &request, &plan, &share, &streams, &options,
+                    )
+                    .await;
+                finish_with(result, &witness)
+            });
+        }
+        let written = async {
+            let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+            out.write_all(&head).await.map_err(io)?;
+            let mut before = None;
+            for (b, reader) in plan.blobs.iter().zip(readers) {
+                let digest =
+                    imo_guest::digest::Digest::parse(&b.digest).map_err(Error::InvalidManifest)?;
+                let frame = imo_guest::ops::between_blobs(before, Some((&digest, b.size)));
+                out.write_all(&frame).await.map_err(io)?;
+                let copied = tokio::io::copy(&mut reader.take(b.size), &mut out)
+                    .await
+                    .map_err(io)?;
+                if copied != b.size {
+                    // Its instance stopped: its own error says why.
+                    return Ok(false);
+                }
+                before = Some(b.size);
+            }
+            out.write_all(&imo_guest::ops::between_blobs(before, None))
+                .await
+                .map_err(io)?;
+            out.flush().await.map_err(io)?;
+            Ok::<bool, Error>(true)
+        };
+        let outcome = written.await;
+        // Whatever the writer saw, an instance's failure is the cause to report.
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined.map_err(runtime_error).and_then(|r| r) {
+                failure.get_or_insert(e);
+                tasks.abort_all();
+            }
+        }
+        match (failure, outcome) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(false)) => Err(Error::Runtime(
+                "an instance ended a blob short without an error".into(),
+            )),
+            (None, Ok(true)) => Ok(plan.summary.clone().into()),
+        }
     }
 
     /// The instances a pull into a file uses: as set, else one per core.
@@ -933,6 +1054,9 @@ fn read_only(
 /// blobs) of about equal bytes: largest first, each to the share with the fewest bytes so far
 /// (the lowest on a tie), so the same plan always splits the same way. Empty shares are left
 /// out; each share lists its blobs largest first, to start the longest early.
+/// How far ahead of the writer each instance of a pull to a stream may fetch, in bytes.
+const STREAM_AHEAD: usize = 32 << 20;
+
 fn shares(sizes: &[u64], n: usize) -> Vec<Vec<u32>> {
     let mut order: Vec<u32> = (0..sizes.len() as u32).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i as usize]), i));

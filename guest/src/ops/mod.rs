@@ -12,7 +12,8 @@ mod tree;
 pub use inventory::inventory;
 pub use pull::{
     ArchiveFile, FETCH_WIDTH, Fetch, Fetcher, FilePlan, PlannedBlob, PullRequest, ShareDone,
-    fetch_share, plan_bundle_to_file, pull_bundle, pull_bundle_to_file,
+    between_blobs, fetch_share, fetch_share_to_streams, plan_bundle_to_file, plan_bundle_to_stream,
+    pull_bundle, pull_bundle_to_file,
 };
 pub use push::{
     PlannedUpload, PushPlan, Uploaded, plan_push_file, push, push_file_finish, push_file_share,

@@ -200,9 +200,14 @@ pub struct PlannedBlob {
 
 impl PlannedBlob {
     fn descriptor(&self) -> Descriptor {
+        self.descriptor_of(Digest::parse(&self.digest).expect("a plan made here holds digests"))
+    }
+
+    /// Its descriptor, with its digest as parsed (and checked) by the caller.
+    fn descriptor_of(&self, digest: Digest) -> Descriptor {
         Descriptor {
             media_type: "application/octet-stream".into(),
-            digest: Digest::parse(&self.digest).expect("a plan made here holds digests"),
+            digest,
             size: self.size,
             platform: None,
             annotations: BTreeMap::new(),
@@ -421,17 +426,10 @@ fn lay_out(pull: &Prepared<'_>, report: &dyn Reporter, file: &dyn ArchiveFile) -
             // At most `end`, which did not overflow.
             i => (offsets[i - 1] + sizes[i - 1], Some(sizes[i - 1])),
         };
-        let mut w = tar::Writer::new(file.at(at)?);
-        if let Some(size) = before {
-            w.end_entry(size).map_err(io)?;
-        }
-        match blobs.get(i) {
-            Some(d) => w
-                .header(&archive::blob_path(&d.digest), d.size)
-                .map_err(io)?,
-            None => w.finish().map_err(io)?,
-        }
-        w.into_parts().0.flush().map_err(io)?;
+        let next = blobs.get(i).map(|d| (&d.digest, d.size));
+        let mut out = file.at(at)?;
+        out.write_all(&between_blobs(before, next)).map_err(io)?;
+        out.flush().map_err(io)?;
     }
     if resuming {
         // Whatever a foreign partial held past this archive's end goes.
@@ -464,6 +462,127 @@ fn lay_out(pull: &Prepared<'_>, report: &dyn Reporter, file: &dyn ArchiveFile) -
         archive_bytes: end,
         summary,
     })
+}
+
+/// The bytes between two blobs' data in an archive: the padding after the blob before (of
+/// size `before`, if any), then the next blob's tar header, or the end marker after the last.
+/// A host that writes an archive from the blobs of a plan frames them with this.
+pub fn between_blobs(before: Option<u64>, next: Option<(&Digest, u64)>) -> Vec<u8> {
+    let mut w = tar::Writer::new(Vec::new());
+    // Writing into a Vec cannot fail.
+    if let Some(size) = before {
+        w.end_entry(size).expect("written to memory");
+    }
+    match next {
+        Some((digest, size)) => w.header(&archive::blob_path(digest), size),
+        None => w.finish(),
+    }
+    .expect("written to memory");
+    w.into_parts().0
+}
+
+/// A pull to a stream spread over several instances, planned: fetches the manifests once
+/// and returns the archive's head and every blob it carries, in archive order, with its
+/// offset in the stream and its source. The host writes the head, then each blob between
+/// [`between_blobs`] framing, from [`fetch_share_to_streams`] in any instance. An archive
+/// with layer deltas is not planned this way (their bytes are made here): pull it with
+/// [`pull_bundle`].
+pub fn plan_bundle_to_stream(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+) -> Result<(Vec<u8>, FilePlan)> {
+    let pull = prepare(transport, options, report, request)?;
+    if !pull.deltas.is_empty() {
+        return Err(Error::InvalidArchive(
+            "an archive with layer deltas is written by one instance: use pull-bundle".into(),
+        ));
+    }
+    let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
+    let mut w = tar::Writer::new(Vec::new());
+    archive::write_head(&mut w, &pull.meta, &pull.manifests).map_err(io)?;
+    let head = w.into_parts().0;
+    let sizes: Vec<u64> = pull.meta.blobs.iter().map(|d| d.size).collect();
+    let (offsets, end) = tar::data_offsets(head.len() as u64, &sizes).ok_or_else(|| {
+        Error::InvalidManifest(
+            "the blobs' declared sizes add up to more than an archive can hold (2^64 bytes)".into(),
+        )
+    })?;
+    let blobs = (pull.meta.blobs.iter().zip(offsets))
+        .map(|(d, offset)| PlannedBlob {
+            digest: d.digest.to_string(),
+            size: d.size,
+            offset,
+            source: pull.source_of[&d.digest] as u32,
+        })
+        .collect();
+    let mut summary = pull.summary();
+    summary.archive_bytes = end;
+    Ok((
+        head,
+        FilePlan {
+            blobs,
+            archive_bytes: end,
+            summary,
+        },
+    ))
+}
+
+/// The blobs of a stream plan that `share` names, each into its own stream of `outs` (in
+/// the same order), one after another in the order given, each checked against its digest
+/// and size as it streams, with the usual retries and resumes. The host reads the streams in
+/// archive order, so `share` must be in archive order too.
+pub fn fetch_share_to_streams(
+    transport: &dyn Transport,
+    options: &Options,
+    report: &dyn Reporter,
+    request: &PullRequest,
+    plan: &FilePlan,
+    share: &[u32],
+    outs: &mut [&mut dyn Write],
+) -> Result<ShareDone> {
+    let bad = |why: String| Error::InvalidArchive(format!("the pull plan does not fit: {why}"));
+    if share.len() != outs.len() {
+        return Err(bad(format!(
+            "{} blob(s) named for {} stream(s)",
+            share.len(),
+            outs.len()
+        )));
+    }
+    if !share.is_sorted_by(|a, b| a < b) {
+        return Err(bad("the share is not in archive order".into()));
+    }
+    let mut sources: Vec<Option<Box<dyn Source + '_>>> =
+        request.finals.iter().map(|_| None).collect();
+    let mut done = ShareDone::default();
+    for (&i, out) in share.iter().zip(outs.iter_mut()) {
+        let b = (plan.blobs.get(i as usize)).ok_or_else(|| bad(format!("no blob {i}")))?;
+        let source = b.source as usize;
+        let slot = sources
+            .get_mut(source)
+            .ok_or_else(|| bad(format!("blob {i} has no final image {source}")))?;
+        if slot.is_none() {
+            let fin = parse_location("final image", &request.finals[source])?;
+            let role = options.final_credentials.as_ref();
+            *slot = Some(open_source(transport, &fin, role, options, report)?);
+        }
+        let digest = Digest::parse(&b.digest).map_err(bad)?;
+        let d = b.descriptor_of(digest);
+        let io = |e: std::io::Error| Error::Io(format!("writing blob {}: {e}", d.digest));
+        let mut progress = Progress::start(report, ("copying", "copied"), &d);
+        slot.as_deref()
+            .expect("opened above")
+            .blob(&d, &mut |chunk| {
+                progress.advance(chunk.len());
+                out.write_all(chunk).map_err(io)
+            })?;
+        out.flush().map_err(io)?;
+        progress.end();
+        done.blobs += 1;
+        done.bytes += d.size;
+    }
+    Ok(done)
 }
 
 /// One blob to fetch into the archive file.

@@ -188,6 +188,50 @@ impl wit::Guest for Component {
         })
     }
 
+    fn pull_bundle_to_stream_plan(
+        request: wit::Bundle,
+        options: wit::Options,
+    ) -> Result<wit::StreamPlan, wit::Error> {
+        let options = Options::from(options);
+        let (head, plan) = ops::plan_bundle_to_stream(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+        )?;
+        Ok(wit::StreamPlan {
+            head,
+            plan: plan.into(),
+        })
+    }
+
+    fn pull_bundle_to_stream_share(
+        request: wit::Bundle,
+        plan: wit::PullPlan,
+        share: Vec<u32>,
+        archive: Vec<OutputStream>,
+        options: wit::Options,
+    ) -> Result<wit::ShareSummary, wit::Error> {
+        let options = Options::from(options);
+        let mut writers: Vec<StreamWriter<'_>> = archive.iter().map(StreamWriter).collect();
+        let mut outs: Vec<&mut dyn std::io::Write> = (writers.iter_mut())
+            .map(|w| w as &mut dyn std::io::Write)
+            .collect();
+        let done = ops::fetch_share_to_streams(
+            &WasiHttp::default(),
+            &options,
+            &reporter(&options),
+            &pull_request(request),
+            &plan.into(),
+            &share,
+            &mut outs,
+        )?;
+        Ok(wit::ShareSummary {
+            blobs_fetched: done.blobs,
+            bytes_fetched: done.bytes,
+        })
+    }
+
     fn push_file_plan(
         archive: &Descriptor,
         destination: String,
