@@ -4,6 +4,7 @@ use crate::api::{Bundle, Error, Inspection, Summary, Verification, runtime_error
 use crate::atomic_file::AtomicFile;
 use crate::builder::Builder;
 use crate::runtime::Runtime;
+use crate::runtime::bindings::exports::imo::overlay::overlay::{PushShareSummary, ShareSummary};
 use crate::sandbox::{destination_references, finish, finish_with, layout_grant};
 use crate::streams;
 use std::path::{Path, PathBuf};
@@ -351,61 +352,41 @@ impl Imo {
         let _ = store.data_mut().table.delete(own);
         let plan = finish_with(result, &witness)?;
         let sizes: Vec<u64> = plan.blobs.iter().map(|b| b.size).collect();
-        let shares = shares(&sizes, instances);
-        if shares.len() > 1 {
-            self.report(&format!(
-                "fetching {} blob(s) in {} instances",
-                plan.blobs.len(),
-                shares.len()
-            ));
-        }
         let plan = Arc::new(plan);
         let request = Arc::new(request);
         let options = Arc::new(options);
-        let mut first = Some((store, imo));
-        let mut tasks = tokio::task::JoinSet::new();
-        for share in shares {
+        let mut works: Vec<ShareWork<ShareSummary>> = Vec::new();
+        for share in shares(&sizes, instances) {
             let (plan, request, options) = (plan.clone(), request.clone(), options.clone());
-            let (this, witness) = (self.clone(), witness.clone());
-            let file = file.try_clone().map_err(io)?;
-            let instance = first.take();
-            tasks.spawn(async move {
-                // The planner takes the first share; each other share gets a twin of it.
-                let (mut store, imo) = match instance {
-                    Some(i) => i,
-                    None => this.twin(&witness).await?,
-                };
-                let own = push_file(&mut store, file, mode)?;
-                let result = imo
-                    .imo_overlay_overlay()
-                    .call_pull_bundle_to_file_share(
-                        &mut store,
-                        &request,
-                        &plan,
-                        &share,
-                        Resource::new_borrow(own.rep()),
-                        &options,
-                    )
-                    .await;
-                let _ = store.data_mut().table.delete(own);
-                finish_with(result, &witness)
-            });
+            let (witness, file) = (witness.clone(), file.try_clone().map_err(io)?);
+            works.push(Box::new(move |(mut store, imo)| {
+                Box::pin(async move {
+                    let own = push_file(&mut store, file, mode)?;
+                    let result = imo
+                        .imo_overlay_overlay()
+                        .call_pull_bundle_to_file_share(
+                            &mut store,
+                            &request,
+                            &plan,
+                            &share,
+                            Resource::new_borrow(own.rep()),
+                            &options,
+                        )
+                        .await;
+                    let _ = store.data_mut().table.delete(own);
+                    finish_with(result, &witness).map(|done| (done, (store, imo)))
+                })
+            }));
         }
+        let what = format!("fetching {} blob(s)", plan.blobs.len());
+        let mut planner = Some((store, imo));
+        let done = self
+            .in_instances(&witness, &mut planner, &what, works)
+            .await?;
         let (mut blobs, mut bytes) = (0u64, 0u64);
-        while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(runtime_error).and_then(|r| r) {
-                Ok(done) => {
-                    blobs += u64::from(done.blobs_fetched);
-                    bytes += done.bytes_fetched;
-                }
-                Err(e) => {
-                    // One failure stops every instance; each ends at its next wait, before
-                    // the caller drops (or keeps, to resume) the file.
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    return Err(e);
-                }
-            }
+        for (d, _) in done {
+            blobs += u64::from(d.blobs_fetched);
+            bytes += d.bytes_fetched;
         }
         let planned: u64 = sizes.iter().sum();
         if (blobs, bytes) != (plan.blobs.len() as u64, planned) {
@@ -445,14 +426,6 @@ impl Imo {
         let planned = finish_with(result, &witness)?;
         let (head, plan) = (planned.head, Arc::new(planned.plan));
         let sizes: Vec<u64> = plan.blobs.iter().map(|b| b.size).collect();
-        let mut shares = shares(&sizes, self.instances());
-        if shares.len() > 1 {
-            self.report(&format!(
-                "fetching {} blob(s) in {} instances",
-                plan.blobs.len(),
-                shares.len()
-            ));
-        }
         let mut pipes: Vec<Option<tokio::io::DuplexStream>> = Vec::new();
         let mut readers = Vec::new();
         for _ in &plan.blobs {
@@ -461,35 +434,31 @@ impl Imo {
             readers.push(r);
         }
         let (request, options) = (Arc::new(request), Arc::new(options));
-        let mut first = Some((store, imo));
-        let mut tasks = tokio::task::JoinSet::new();
-        for share in &mut shares {
+        let mut works: Vec<ShareWork<ShareSummary>> = Vec::new();
+        for mut share in shares(&sizes, self.instances()) {
             // The writer reads in archive order: so must each instance write.
             share.sort_unstable();
             let writers: Vec<_> = (share.iter())
                 .map(|&i| pipes[i as usize].take().expect("each blob in one share"))
                 .collect();
             let (plan, request, options) = (plan.clone(), request.clone(), options.clone());
-            let (this, witness, share) = (self.clone(), witness.clone(), share.clone());
-            let instance = first.take();
-            tasks.spawn(async move {
-                let (mut store, imo) = match instance {
-                    Some(i) => i,
-                    None => this.twin(&witness).await?,
-                };
-                let mut streams = Vec::new();
-                for w in writers {
-                    let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, w));
-                    streams.push(store.data_mut().table.push(stream).map_err(runtime_error)?);
-                }
-                let result = imo
-                    .imo_overlay_overlay()
-                    .call_pull_bundle_to_stream_share(
-                        &mut store, &request, &plan, &share, &streams, &options,
-                    )
-                    .await;
-                finish_with(result, &witness)
-            });
+            let witness = witness.clone();
+            works.push(Box::new(move |(mut store, imo)| {
+                Box::pin(async move {
+                    let mut streams = Vec::new();
+                    for w in writers {
+                        let stream: DynOutputStream = Box::new(AsyncWriteStream::new(1 << 20, w));
+                        streams.push(store.data_mut().table.push(stream).map_err(runtime_error)?);
+                    }
+                    let result = imo
+                        .imo_overlay_overlay()
+                        .call_pull_bundle_to_stream_share(
+                            &mut store, &request, &plan, &share, &streams, &options,
+                        )
+                        .await;
+                    finish_with(result, &witness).map(|done| (done, (store, imo)))
+                })
+            }));
         }
         let written = async {
             let io = |e: std::io::Error| Error::Io(format!("writing the archive: {e}"));
@@ -515,22 +484,59 @@ impl Imo {
             out.flush().await.map_err(io)?;
             Ok::<bool, Error>(true)
         };
-        let outcome = written.await;
+        let what = format!("fetching {} blob(s)", plan.blobs.len());
+        let mut planner = Some((store, imo));
+        let (outcome, ran) = tokio::join!(
+            written,
+            self.in_instances(&witness, &mut planner, &what, works)
+        );
         // Whatever the writer saw, an instance's failure is the cause to report.
-        let mut failure = None;
-        while let Some(joined) = tasks.join_next().await {
-            if let Err(e) = joined.map_err(runtime_error).and_then(|r| r) {
-                failure.get_or_insert(e);
-                tasks.abort_all();
-            }
-        }
-        match (failure, outcome) {
+        match (ran.err(), outcome) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(false)) => Err(Error::Runtime(
                 "an instance ended a blob short without an error".into(),
             )),
             (None, Ok(true)) => Ok(plan.summary.clone().into()),
         }
+    }
+
+    /// Runs each of `works` at once in an instance of its own: the first in `planner`'s (taken
+    /// from it), each other in a twin with the same grants, saying so in one progress line
+    /// after `what`. The first failure stops the others, each at its next wait, and is
+    /// returned; else each result with its instance, in the order they ended.
+    async fn in_instances<T: Send + 'static>(
+        &self,
+        witness: &crate::sandbox::Witness,
+        planner: &mut Option<Instance>,
+        what: &str,
+        works: Vec<ShareWork<T>>,
+    ) -> Result<Vec<(T, Instance)>, Error> {
+        if works.len() > 1 {
+            self.report(&format!("{what} in {} instances", works.len()));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for work in works {
+            let (this, witness, instance) = (self.clone(), witness.clone(), planner.take());
+            tasks.spawn(async move {
+                let instance = match instance {
+                    Some(i) => i,
+                    None => this.twin(&witness).await?,
+                };
+                work(instance).await
+            });
+        }
+        let mut done = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined.map_err(runtime_error).and_then(|r| r) {
+                Ok(d) => done.push(d),
+                Err(e) => {
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
     }
 
     /// The instances a pull into a file uses: as set, else one per core.
@@ -693,62 +699,43 @@ impl Imo {
             return finish(result, &witness);
         };
         let sizes: Vec<u64> = plan.uploads.iter().map(|u| u.size).collect();
-        let shares = shares(&sizes, instances);
-        if shares.len() > 1 {
-            self.report(&format!(
-                "uploading {} blob(s) in {} instances",
-                plan.uploads.len(),
-                shares.len()
-            ));
-        }
         let plan = Arc::new(plan);
         let options = Arc::new(options);
-        let mut first = Some((store, imo));
-        let mut tasks = tokio::task::JoinSet::new();
-        for share in shares {
+        let mut works: Vec<ShareWork<PushShareSummary>> = Vec::new();
+        for share in shares(&sizes, instances) {
             let (plan, options, destination) = (plan.clone(), options.clone(), destination.clone());
-            let (this, witness) = (self.clone(), witness.clone());
-            let file = file.try_clone().map_err(io)?;
-            let instance = first.take();
-            tasks.spawn(async move {
-                // The planner takes the first share; each other share gets a twin of it.
-                let (mut store, imo) = match instance {
-                    Some(i) => i,
-                    None => this.twin(&witness).await?,
-                };
-                let own = read_only(&mut store, file)?;
-                let result = imo
-                    .imo_overlay_overlay()
-                    .call_push_file_share(
-                        &mut store,
-                        Resource::new_borrow(own.rep()),
-                        &destination,
-                        &plan,
-                        &share,
-                        &options,
-                    )
-                    .await;
-                let _ = store.data_mut().table.delete(own);
-                finish_with(result, &witness).map(|done| (done, store, imo))
-            });
+            let (witness, file) = (witness.clone(), file.try_clone().map_err(io)?);
+            works.push(Box::new(move |(mut store, imo)| {
+                Box::pin(async move {
+                    let own = read_only(&mut store, file)?;
+                    let result = imo
+                        .imo_overlay_overlay()
+                        .call_push_file_share(
+                            &mut store,
+                            Resource::new_borrow(own.rep()),
+                            &destination,
+                            &plan,
+                            &share,
+                            &options,
+                        )
+                        .await;
+                    let _ = store.data_mut().table.delete(own);
+                    finish_with(result, &witness).map(|done| (done, (store, imo)))
+                })
+            }));
         }
+        // One failure stops every instance, each at its next wait: no manifest is put.
+        let what = format!("uploading {} blob(s)", plan.uploads.len());
+        let mut first = Some((store, imo));
+        let done = self
+            .in_instances(&witness, &mut first, &what, works)
+            .await?;
         let (mut blobs, mut bytes) = (0u64, 0u64);
         let mut last = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined.map_err(runtime_error).and_then(|r| r) {
-                Ok((done, store, imo)) => {
-                    blobs += u64::from(done.blobs_uploaded);
-                    bytes += done.bytes_uploaded;
-                    last = Some((store, imo));
-                }
-                Err(e) => {
-                    // One failure stops every instance, each at its next wait: no manifest
-                    // is put.
-                    tasks.abort_all();
-                    while tasks.join_next().await.is_some() {}
-                    return Err(e);
-                }
-            }
+        for (d, instance) in done {
+            blobs += u64::from(d.blobs_uploaded);
+            bytes += d.bytes_uploaded;
+            last = Some(instance);
         }
         let planned: u64 = sizes.iter().sum();
         if (blobs, bytes) != (plan.uploads.len() as u64, planned) {
@@ -1054,6 +1041,21 @@ fn read_only(
 /// blobs) of about equal bytes: largest first, each to the share with the fewest bytes so far
 /// (the lowest on a tie), so the same plan always splits the same way. Empty shares are left
 /// out; each share lists its blobs largest first, to start the longest early.
+/// A store and the component instantiated in it.
+type Instance = (
+    wasmtime::Store<crate::runtime::State>,
+    crate::runtime::bindings::Imo,
+);
+
+/// One share's work, run in the instance it is handed, which it hands back with its result.
+type ShareWork<T> = Box<
+    dyn FnOnce(
+            Instance,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(T, Instance), Error>> + Send>,
+        > + Send,
+>;
+
 /// How far ahead of the writer each instance of a pull to a stream may fetch, in bytes.
 const STREAM_AHEAD: usize = 32 << 20;
 
