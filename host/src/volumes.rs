@@ -38,6 +38,9 @@ use tokio::sync::mpsc;
 pub const HEADER_LEN: u64 = 512;
 /// The smallest volume: its header and some of the archive.
 pub const MIN_VOLUME_SIZE: u64 = 4096;
+/// The most volumes a set has: a header claiming more is damaged (or crafted), and nothing
+/// is allocated or looked for by its count.
+pub const MAX_VOLUMES: u32 = 99_999;
 const MAGIC: &str = "imo volume 1\n";
 
 /// A volume's header: where it sits in its set and what its bytes hash to.
@@ -127,6 +130,7 @@ impl Header {
         };
         let check = field("check ")?;
         let fits = (1..=header.count).contains(&header.index)
+            && header.count <= MAX_VOLUMES
             && header.offset.checked_add(header.size).is_some();
         // The encoding is canonical: anything else is damage.
         (fits && header.encode()[..] == *block && check.len() == 16).then_some(header)
@@ -375,6 +379,12 @@ pub async fn write<R: AsyncRead + Unpin>(
                     h.digest = std::mem::take(&mut hasher).finalize().into();
                 }
                 let index = out.volumes.len() as u32 + 1;
+                if index > MAX_VOLUMES {
+                    return Err(io::Error::other(format!(
+                        "the archive needs more than {MAX_VOLUMES} volumes of {volume_size} \
+                         bytes: choose a larger --volume-size"
+                    )));
+                }
                 let atomic = AtomicFile::create(&volume_path(path, index))?;
                 let mut file = tokio::fs::File::from_std(atomic.file().try_clone()?);
                 // The header's place, written at the seal.
@@ -961,7 +971,7 @@ mod tests {
     fn a_header_round_trips_and_any_changed_byte_is_damage() {
         let h = header(2, 3, 1000, 500);
         let block = h.encode();
-        assert_eq!(Header::decode(&block), Some(Ok(h)));
+        assert_eq!(Header::decode(&block), Some(Ok(h.clone())));
         let text = String::from_utf8_lossy(&block);
         assert!(text.starts_with("imo volume 1\nset sha256:0707"), "{text}");
         for i in 0..200 {
@@ -973,6 +983,12 @@ mod tests {
             }
         }
         assert_eq!(Header::decode(b"ustar"), None, "an archive is not a volume");
+        // A count no set has is refused, well formed or not: nothing is sized by it.
+        let huge = Header {
+            count: u32::MAX,
+            ..h
+        };
+        assert!(matches!(Header::decode(&huge.encode()), Some(Err(_))));
         assert!(matches!(Header::decode(&block[..100]), Some(Err(_))));
     }
 
