@@ -1369,3 +1369,35 @@ fn an_upload_failing_in_one_share_stops_the_push_and_tags_nothing() {
     );
     assert!(!exists(&dst.image("app:v2")), "a tag was left");
 }
+
+/// A vet asks the destination about many blobs at once, in one instance: a `HEAD` costs a
+/// round trip and no work, so over a distant registry asking one after another is what
+/// would make it slow. Seven answers are held until all seven were asked for.
+#[test]
+fn a_push_asks_the_destination_about_its_blobs_all_at_once() {
+    let src = many_blobs();
+    let work = TempDir::new("heads");
+    let archive = work.join("many.tar");
+    let image = src.image("many:v1");
+    imo_ok(&["pull", "-q", "scratch", &image, "-o", s(&archive)]);
+    let dst = Registry::start();
+    let proxy = Proxy::start(
+        &dst.addr,
+        vec![Rule::new("HEAD", "/blobs/sha256:", 7, Fault::Gather(7))],
+    );
+    let target = proxy.image("site/many:v1");
+    imo_ok(&["push", "-q", "--instances", "1", s(&archive), &target]);
+    assert_eq!(
+        proxy.holds(),
+        [true; 7],
+        "seven HEADs were never in flight together"
+    );
+    assert_eq!(proxy.count("HEAD", "/blobs/sha256:"), 7, "each asked once");
+    let digest = sha256(&raw_manifest(&image));
+    assert_eq!(sha256(&raw_manifest(&dst.image("site/many:v1"))), digest);
+    // Asked again, each blob is found: nothing uploaded.
+    let again = imo_ok(&["push", "--instances", "1", s(&archive), &target]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("7 already at the destination"), "{stderr}");
+    assert_eq!(proxy.count("PUT", "/blobs/uploads/"), 7, "uploaded once");
+}

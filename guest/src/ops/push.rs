@@ -33,33 +33,50 @@ enum Found {
 }
 
 /// Finds each blob with `HEAD` requests only: nothing is written while surveying. Where an
-/// inventory placed a blob, its repositories are tried first.
+/// inventory placed a blob, its repositories are tried first. The questions go in rounds,
+/// each asked together ([`Destination::have_blobs`]): every blob in the destination
+/// repository, then each blob not found yet in its next candidate repository; so each blob
+/// is found where asking one repository after another would find it, with as many requests.
 fn survey(
     client: &dyn Destination,
     blobs: &[&Descriptor],
     sources: &[String],
     held_in: &BTreeMap<Digest, Vec<String>>,
 ) -> Result<Vec<Found>> {
-    let mut found = Vec::with_capacity(blobs.len());
-    'blobs: for d in blobs {
-        if client.has_blob(&d.digest)? {
-            found.push(Found::Here);
-            continue;
+    let asks: Vec<_> = blobs.iter().map(|d| (None, &d.digest)).collect();
+    let mut found: Vec<Option<Found>> = (client.have_blobs(&asks)?.into_iter())
+        .map(|here| here.then_some(Found::Here))
+        .collect();
+    let candidates: Vec<Vec<&String>> = (blobs.iter())
+        .map(|d| {
+            let placed = held_in.get(&d.digest).into_iter().flatten();
+            let mut tried = BTreeSet::new();
+            (placed.chain(sources))
+                .filter(|repo| *repo != client.repository() && tried.insert(*repo))
+                .collect()
+        })
+        .collect();
+    for round in 0.. {
+        let open: Vec<(usize, &String)> = (0..blobs.len())
+            .filter(|&i| found[i].is_none())
+            .filter_map(|i| Some((i, *candidates[i].get(round)?)))
+            .collect();
+        if open.is_empty() {
+            break;
         }
-        let placed = held_in.get(&d.digest).into_iter().flatten();
-        let mut tried = BTreeSet::new();
-        for repo in placed.chain(sources) {
-            if repo == client.repository() || !tried.insert(repo) {
-                continue;
-            }
-            if client.has_blob_in(repo, &d.digest)? {
-                found.push(Found::In(repo.clone()));
-                continue 'blobs;
+        let asks: Vec<_> = (open.iter())
+            .map(|&(i, repo)| (Some(repo.as_str()), &blobs[i].digest))
+            .collect();
+        for ((i, repo), held) in open.into_iter().zip(client.have_blobs(&asks)?) {
+            if held {
+                found[i] = Some(Found::In(repo.clone()));
             }
         }
-        found.push(Found::Nowhere);
     }
-    Ok(found)
+    Ok(found
+        .into_iter()
+        .map(|f| f.unwrap_or(Found::Nowhere))
+        .collect())
 }
 
 /// Finds the source layers of the deltas of the layers in `needs` that the destination

@@ -3,13 +3,17 @@
 
 use super::Client;
 use super::auth::Authorize;
-use super::http::{Method, Request, Response, Url};
+use super::http::{Method, Pending, Request, Response, Url};
 use super::upload::Committing;
 use crate::digest::{Digest, Mismatch, Verifying, copy_verified};
 use crate::error::{Error, Mismatched, Result};
 use crate::manifest::Descriptor;
 use crate::text::printable;
+use std::collections::VecDeque;
 use std::io::Read;
+
+/// How many `HEAD`s [`Client::have_blobs`] keeps in flight.
+const HEADS_IN_FLIGHT: usize = 8;
 
 impl<'t> Client<'t> {
     /// Streams a blob into `sink`, checking size and digest; fails before passing on a byte
@@ -165,6 +169,62 @@ impl<'t> Client<'t> {
         let resp = self.expect(resp, &[200, 401, 403, 404], &what)?;
         Ok(resp.status == 200)
     }
+
+    /// Whether the registry holds each blob asked for: in this repository (`None`), as
+    /// [`Client::has_blob`] answers, or in another, as [`Client::has_blob_in`] does. A vet
+    /// asks about every blob of an archive, each a round trip and next to no work, so up to
+    /// [`HEADS_IN_FLIGHT`] are sent before the first answer is awaited. Only a plain 200 or
+    /// 404 is taken as it comes; anything else (a challenge, a redirect, a passing failure,
+    /// no answer) is asked again alone through the retries, token renewal and redirects every
+    /// request takes, so each answer is the one asking alone would give.
+    pub fn have_blobs(&self, asks: &[(Option<&str>, &Digest)]) -> Result<Vec<bool>> {
+        let mut answers: Vec<Option<bool>> = vec![None; asks.len()];
+        let mut waiting = VecDeque::new();
+        let mut next = asks.iter().enumerate();
+        loop {
+            while waiting.len() < HEADS_IN_FLIGHT {
+                let Some((i, &(repository, digest))) = next.next() else {
+                    break;
+                };
+                // One that cannot be sent now is asked alone below, and fails there.
+                if let Ok(pending) = self.start_head(repository, digest) {
+                    waiting.push_back((i, pending));
+                }
+            }
+            let Some((i, pending)) = waiting.pop_front() else {
+                break;
+            };
+            answers[i] = match pending().map(|r| r.status) {
+                Ok(200) => Some(true),
+                Ok(404) => Some(false),
+                _ => None,
+            };
+        }
+        (asks.iter().zip(answers))
+            .map(|(&(repository, digest), answer)| match (answer, repository) {
+                (Some(held), _) => Ok(held),
+                (None, None) => self.has_blob(digest),
+                (None, Some(r)) => self.has_blob_in(r, digest),
+            })
+            .collect()
+    }
+
+    /// Sends a blob's `HEAD` with this registry's authorization, its answer awaited later;
+    /// sent once, redirects not followed: [`Client::have_blobs`] asks again for those.
+    fn start_head(&self, repository: Option<&str>, digest: &Digest) -> Result<Pending> {
+        let repository = repository.unwrap_or(&self.repository);
+        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let mut headers = vec![];
+        if let Some(a) = self.authorization_for(&url, &Authorize::Registry)? {
+            headers.push(("authorization".to_owned(), a));
+        }
+        let request = Request {
+            method: Method::Head,
+            url,
+            headers,
+        };
+        self.transport.start(&request, None)
+    }
 }
 
 /// Where a blob download's body ends, in bytes of the blob, by its `Content-Length`: from
@@ -259,7 +319,7 @@ mod tests {
     use super::*;
     use crate::reference::Reference;
     use crate::registry::fake::FakeRegistry;
-    use crate::registry::{Access, Net};
+    use crate::registry::{Access, BodyWriter, Net};
 
     fn descriptor(data: &[u8]) -> Descriptor {
         Descriptor {
@@ -433,5 +493,100 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("mount of blob") && e.contains("500"), "{e}");
+    }
+
+    /// The fake registry, with requests started ahead of their answers counted, and the
+    /// first `HEAD` of each path in `flaky` answered 503.
+    struct Ahead<'f> {
+        fake: &'f FakeRegistry,
+        waiting: std::rc::Rc<std::cell::Cell<usize>>,
+        most: std::cell::Cell<usize>,
+        flaky: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl crate::registry::Transport for Ahead<'_> {
+        fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response> {
+            self.fake.send(req, body)
+        }
+        fn start(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending> {
+            let mut flaky = self.flaky.borrow_mut();
+            let answer = match flaky.iter().position(|p| *p == req.url.path) {
+                Some(i) => {
+                    flaky.remove(i);
+                    let line = format!("HEAD {}", req.url.path);
+                    self.fake.state.borrow_mut().log.push(line);
+                    Ok(Response {
+                        status: 503,
+                        headers: vec![],
+                        body: Box::new(std::io::empty()),
+                    })
+                }
+                None => self.fake.send(req, body),
+            };
+            self.waiting.set(self.waiting.get() + 1);
+            self.most.set(self.most.get().max(self.waiting.get()));
+            let waiting = self.waiting.clone();
+            Ok(Box::new(move || {
+                waiting.set(waiting.get() - 1);
+                answer
+            }))
+        }
+        fn now(&self) -> u64 {
+            0
+        }
+        fn sleep_ms(&self, _: u64) {}
+        fn random(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn blobs_are_asked_about_several_at_once_with_the_answers_of_asking_alone() {
+        let fake = FakeRegistry::default();
+        let blobs: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 10]).collect();
+        let mut asks = vec![];
+        {
+            let mut st = fake.state.borrow_mut();
+            for (i, b) in blobs.iter().enumerate() {
+                if i % 3 == 0 {
+                    st.blobs.insert(Digest::of(b).to_string(), b.clone());
+                }
+                if i % 4 == 0 {
+                    st.elsewhere.insert(format!("app/{}", Digest::of(b)), b.clone());
+                }
+            }
+        }
+        let digests: Vec<Digest> = blobs.iter().map(|b| Digest::of(b)).collect();
+        for d in &digests {
+            asks.push((None, d));
+            asks.push((Some("app"), d));
+        }
+        let alone = client(&fake);
+        let expected: Vec<bool> = (asks.iter())
+            .map(|&(r, d)| r.map_or_else(|| alone.has_blob(d), |r| alone.has_blob_in(r, d)))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(expected.iter().filter(|&&h| h).count(), 4 + 3);
+
+        // The first HEAD of blob 3 in `r`, which holds it, fails once: it is asked again.
+        let flaky = format!("/v2/r/blobs/{}", digests[3]);
+        let ahead = Ahead {
+            fake: &fake,
+            waiting: Default::default(),
+            most: Default::default(),
+            flaky: vec![flaky.clone()].into(),
+        };
+        let net = Net::testing(1, 1000, &|_: &str| {});
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        let c = Client::connect(&ahead, &reference, None, Access::push(vec![]), &[], net).unwrap();
+        fake.state.borrow_mut().log.clear();
+        assert_eq!(c.have_blobs(&asks).unwrap(), expected);
+        assert_eq!(ahead.most.get(), HEADS_IN_FLIGHT, "HEADs in flight at once");
+        assert_eq!(ahead.waiting.get(), 0, "every answer awaited");
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        let flaky = format!("HEAD {flaky}");
+        assert_eq!(log.len(), asks.len() + 1, "{log:?}");
+        assert_eq!(log.iter().filter(|l| **l == flaky).count(), 2, "{log:?}");
+        assert_eq!(log.last(), Some(&flaky), "asked again after the others");
     }
 }

@@ -47,6 +47,16 @@ pub trait Destination {
     fn has_blob(&self, digest: &Digest) -> Result<bool>;
     /// Whether another repository of the same store holds the blob (for mounts).
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool>;
+    /// Whether the store holds each blob asked for, in this repository (`None`) or another;
+    /// a registry asks about several at once.
+    fn have_blobs(&self, asks: &[(Option<&str>, &Digest)]) -> Result<Vec<bool>> {
+        (asks.iter())
+            .map(|&(repository, digest)| match repository {
+                None => self.has_blob(digest),
+                Some(r) => self.has_blob_in(r, digest),
+            })
+            .collect()
+    }
     /// Links a blob that repository `from` of the same store holds into this one, or says
     /// the store declined ([`Mount::Declined`]): then it is to be uploaded or copied.
     fn mount(&self, digest: &Digest, from: &str) -> Result<Mount>;
@@ -113,6 +123,9 @@ impl Destination for Client<'_> {
     }
     fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
         Client::has_blob_in(self, repository, digest)
+    }
+    fn have_blobs(&self, asks: &[(Option<&str>, &Digest)]) -> Result<Vec<bool>> {
+        Client::have_blobs(self, asks)
     }
     fn mount(&self, digest: &Digest, from: &str) -> Result<Mount> {
         Client::mount(self, digest, from)
