@@ -91,14 +91,17 @@ fn survey_delta_sources(
     missing: &mut Vec<String>,
 ) -> Result<BTreeMap<Digest, Found>> {
     let mut found = BTreeMap::new();
-    for delta in meta
-        .deltas
-        .iter()
+    let deltas: Vec<_> = (meta.deltas.iter())
         .filter(|d| needs.contains(&d.layer.digest))
+        .collect();
+    let asks: Vec<_> = deltas.iter().map(|d| (None, &d.layer.digest)).collect();
+    let held = client.have_blobs(&asks)?;
+    for delta in deltas
+        .into_iter()
+        .zip(held)
+        .filter(|(_, h)| !h)
+        .map(|(d, _)| d)
     {
-        if client.has_blob(&delta.layer.digest)? {
-            continue;
-        }
         let unknown: Vec<&Descriptor> = (delta.sources.iter())
             .filter(|s| !found.contains_key(&s.digest))
             .collect();

@@ -201,11 +201,13 @@ impl<'t> Client<'t> {
             };
         }
         (asks.iter().zip(answers))
-            .map(|(&(repository, digest), answer)| match (answer, repository) {
-                (Some(held), _) => Ok(held),
-                (None, None) => self.has_blob(digest),
-                (None, Some(r)) => self.has_blob_in(r, digest),
-            })
+            .map(
+                |(&(repository, digest), answer)| match (answer, repository) {
+                    (Some(held), _) => Ok(held),
+                    (None, None) => self.has_blob(digest),
+                    (None, Some(r)) => self.has_blob_in(r, digest),
+                },
+            )
             .collect()
     }
 
@@ -552,7 +554,8 @@ mod tests {
                     st.blobs.insert(Digest::of(b).to_string(), b.clone());
                 }
                 if i % 4 == 0 {
-                    st.elsewhere.insert(format!("app/{}", Digest::of(b)), b.clone());
+                    st.elsewhere
+                        .insert(format!("app/{}", Digest::of(b)), b.clone());
                 }
             }
         }
