@@ -103,8 +103,9 @@ impl std::fmt::Display for Stall {
         }
     }
 }
-/// Idle connections kept per registry for reuse.
-const MAX_IDLE: usize = 4;
+/// Idle connections kept per registry for reuse: as many as a vet has `HEAD`s in flight, so
+/// that each round of them finds its connections open.
+const MAX_IDLE: usize = 8;
 
 type Sender = hyper::client::conn::http1::SendRequest<WasiBody>;
 
