@@ -4,6 +4,7 @@
 use super::Client;
 use super::auth::Authorize;
 use super::http::{Method, Pending, Request, Response, Url};
+use super::retry::retryable_status;
 use super::upload::Committing;
 use crate::digest::{Digest, Mismatch, Verifying, copy_verified};
 use crate::error::{Error, Mismatched, Result};
@@ -154,31 +155,24 @@ impl<'t> Client<'t> {
 
     /// Whether the repository holds a blob (`HEAD`).
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
-        let url = self.repo_url(&format!("blobs/{digest}"));
-        let resp = self.send(Method::Head, url, vec![], None, true)?;
-        let resp = self.expect(resp, &[200, 404], &format!("HEAD blob {digest}"))?;
-        Ok(resp.status == 200)
+        self.head(None, digest, None)
     }
 
     /// Whether another repository of this registry holds a blob, for vetting mounts.
     pub fn has_blob_in(&self, repository: &str, digest: &Digest) -> Result<bool> {
-        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
-        let resp = self.send(Method::Head, url, vec![], None, true)?;
-        // Not there, or not readable with these credentials: either way not mountable.
-        let what = format!("HEAD blob {digest} in {repository}");
-        let resp = self.expect(resp, &[200, 401, 403, 404], &what)?;
-        Ok(resp.status == 200)
+        self.head(Some(repository), digest, None)
     }
 
     /// Whether the registry holds each blob asked for: in this repository (`None`), as
     /// [`Client::has_blob`] answers, or in another, as [`Client::has_blob_in`] does. A vet
     /// asks about every blob of an archive, each a round trip and next to no work, so up to
-    /// [`HEADS_IN_FLIGHT`] are sent before the first answer is awaited. Only a plain 200 or
-    /// 404 is taken as it comes; anything else (a challenge, a redirect, a passing failure,
-    /// no answer) is asked again alone through the retries, token renewal and redirects every
-    /// request takes, so each answer is the one asking alone would give.
+    /// [`HEADS_IN_FLIGHT`] are sent before the first answer is awaited. A plain 200 or 404 is
+    /// taken as it comes; a passing failure counts as the first try of the retries every
+    /// request gets; anything else (a challenge, a redirect) is asked again alone, through
+    /// the token renewal and redirects every request takes. So each answer, and each retry
+    /// reported, is the one asking alone would give.
     pub fn have_blobs(&self, asks: &[(Option<&str>, &Digest)]) -> Result<Vec<bool>> {
-        let mut answers: Vec<Option<bool>> = vec![None; asks.len()];
+        let mut answers: Vec<Option<Result<Response>>> = asks.iter().map(|_| None).collect();
         let mut waiting = VecDeque::new();
         let mut next = asks.iter().enumerate();
         loop {
@@ -186,29 +180,58 @@ impl<'t> Client<'t> {
                 let Some((i, &(repository, digest))) = next.next() else {
                     break;
                 };
-                // One that cannot be sent now is asked alone below, and fails there.
-                if let Ok(pending) = self.start_head(repository, digest) {
-                    waiting.push_back((i, pending));
+                match self.start_head(repository, digest) {
+                    Ok(pending) => waiting.push_back((i, pending)),
+                    Err(e) => answers[i] = Some(Err(e)),
                 }
             }
             let Some((i, pending)) = waiting.pop_front() else {
                 break;
             };
-            answers[i] = match pending().map(|r| r.status) {
-                Ok(200) => Some(true),
-                Ok(404) => Some(false),
-                _ => None,
-            };
+            answers[i] = Some(pending());
         }
         (asks.iter().zip(answers))
-            .map(
-                |(&(repository, digest), answer)| match (answer, repository) {
-                    (Some(held), _) => Ok(held),
-                    (None, None) => self.has_blob(digest),
-                    (None, Some(r)) => self.has_blob_in(r, digest),
-                },
-            )
+            .map(|(&(repository, digest), answer)| match answer {
+                Some(Ok(r)) if matches!(r.status, 200 | 404) => Ok(r.status == 200),
+                Some(first) if worth_retrying(&first) => self.head(repository, digest, Some(first)),
+                _ => self.head(repository, digest, None),
+            })
             .collect()
+    }
+
+    /// A blob's `HEAD` in `repository` (this one for `None`), through retries, token
+    /// renewal and redirects; `first` is the answer to a first try already sent.
+    fn head(
+        &self,
+        repository: Option<&str>,
+        digest: &Digest,
+        first: Option<Result<Response>>,
+    ) -> Result<bool> {
+        let (path, what, codes): (_, _, &[u16]) = match repository {
+            None => (
+                format!("/v2/{}/blobs/{digest}", self.repository),
+                format!("HEAD blob {digest}"),
+                &[200, 404],
+            ),
+            // Not there, or not readable with these credentials: either way not mountable.
+            Some(r) => (
+                format!("/v2/{r}/blobs/{digest}"),
+                format!("HEAD blob {digest} in {r}"),
+                &[200, 401, 403, 404],
+            ),
+        };
+        let request = Request {
+            method: Method::Head,
+            url: self.url(&path),
+            headers: vec![],
+        };
+        let mut first = first;
+        let resp = self.with_retries(&request, true, &mut |_| match first.take() {
+            Some(answer) => answer,
+            None => self.send_authorized(&request, None, true, &Authorize::Registry),
+        })?;
+        let resp = self.expect(resp, codes, &what)?;
+        Ok(resp.status == 200)
     }
 
     /// Sends a blob's `HEAD` with this registry's authorization, its answer awaited later;
@@ -226,6 +249,14 @@ impl<'t> Client<'t> {
             headers,
         };
         self.transport.start(&request, None)
+    }
+}
+
+/// Whether an answer is a passing failure, which the retries would try again.
+fn worth_retrying(answer: &Result<Response>) -> bool {
+    match answer {
+        Ok(r) => retryable_status(r.status),
+        Err(e) => matches!(e, Error::Unreachable(_)),
     }
 }
 
@@ -571,7 +602,7 @@ mod tests {
             .unwrap();
         assert_eq!(expected.iter().filter(|&&h| h).count(), 4 + 3);
 
-        // The first HEAD of blob 3 in `r`, which holds it, fails once: it is asked again.
+        // The first HEAD of blob 3 in `r`, which holds it, fails once: it is retried.
         let flaky = format!("/v2/r/blobs/{}", digests[3]);
         let ahead = Ahead {
             fake: &fake,
@@ -579,7 +610,9 @@ mod tests {
             most: Default::default(),
             flaky: vec![flaky.clone()].into(),
         };
-        let net = Net::testing(1, 1000, &|_: &str| {});
+        let said = std::cell::RefCell::new(vec![]);
+        let report = |line: &str| said.borrow_mut().push(line.to_owned());
+        let net = Net::testing(1, 1000, &report);
         let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
         let c = Client::connect(&ahead, &reference, None, Access::push(vec![]), &[], net).unwrap();
         fake.state.borrow_mut().log.clear();
@@ -591,5 +624,10 @@ mod tests {
         assert_eq!(log.len(), asks.len() + 1, "{log:?}");
         assert_eq!(log.iter().filter(|l| **l == flaky).count(), 2, "{log:?}");
         assert_eq!(log.last(), Some(&flaky), "asked again after the others");
+        let said = said.into_inner();
+        assert!(
+            said.len() == 1 && said[0].starts_with("retrying HEAD") && said[0].contains("503"),
+            "the first answer counts as the first try, as asking alone: {said:?}"
+        );
     }
 }
