@@ -318,6 +318,8 @@ impl Imo {
         file: std::fs::File,
         mode: OpenMode,
     ) -> Result<Summary, Error> {
+        // The archive goes to disk as it comes in, not all in the final `fsync`.
+        let _writeback = Writeback::start(&file);
         let (request, witness, mut store, imo) = self.pull_sandbox(bundle).await?;
         let instances = self.instances();
         let options = self.options();
@@ -469,9 +471,12 @@ impl Imo {
                     imo_guest::digest::Digest::parse(&b.digest).map_err(Error::InvalidManifest)?;
                 let frame = imo_guest::ops::between_blobs(before, Some((&digest, b.size)));
                 out.write_all(&frame).await.map_err(io)?;
-                let copied = tokio::io::copy(&mut reader.take(b.size), &mut out)
-                    .await
-                    .map_err(io)?;
+                // Through a buffer of a megabyte: `tokio::io::copy`'s 8 KiB made a write, and
+                // for stdout a trip to a blocking thread, every few KiB (108 000 writes for
+                // 350 MB, 0.6-0.9 s of system time).
+                let mut blob =
+                    tokio::io::BufReader::with_capacity(COPY_BUFFER, reader.take(b.size));
+                let copied = tokio::io::copy_buf(&mut blob, &mut out).await.map_err(io)?;
                 if copied != b.size {
                     // Its instance stopped: its own error says why.
                     return Ok(false);
@@ -1009,6 +1014,54 @@ impl AsyncRead for PullStream {
     }
 }
 
+/// Keeps the kernel writing a file being pulled into out to disk while the pull runs, so that
+/// the `fsync` completing the archive waits only for the last moments' pages. Left to the
+/// kernel's own schedule (nothing written before dirty pages reach a share of memory), the
+/// whole archive was written by that `fsync` after the last byte came in: 150-200 ms of a
+/// 1.05 s pull of 350 MB here, with the cores idle; started as the pull goes, the `fsync`
+/// takes about 10 ms and the pull 0.85-0.9 s. Starting writeback does not wait for it. The
+/// thread stops when this is dropped (its channel closes).
+struct Writeback {
+    _stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+/// How often [`Writeback`] starts writing what the pull wrote since.
+const WRITEBACK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl Writeback {
+    fn start(file: &std::fs::File) -> Writeback {
+        #[cfg(target_os = "linux")]
+        if let Ok(file) = file.try_clone() {
+            use std::os::fd::AsRawFd as _;
+            use std::sync::mpsc::RecvTimeoutError;
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("imo-writeback".into())
+                .spawn(move || {
+                    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(WRITEBACK_EVERY)
+                    {
+                        // SAFETY: the descriptor is this thread's own (a clone), open while it
+                        // runs; the call only starts writing pages already dirty. A failure
+                        // is the final `fsync`'s to report.
+                        unsafe {
+                            libc::sync_file_range(
+                                file.as_raw_fd(),
+                                0,
+                                0,
+                                libc::SYNC_FILE_RANGE_WRITE,
+                            )
+                        };
+                    }
+                });
+            if spawned.is_ok() {
+                return Writeback { _stop: Some(stop) };
+            }
+        }
+        let _ = file;
+        Writeback { _stop: None }
+    }
+}
+
 /// Hands `file` to the component as a descriptor it may use in `mode`, and nothing else.
 fn push_file(
     store: &mut wasmtime::Store<crate::runtime::State>,
@@ -1058,6 +1111,9 @@ type ShareWork<T> = Box<
 
 /// How far ahead of the writer each instance of a pull to a stream may fetch, in bytes.
 const STREAM_AHEAD: usize = 32 << 20;
+
+/// The most of a blob the writer of a pull to a stream takes from its pipe at once.
+const COPY_BUFFER: usize = 1 << 20;
 
 fn shares(sizes: &[u64], n: usize) -> Vec<Vec<u32>> {
     let mut order: Vec<u32> = (0..sizes.len() as u32).collect();

@@ -30,15 +30,20 @@ impl Write for StreamWriter<'_> {
     }
 }
 
+/// Pieces smaller than this are gathered into one write of the archive file.
+const WRITE_GATHER: usize = 128 << 10;
+
 /// The archive file the host handed in, written at any offset.
 pub(super) struct FileArchive<'a>(pub(super) &'a Descriptor);
 
 impl ops::ArchiveFile for FileArchive<'_> {
     fn at(&self, offset: u64) -> Result<Box<dyn Write + '_>, Error> {
-        // Each write is a trip to the host: whole chunks, not the pieces a response body
-        // arrives in.
+        // Each write is a trip to the host: small pieces (a slow response's) are gathered
+        // first, while a piece of at least this size (a loopback or fast response gives some
+        // hundreds of KiB per read) goes to the host as it is, without a copy inside the
+        // component first.
         Ok(Box::new(io::BufWriter::with_capacity(
-            FETCH_CHUNK as usize,
+            WRITE_GATHER,
             FileRegion {
                 file: self.0,
                 at: offset,
