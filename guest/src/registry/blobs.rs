@@ -207,24 +207,12 @@ impl<'t> Client<'t> {
         digest: &Digest,
         first: Option<Result<Response>>,
     ) -> Result<bool> {
-        let (path, what, codes): (_, _, &[u16]) = match repository {
-            None => (
-                format!("/v2/{}/blobs/{digest}", self.repository),
-                format!("HEAD blob {digest}"),
-                &[200, 404],
-            ),
+        let (what, codes): (_, &[u16]) = match repository {
+            None => (format!("HEAD blob {digest}"), &[200, 404]),
             // Not there, or not readable with these credentials: either way not mountable.
-            Some(r) => (
-                format!("/v2/{r}/blobs/{digest}"),
-                format!("HEAD blob {digest} in {r}"),
-                &[200, 401, 403, 404],
-            ),
+            Some(r) => (format!("HEAD blob {digest} in {r}"), &[200, 401, 403, 404]),
         };
-        let request = Request {
-            method: Method::Head,
-            url: self.url(&path),
-            headers: vec![],
-        };
+        let request = self.head_request(repository, digest);
         let mut first = first;
         let resp = self.with_retries(&request, true, &mut |_| match first.take() {
             Some(answer) => answer,
@@ -237,18 +225,21 @@ impl<'t> Client<'t> {
     /// Sends a blob's `HEAD` with this registry's authorization, its answer awaited later;
     /// sent once, redirects not followed: [`Client::have_blobs`] asks again for those.
     fn start_head(&self, repository: Option<&str>, digest: &Digest) -> Result<Pending> {
-        let repository = repository.unwrap_or(&self.repository);
-        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
-        let mut headers = vec![];
-        if let Some(a) = self.authorization_for(&url, &Authorize::Registry)? {
-            headers.push(("authorization".to_owned(), a));
+        let mut request = self.head_request(repository, digest);
+        if let Some(a) = self.authorization_for(&request.url, &Authorize::Registry)? {
+            request.headers.push(("authorization".to_owned(), a));
         }
-        let request = Request {
-            method: Method::Head,
-            url,
-            headers,
-        };
         self.transport.start(&request, None)
+    }
+
+    /// A blob's `HEAD` in `repository` (this one for `None`), without `Authorization`.
+    fn head_request(&self, repository: Option<&str>, digest: &Digest) -> Request {
+        let repository = repository.unwrap_or(&self.repository);
+        Request {
+            method: Method::Head,
+            url: self.url(&format!("/v2/{repository}/blobs/{digest}")),
+            headers: vec![],
+        }
     }
 }
 
