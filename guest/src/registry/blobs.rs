@@ -4,6 +4,7 @@
 use super::Client;
 use super::auth::Authorize;
 use super::http::{Method, Pending, Request, Response, Url};
+use super::redirect::{follow, followed};
 use super::retry::retryable_status;
 use super::upload::Committing;
 use crate::digest::{Digest, Mismatch, Verifying, copy_verified};
@@ -166,37 +167,78 @@ impl<'t> Client<'t> {
     /// Whether the registry holds each blob asked for: in this repository (`None`), as
     /// [`Client::has_blob`] answers, or in another, as [`Client::has_blob_in`] does. A vet
     /// asks about every blob of an archive, each a round trip and next to no work, so up to
-    /// [`HEADS_IN_FLIGHT`] are sent before the first answer is awaited. A plain 200 or 404 is
-    /// taken as it comes; a passing failure counts as the first try of the retries every
-    /// request gets; anything else (a challenge, a redirect) is asked again alone, through
-    /// the token renewal and redirects every request takes. So each answer, and each retry
-    /// reported, is the one asking alone would give.
+    /// [`HEADS_IN_FLIGHT`] are in flight at once, redirects followed among them. Any other
+    /// answer is settled at once, alone, before more are sent: through the retries (the
+    /// answer counting as the first try), token renewal and redirects every request takes.
+    /// Answers to requests sent before that settled are asked again afresh, as they would
+    /// have been sent after it. So a registry in trouble is waited for as asking one by one
+    /// would wait, and each answer is the one asking alone would give.
     pub fn have_blobs(&self, asks: &[(Option<&str>, &Digest)]) -> Result<Vec<bool>> {
-        let mut answers: Vec<Option<Result<Response>>> = asks.iter().map(|_| None).collect();
-        let mut waiting = VecDeque::new();
+        let mut held = vec![false; asks.len()];
+        let mut waiting: VecDeque<Ahead> = VecDeque::new();
         let mut next = asks.iter().enumerate();
+        // Requests sent so far, and how many had been sent when an answer was last settled.
+        let (mut sent, mut settled_at) = (0, 0);
         loop {
             while waiting.len() < HEADS_IN_FLIGHT {
-                let Some((i, &(repository, digest))) = next.next() else {
+                let Some((ask, &(repository, digest))) = next.next() else {
                     break;
                 };
                 match self.start_head(repository, digest) {
-                    Ok(pending) => waiting.push_back((i, pending)),
-                    Err(e) => answers[i] = Some(Err(e)),
+                    Ok((request, pending)) => waiting.push_back(Ahead {
+                        ask,
+                        sent,
+                        request,
+                        hops: 0,
+                        pending,
+                    }),
+                    // Refused before it was sent (a policy, a token that cannot be had):
+                    // asked alone, it would fail the same way.
+                    Err(e) if !passing(&e) => return Err(e),
+                    Err(e) => {
+                        held[ask] = self.head(repository, digest, Some(Err(e)))?;
+                        settled_at = sent;
+                    }
                 }
+                sent += 1;
             }
-            let Some((i, pending)) = waiting.pop_front() else {
+            let Some(ahead) = waiting.pop_front() else {
                 break;
             };
-            answers[i] = Some(pending());
+            let (repository, digest) = asks[ahead.ask];
+            let answer = match (ahead.pending)() {
+                Ok(r) if r.status == 200 || r.status == 404 => {
+                    held[ahead.ask] = r.status == 200;
+                    continue;
+                }
+                // Not readable with these credentials: not mountable, as `has_blob_in` says.
+                Ok(r) if r.status == 403 && repository.is_some() => continue,
+                Ok(r) if followed(Method::Head, r.status) => {
+                    match follow(&ahead.request, r.header("location"), ahead.hops) {
+                        Ok(request) => match self.transport.start(&request, None) {
+                            Ok(pending) => {
+                                let hops = ahead.hops + 1;
+                                waiting.push_back(Ahead {
+                                    request,
+                                    hops,
+                                    pending,
+                                    ..ahead
+                                });
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        },
+                        // Asked alone, it fails with the registry's name on it.
+                        Err(_) => Ok(r),
+                    }
+                }
+                answer => answer,
+            };
+            let first = (ahead.sent >= settled_at).then_some(answer);
+            held[ahead.ask] = self.head(repository, digest, first)?;
+            settled_at = sent;
         }
-        (asks.iter().zip(answers))
-            .map(|(&(repository, digest), answer)| match answer {
-                Some(Ok(r)) if matches!(r.status, 200 | 404) => Ok(r.status == 200),
-                Some(first) if worth_retrying(&first) => self.head(repository, digest, Some(first)),
-                _ => self.head(repository, digest, None),
-            })
-            .collect()
+        Ok(held)
     }
 
     /// A blob's `HEAD` in `repository` (this one for `None`), through retries, token
@@ -213,7 +255,8 @@ impl<'t> Client<'t> {
             Some(r) => (format!("HEAD blob {digest} in {r}"), &[200, 401, 403, 404]),
         };
         let request = self.head_request(repository, digest);
-        let mut first = first;
+        // Only a passing failure is taken as the first try: anything else is asked again.
+        let mut first = first.filter(worth_retrying);
         let resp = self.with_retries(&request, true, &mut |_| match first.take() {
             Some(answer) => answer,
             None => self.send_authorized(&request, None, true, &Authorize::Registry),
@@ -223,13 +266,14 @@ impl<'t> Client<'t> {
     }
 
     /// Sends a blob's `HEAD` with this registry's authorization, its answer awaited later;
-    /// sent once, redirects not followed: [`Client::have_blobs`] asks again for those.
-    fn start_head(&self, repository: Option<&str>, digest: &Digest) -> Result<Pending> {
+    /// returns the request as sent, for a redirect to be followed from.
+    fn start_head(&self, repository: Option<&str>, digest: &Digest) -> Result<(Request, Pending)> {
         let mut request = self.head_request(repository, digest);
         if let Some(a) = self.authorization_for(&request.url, &Authorize::Registry)? {
             request.headers.push(("authorization".to_owned(), a));
         }
-        self.transport.start(&request, None)
+        let pending = self.transport.start(&request, None)?;
+        Ok((request, pending))
     }
 
     /// A blob's `HEAD` in `repository` (this one for `None`), without `Authorization`.
@@ -243,12 +287,30 @@ impl<'t> Client<'t> {
     }
 }
 
+/// A blob's `HEAD` sent ahead by [`Client::have_blobs`], its answer to come.
+struct Ahead {
+    /// Which ask it answers.
+    ask: usize,
+    /// How many requests were sent before it (redirects aside).
+    sent: usize,
+    /// As sent, `Authorization` included.
+    request: Request,
+    /// Redirects followed to it.
+    hops: u32,
+    pending: Pending,
+}
+
 /// Whether an answer is a passing failure, which the retries would try again.
 fn worth_retrying(answer: &Result<Response>) -> bool {
     match answer {
         Ok(r) => retryable_status(r.status),
-        Err(e) => matches!(e, Error::Unreachable(_)),
+        Err(e) => passing(e),
     }
+}
+
+/// Whether an error is one a retry may get past: no answer came.
+fn passing(e: &Error) -> bool {
+    matches!(e, Error::Unreachable(_))
 }
 
 /// Where a blob download's body ends, in bytes of the blob, by its `Content-Length`: from
@@ -343,7 +405,7 @@ mod tests {
     use super::*;
     use crate::reference::Reference;
     use crate::registry::fake::FakeRegistry;
-    use crate::registry::{Access, BodyWriter, Net};
+    use crate::registry::{Access, BodyWriter, Net, Transport};
 
     fn descriptor(data: &[u8]) -> Descriptor {
         Descriptor {
@@ -519,34 +581,61 @@ mod tests {
         assert!(e.contains("mount of blob") && e.contains("500"), "{e}");
     }
 
-    /// The fake registry, with requests started ahead of their answers counted, and the
-    /// first `HEAD` of each path in `flaky` answered 503.
-    struct Ahead<'f> {
+    /// The fake registry, with requests started ahead of their answers counted; the first
+    /// `HEAD` of each path in `flaky` is answered 503, repository `moved` redirects to `app`,
+    /// and when `down`, no request gets an answer.
+    struct Pipelined<'f> {
         fake: &'f FakeRegistry,
         waiting: std::rc::Rc<std::cell::Cell<usize>>,
         most: std::cell::Cell<usize>,
         flaky: std::cell::RefCell<Vec<String>>,
+        down: std::cell::Cell<bool>,
     }
 
-    impl crate::registry::Transport for Ahead<'_> {
-        fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response> {
+    impl<'f> Pipelined<'f> {
+        fn new(fake: &'f FakeRegistry, flaky: Vec<String>) -> Self {
+            Pipelined {
+                fake,
+                waiting: Default::default(),
+                most: Default::default(),
+                flaky: flaky.into(),
+                down: Default::default(),
+            }
+        }
+
+        fn answer(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response> {
+            let path = &req.url.path;
+            let logged = |status: u16, headers: Vec<(String, String)>| {
+                let line = format!("{} {path}", req.method.as_str());
+                self.fake.state.borrow_mut().log.push(line);
+                Ok(Response {
+                    status,
+                    headers,
+                    body: Box::new(std::io::empty()),
+                })
+            };
+            if self.down.get() {
+                logged(0, vec![])?;
+                return Err(Error::Unreachable("timed out".into()));
+            }
+            let mut flaky = self.flaky.borrow_mut();
+            if let Some(i) = flaky.iter().position(|p| p == path) {
+                flaky.remove(i);
+                return logged(503, vec![]);
+            }
+            if let Some(rest) = path.strip_prefix("/v2/moved/") {
+                return logged(307, vec![("location".into(), format!("/v2/app/{rest}"))]);
+            }
             self.fake.send(req, body)
         }
+    }
+
+    impl Transport for Pipelined<'_> {
+        fn send(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Response> {
+            self.answer(req, body)
+        }
         fn start(&self, req: &Request, body: Option<BodyWriter<'_>>) -> Result<Pending> {
-            let mut flaky = self.flaky.borrow_mut();
-            let answer = match flaky.iter().position(|p| *p == req.url.path) {
-                Some(i) => {
-                    flaky.remove(i);
-                    let line = format!("HEAD {}", req.url.path);
-                    self.fake.state.borrow_mut().log.push(line);
-                    Ok(Response {
-                        status: 503,
-                        headers: vec![],
-                        body: Box::new(std::io::empty()),
-                    })
-                }
-                None => self.fake.send(req, body),
-            };
+            let answer = self.answer(req, body);
             self.waiting.set(self.waiting.get() + 1);
             self.most.set(self.most.get().max(self.waiting.get()));
             let waiting = self.waiting.clone();
@@ -595,12 +684,7 @@ mod tests {
 
         // The first HEAD of blob 3 in `r`, which holds it, fails once: it is retried.
         let flaky = format!("/v2/r/blobs/{}", digests[3]);
-        let ahead = Ahead {
-            fake: &fake,
-            waiting: Default::default(),
-            most: Default::default(),
-            flaky: vec![flaky.clone()].into(),
-        };
+        let ahead = Pipelined::new(&fake, vec![flaky.clone()]);
         let said = std::cell::RefCell::new(vec![]);
         let report = |line: &str| said.borrow_mut().push(line.to_owned());
         let net = Net::testing(1, 1000, &report);
@@ -614,11 +698,63 @@ mod tests {
         let flaky = format!("HEAD {flaky}");
         assert_eq!(log.len(), asks.len() + 1, "{log:?}");
         assert_eq!(log.iter().filter(|l| **l == flaky).count(), 2, "{log:?}");
-        assert_eq!(log.last(), Some(&flaky), "asked again after the others");
+        let again = log.iter().rposition(|l| *l == flaky).unwrap();
+        assert!(
+            again < asks.len(),
+            "settled at once, not after the others: {log:?}"
+        );
         let said = said.into_inner();
         assert!(
             said.len() == 1 && said[0].starts_with("retrying HEAD") && said[0].contains("503"),
             "the first answer counts as the first try, as asking alone: {said:?}"
         );
+    }
+
+    fn through<'a>(port: &'a Pipelined<'a>, attempts: u32) -> Client<'a> {
+        let net = Net::testing(attempts, 1000, &|_: &str| {});
+        let reference = Reference::parse("127.0.0.1:5000/r").unwrap();
+        let c = Client::connect(port, &reference, None, Access::push(vec![]), &[], net).unwrap();
+        port.fake.state.borrow_mut().log.clear();
+        c
+    }
+
+    #[test]
+    fn redirects_are_followed_among_the_heads_in_flight() {
+        let fake = FakeRegistry::default();
+        let blobs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 10]).collect();
+        for b in blobs.iter().step_by(2) {
+            let key = format!("app/{}", Digest::of(b));
+            fake.state.borrow_mut().elsewhere.insert(key, b.clone());
+        }
+        let digests: Vec<Digest> = blobs.iter().map(|b| Digest::of(b)).collect();
+        let asks: Vec<_> = digests.iter().map(|d| (Some("moved"), d)).collect();
+        let port = Pipelined::new(&fake, vec![]);
+        let held = through(&port, 1).have_blobs(&asks).unwrap();
+        assert_eq!(held, (0..10).map(|i| i % 2 == 0).collect::<Vec<_>>());
+        assert_eq!(port.most.get(), HEADS_IN_FLIGHT);
+        // Each asked once where it was asked, and once where it was sent.
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        for d in &digests {
+            for repo in ["moved", "app"] {
+                let line = format!("HEAD /v2/{repo}/blobs/{d}");
+                assert_eq!(log.iter().filter(|l| **l == line).count(), 1, "{log:?}");
+            }
+        }
+        assert_eq!(log.len(), 20, "{log:?}");
+    }
+
+    #[test]
+    fn a_registry_that_stops_answering_gets_no_more_heads_than_asking_alone_and_those_in_flight() {
+        let fake = FakeRegistry::default();
+        let port = Pipelined::new(&fake, vec![]);
+        let c = through(&port, 2);
+        port.down.set(true);
+        let digests: Vec<Digest> = (0..40u8).map(|i| Digest::of(&[i])).collect();
+        let asks: Vec<_> = digests.iter().map(|d| (None, d)).collect();
+        let e = c.have_blobs(&asks).unwrap_err();
+        assert!(e.to_string().contains("stopped answering"), "{e}");
+        // Eight sent ahead, then the first one's two retries: not one per blob.
+        let log = std::mem::take(&mut fake.state.borrow_mut().log);
+        assert_eq!(log.len(), HEADS_IN_FLIGHT + 2, "{log:?}");
     }
 }
