@@ -1042,8 +1042,9 @@ impl Writeback {
                     {
                         // SAFETY: the descriptor is this thread's own (a clone), open while it
                         // runs; the call only starts writing pages already dirty. A failure
-                        // is the final `fsync`'s to report.
-                        unsafe {
+                        // (a file system without it) ends the writeback: errors are the
+                        // final `fsync`'s to report.
+                        let started = unsafe {
                             libc::sync_file_range(
                                 file.as_raw_fd(),
                                 0,
@@ -1051,6 +1052,9 @@ impl Writeback {
                                 libc::SYNC_FILE_RANGE_WRITE,
                             )
                         };
+                        if started != 0 {
+                            break;
+                        }
                     }
                 });
             if spawned.is_ok() {

@@ -141,37 +141,17 @@ impl Imo {
         ),
         Error,
     > {
-        let policy = self.policy(references)?;
-        let connector = self.connector(references);
-        let mut store = self
-            .runtime
-            .store(
-                policy.clone(),
-                connector.clone(),
-                self.reporter(),
-                &[],
-                grants,
-                self.settings.memory_limit,
-            )
-            .map_err(runtime_error)?;
-        let imo = self
-            .runtime
-            .instantiate(&mut store)
-            .await
-            .map_err(trap_error)?;
-        let grants = grants.to_vec();
-        Ok((
-            Witness {
-                policy,
-                connector,
-                grants,
-            },
-            store,
-            imo,
-        ))
+        let witness = Witness {
+            policy: self.policy(references)?,
+            connector: self.connector(references),
+            grants: grants.to_vec(),
+        };
+        // The first instance is made as every other of the same sandbox is.
+        let (store, imo) = self.twin(&witness).await?;
+        Ok((witness, store, imo))
     }
 
-    /// Another instance in the sandbox `witness` watches, for a pull spread over several:
+    /// An instance in the sandbox `witness` watches (another, for work spread over several):
     /// the same policy (and what it has learned), TLS, files and memory limit, nothing wider.
     pub(crate) async fn twin(
         &self,
